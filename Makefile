@@ -1,0 +1,36 @@
+# One entry point. Each target creates .venv on first use and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
+
+.PHONY: demo test lint docs bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.examples: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[examples]'
+	touch $@
+
+$(VENV)/.test: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[examples,test]'
+	touch $@
+
+$(VENV)/.lint: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[lint]'
+	touch $@
+
+demo: $(VENV)/.examples
+	$(BIN)/python examples/train_linear.py
+
+test: $(VENV)/.test
+	$(BIN)/python -m pytest -q
+
+lint: $(VENV)/.lint
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy jaxce
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .hypothesis

@@ -1,0 +1,575 @@
+"""Softmax cross-entropy with an analytic backward, NLL, label smoothing, softmax.
+
+The forward keeps only the per-example logsumexp (and a few other per-example
+numbers) for the backward; the backward recomputes `P = exp(x - lse)` from the
+logits in one fused pass and writes `(P - Y) * w / S` directly, so no N x K
+probability matrix is ever stored between the two.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from . import _checks, _labels
+from ._reduce import reduce_loss
+
+
+class _Config(NamedTuple):
+    axis: int
+    smoothing: float
+    z_loss: float
+
+
+def logsumexp(x: jax.Array, axis: int) -> jax.Array:
+    """Stable logsumexp along `axis`, keepdims; a row of all `-inf` gives `-inf`."""
+    return jax.nn.logsumexp(x, axis=axis, keepdims=True)
+
+
+def _class_sum(x: jax.Array, axis: int) -> jax.Array:
+    """Sums over every axis but the class axis (a per-class gradient)."""
+    return jnp.sum(x, axis=tuple(a for a in range(x.ndim) if a != axis))
+
+
+def _nan_where(bad: jax.Array | None, x: jax.Array) -> jax.Array:
+    return x if bad is None else jnp.where(bad, jnp.nan, x)
+
+
+def _smoothing_support(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+    """Classes that receive smoothing mass (finite logit) and how many per example."""
+    finite = x > -jnp.inf
+    return finite, jnp.sum(finite, axis=axis, keepdims=True).astype(x.dtype)
+
+
+# Integer class labels.
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _class_ce(cfg, logits, classes, weights, mask, bad):
+    return _class_ce_fwd(cfg, logits, classes, weights, mask, bad)[0]
+
+
+def _class_ce_fwd(cfg, logits, classes, weights, mask, bad):
+    axis, eps = cfg.axis, cfg.smoothing
+    dtype = _checks.compute_dtype(logits.dtype, *([] if weights is None else [weights.dtype]))
+    x = logits.astype(dtype)
+    m = jnp.expand_dims(mask, axis)
+    lse = logsumexp(x, axis)
+    onehot = _labels.target_mask(classes, x.shape, axis)
+    nll = lse - _labels.pick(x, onehot, axis)
+    w = None if weights is None else _labels.along_axis(weights.astype(dtype), x.ndim, axis)
+    w_y = jnp.ones_like(lse) if w is None else _labels.pick(w, onehot, axis)
+    loss = (1 - eps) * w_y * nll
+    count = w_sum = None
+    if eps:
+        finite, count = _smoothing_support(x, axis)
+        spread = jnp.where(finite, lse - x, 0)
+        if w is None:
+            w_sum = count
+        else:
+            w_sum = jnp.sum(jnp.where(finite, w, 0), axis=axis, keepdims=True)
+            spread = w * spread
+        loss = loss + eps / count * jnp.sum(spread, axis=axis, keepdims=True)
+    if cfg.z_loss:
+        loss = loss + cfg.z_loss * lse**2
+    loss = _nan_where(jnp.expand_dims(bad, axis), jnp.where(m, loss, 0))
+    norm = jnp.where(m, w_y, 0)
+    out = (jnp.squeeze(loss, axis), jnp.squeeze(norm, axis))
+    return out, (logits, classes, weights, mask, bad, lse, nll, w_y, count, w_sum)
+
+
+def _class_ce_bwd(cfg, res, cts):
+    logits, classes, weights, mask, bad, lse, nll, w_y, count, w_sum = res
+    axis, eps = cfg.axis, cfg.smoothing
+    x = logits.astype(lse.dtype)
+    m = jnp.expand_dims(mask, axis)
+    g, h = (jnp.expand_dims(c, axis) for c in cts)
+    g = _nan_where(jnp.expand_dims(bad, axis), jnp.where(m, g, 0))
+    onehot = _labels.target_mask(classes, x.shape, axis)
+    w = None if weights is None else _labels.along_axis(weights.astype(x.dtype), x.ndim, axis)
+    # d loss_i / d x_ic = a_i P_ic - (1 - eps) w_y Y_ic - eps / K'_i w_c [x_ic finite]
+    a = (1 - eps) * w_y
+    target = jnp.where(onehot, a, 0)
+    if eps:
+        finite = x > -jnp.inf
+        a = a + eps * w_sum / count
+        target = target + eps / count * jnp.where(finite, 1 if w is None else w, 0)
+    if cfg.z_loss:
+        a = a + 2 * cfg.z_loss * lse
+    p = jnp.exp(x - lse)
+    dx = jnp.where(m, g * (a * p - target), 0).astype(logits.dtype)
+    dw = None
+    if weights is not None:
+        per_class = jnp.where(onehot, (1 - eps) * g * nll + h, 0)
+        if eps:
+            per_class = per_class + g * eps / count * jnp.where(finite, lse - x, 0)
+        dw = _class_sum(jnp.where(m, per_class, 0), axis).astype(weights.dtype)
+    return dx, None, dw, None, None
+
+
+_class_ce.defvjp(_class_ce_fwd, _class_ce_bwd)
+
+
+# Probability labels.
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _prob_ce(cfg, logits, probs, weights, mask):
+    return _prob_ce_fwd(cfg, logits, probs, weights, mask)[0]
+
+
+def _smoothed_targets(cfg, x, probs, weights):
+    """`w_c * q_c` with `q = (1 - eps) p + eps / K'` on the finite classes."""
+    axis, eps = cfg.axis, cfg.smoothing
+    q = probs.astype(x.dtype)
+    if eps:
+        finite, count = _smoothing_support(x, axis)
+        q = (1 - eps) * q + jnp.where(finite, eps / count, 0)
+    w = None if weights is None else _labels.along_axis(weights.astype(x.dtype), x.ndim, axis)
+    return q, (q if w is None else w * q), w
+
+
+def _prob_ce_fwd(cfg, logits, probs, weights, mask):
+    axis = cfg.axis
+    dtypes = [logits.dtype, probs.dtype] + ([] if weights is None else [weights.dtype])
+    x = logits.astype(_checks.compute_dtype(*dtypes))
+    m = jnp.expand_dims(mask, axis)
+    lse = logsumexp(x, axis)
+    _, wq, _ = _smoothed_targets(cfg, x, probs, weights)
+    # 0 * log 0 = 0: a class with no target mass contributes nothing, even at -inf.
+    loss = jnp.sum(jnp.where(wq != 0, wq * (lse - x), 0), axis=axis, keepdims=True)
+    wq_sum = jnp.sum(wq, axis=axis, keepdims=True)
+    if cfg.z_loss:
+        loss = loss + cfg.z_loss * lse**2
+    loss = jnp.where(m, loss, 0)
+    out = (jnp.squeeze(loss, axis), mask.astype(x.dtype))
+    return out, (logits, probs, weights, mask, lse, wq_sum)
+
+
+def _prob_ce_bwd(cfg, res, cts):
+    logits, probs, weights, mask, lse, wq_sum = res
+    axis, eps = cfg.axis, cfg.smoothing
+    x = logits.astype(lse.dtype)
+    m = jnp.expand_dims(mask, axis)
+    g = jnp.where(m, jnp.expand_dims(cts[0], axis), 0)
+    q, wq, w = _smoothed_targets(cfg, x, probs, weights)
+    a = wq_sum + (2 * cfg.z_loss * lse if cfg.z_loss else 0)
+    dx = jnp.where(m, g * (a * jnp.exp(x - lse) - wq), 0).astype(logits.dtype)
+    nll = lse - x
+    dprobs = (1 - eps) * g * (nll if w is None else w * nll)
+    dprobs = jnp.where(m, dprobs, 0).astype(probs.dtype)
+    dw = None
+    if weights is not None:
+        per_class = jnp.where(q != 0, g * q * nll, 0)
+        dw = _class_sum(jnp.where(m, per_class, 0), axis).astype(weights.dtype)
+    return dx, dprobs, dw, None
+
+
+_prob_ce.defvjp(_prob_ce_fwd, _prob_ce_bwd)
+
+
+_CE_STATIC = ("axis", "ignore_index", "label_smoothing", "reduction", "z_loss")
+
+
+@functools.partial(jax.jit, static_argnames=_CE_STATIC)
+def softmax_cross_entropy(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    axis: int = -1,
+    weights: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
+    where: ArrayLike | None = None,
+    reduction: str = "mean",
+    denominator: ArrayLike | None = None,
+    z_loss: float = 0.0,
+) -> jax.Array:
+    r"""Softmax cross-entropy between logits and class labels or probabilities.
+
+    With integer labels $y_i$, mask $m_i$ (0 where ignored or `where` is
+    False) and class weights $w$, the `"mean"` loss is PyTorch's
+
+    $$
+    L = \frac{1}{S}\sum_i m_i \Big[(1-\varepsilon)\, w_{y_i}\big(\operatorname{lse}(x_i) - x_{i y_i}\big)
+        + \frac{\varepsilon}{K_i}\sum_{c} w_c \big(\operatorname{lse}(x_i) - x_{ic}\big)
+        + \zeta \operatorname{lse}(x_i)^2\Big],
+    \qquad S = \sum_i m_i w_{y_i},
+    $$
+
+    where the smoothing sum runs over the $K_i$ classes whose logit is finite
+    (a `-inf` logit marks a masked class and gets no smoothing mass). With
+    floating labels $p$ (same shape as the logits) the loss of example $i$ is
+    $\sum_c w_c \tilde p_{ic}(\operatorname{lse}(x_i) - x_{ic})$ with
+    $\tilde p = (1-\varepsilon)p + \varepsilon/K_i$, and $S = \sum_i m_i$.
+    If no example counts, the mean is 0 with zero gradient.
+
+    The gradient is analytic (a `jax.custom_vjp`): for integer labels without
+    smoothing it is $m_i w_{y_i}(P_i - Y_i)/S$ with $P = \operatorname{softmax}(x)$.
+    It is exact for the logits, probability labels and `weights`, and
+    differentiable again (`jax.hessian`, `grad(grad)`); forward mode (`jvp`)
+    is not supported by `jax.custom_vjp`.
+
+    Args:
+      logits: floating array with the classes on `axis`, e.g. `(N, K)` or
+        PyTorch's `(N, K, d1, ...)` with `axis=1`.
+      labels: integer class indices, shape = logits shape without `axis`; or
+        floating probabilities with the logits' shape.
+      axis: the class axis.
+      weights: per-class weights, shape `(K,)`.
+      ignore_index: integer label whose examples are excluded (integer labels
+        only). Other labels outside `[0, K)` give NaN; under
+        `jax.experimental.checkify` they raise an error naming the label.
+      label_smoothing: $\varepsilon \in [0, 1]$.
+      where: boolean mask broadcastable to the examples' shape; False excludes
+        an example like `ignore_index`.
+      reduction: `"mean"`, `"sum"` or `"none"` (per example, 0 where excluded).
+      denominator: replaces $S$ in `"mean"`, e.g. the token count of a whole
+        global batch when the loss is summed over micro-batches or hosts.
+      z_loss: $\zeta \ge 0$, coefficient of the $\operatorname{lse}^2$
+        penalty (PaLM); masked like the loss, not multiplied by class weights.
+
+    Returns:
+      A scalar, or per-example losses for `"none"`; float32 for half-precision
+      logits, otherwise the logits' floating type.
+
+    Raises:
+      TypeError: integer logits, labels that are neither integer nor floating,
+        a non-boolean `where`.
+      ValueError: mismatched shapes, `weights` not of length K, an unknown
+        `reduction`, `label_smoothing` outside [0, 1], negative `z_loss`,
+        `ignore_index` with probability labels.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxce
+      >>> logits = jnp.array([[2.0, 1.0, 0.1], [0.0, 5.0, 0.2]])
+      >>> labels = jnp.array([0, 1])
+      >>> with jnp.printoptions(precision=4):
+      ...     print(jaxce.softmax_cross_entropy(logits, labels))
+      ...     print(jaxce.softmax_cross_entropy(logits, labels, reduction="none"))
+      0.2159
+      [0.417  0.0144]
+    """
+    logits = _checks.floating("logits", logits)
+    axis = _checks.class_axis(axis, logits.ndim)
+    eps = _checks.unit_interval("label_smoothing", label_smoothing)
+    zeta = _checks.non_negative("z_loss", z_loss)
+    _checks.reduction(reduction)
+    ignore_index = _checks.integer("ignore_index", ignore_index, optional=True)
+    parsed = _labels.parse(logits, labels, axis, ignore_index=ignore_index)
+    num_classes = logits.shape[axis]
+    weights = _checks.class_vector("weights", weights, num_classes)
+    mask, bad = _labels.example_mask(
+        parsed.classes,
+        _checks.without_axis(logits.shape, axis),
+        num_classes,
+        ignore_index=ignore_index,
+        where=where,
+    )
+    cfg = _Config(axis, eps, zeta)
+    if parsed.classes is not None:
+        losses, norm = _class_ce(cfg, logits, parsed.classes, weights, mask, bad)
+    else:
+        losses, norm = _prob_ce(cfg, logits, parsed.probs, weights, mask)
+    return reduce_loss(losses, norm, reduction, denominator)
+
+
+@functools.partial(jax.jit, static_argnames=("axis", "ignore_index", "reduction"))
+def nll_loss(
+    log_probs: ArrayLike,
+    labels: ArrayLike,
+    *,
+    axis: int = -1,
+    weights: ArrayLike | None = None,
+    ignore_index: int | None = None,
+    where: ArrayLike | None = None,
+    reduction: str = "mean",
+    denominator: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Negative log-likelihood of integer labels under given log-probabilities.
+
+    $$
+    L = \frac{\sum_i m_i w_{y_i} (-\log q_{i y_i})}{\sum_i m_i w_{y_i}}
+    $$
+
+    The loss is linear in `log_probs`, so its gradient, $-m_i w_{y_i} Y_i / S$,
+    is what autodiff of the pick produces; no custom rule is needed. Masking,
+    weights, invalid labels and reductions are those of
+    [`softmax_cross_entropy`][jaxce.softmax_cross_entropy].
+
+    Args:
+      log_probs: floating log-probabilities with the classes on `axis`.
+      labels: integer class indices, shape = `log_probs` shape without `axis`.
+      axis: the class axis.
+      weights: per-class weights, shape `(K,)`.
+      ignore_index: integer label whose examples are excluded.
+      where: boolean mask broadcastable to the examples' shape.
+      reduction: `"mean"`, `"sum"` or `"none"`.
+      denominator: replaces $S$ in `"mean"`.
+
+    Returns:
+      A scalar, or per-example losses for `"none"`; float32 for half precision.
+
+    Raises:
+      TypeError: non-floating `log_probs` or non-integer `labels`.
+      ValueError: mismatched shapes or an unknown `reduction`.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> import jaxce
+      >>> log_probs = jax.nn.log_softmax(jnp.array([[2.0, 1.0, 0.1], [0.0, 5.0, 0.2]]))
+      >>> with jnp.printoptions(precision=4):
+      ...     print(jaxce.nll_loss(log_probs, jnp.array([0, 1])))
+      0.2159
+    """
+    log_probs = _checks.floating("log_probs", log_probs)
+    axis = _checks.class_axis(axis, log_probs.ndim, name="log_probs")
+    _checks.reduction(reduction)
+    ignore_index = _checks.integer("ignore_index", ignore_index, optional=True)
+    classes = _labels.parse(
+        log_probs, labels, axis, allow_probs=False, logits_name="log_probs"
+    ).classes
+    assert classes is not None
+    num_classes = log_probs.shape[axis]
+    weights = _checks.class_vector("weights", weights, num_classes)
+    mask, bad = _labels.example_mask(
+        classes,
+        _checks.without_axis(log_probs.shape, axis),
+        num_classes,
+        ignore_index=ignore_index,
+        where=where,
+    )
+    dtypes = [log_probs.dtype] + ([] if weights is None else [weights.dtype])
+    lp = log_probs.astype(_checks.compute_dtype(*dtypes))
+    onehot = _labels.target_mask(classes, lp.shape, axis)
+    w = None if weights is None else _labels.along_axis(weights.astype(lp.dtype), lp.ndim, axis)
+    w_y = jnp.ones(mask.shape, lp.dtype) if w is None else _labels.pick(w, onehot, axis).squeeze(axis)
+    loss = -w_y * _labels.pick(lp, onehot, axis).squeeze(axis)
+    loss = _nan_where(bad, jnp.where(mask, loss, 0))
+    return reduce_loss(loss, jnp.where(mask, w_y, 0), reduction, denominator)
+
+
+@functools.partial(jax.jit, static_argnames=("epsilon", "num_classes", "axis"))
+def smooth_labels(
+    labels: ArrayLike,
+    epsilon: float,
+    *,
+    num_classes: int | None = None,
+    axis: int = -1,
+) -> jax.Array:
+    r"""Label smoothing: integer or one-hot labels to $(1-\varepsilon)\,\mathrm{onehot} + \varepsilon/K$.
+
+    Args:
+      labels: integer class indices (then `num_classes` is required and the
+        class axis is inserted at `axis`), or floating one-hot/probability
+        labels with the classes on `axis`.
+      epsilon: $\varepsilon \in [0, 1]$.
+      num_classes: $K$, for integer labels.
+      axis: the class axis of the result.
+
+    Returns:
+      Floating targets; float32 for integer labels. An integer label outside
+      `[0, K)` gives a row of NaN rather than a silently wrong target.
+
+    Raises:
+      TypeError: labels neither integer nor floating.
+      ValueError: `epsilon` outside [0, 1], `num_classes` missing for integer
+        labels or not matching floating labels.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxce
+      >>> with jnp.printoptions(precision=4):
+      ...     print(jaxce.smooth_labels(jnp.array([0, 2]), 0.1, num_classes=3))
+      [[0.9333 0.0333 0.0333]
+       [0.0333 0.0333 0.9333]]
+    """
+    eps = _checks.unit_interval("epsilon", epsilon)
+    labels = jnp.asarray(labels)
+    if jnp.issubdtype(labels.dtype, jnp.integer):
+        if num_classes is None:
+            raise ValueError("num_classes is required for integer labels; got None.")
+        k = _checks.integer("num_classes", num_classes)
+        assert k is not None
+        if k < 1:
+            raise ValueError(f"num_classes must be >= 1; got {k}.")
+        shape = labels.shape + (k,)
+        axis = _checks.class_axis(axis, len(shape))
+        shape = _checks.without_axis(shape, len(shape) - 1)
+        shape = shape[:axis] + (k,) + shape[axis:]
+        onehot = _labels.target_mask(labels, shape, axis)
+        bad = jnp.expand_dims((labels < 0) | (labels >= k), axis)
+        return _nan_where(bad, jnp.where(onehot, 1 - eps, 0) + eps / k).astype(jnp.float32)
+    labels = _checks.floating("labels", labels)
+    axis = _checks.class_axis(axis, labels.ndim, name="labels")
+    k = labels.shape[axis]
+    if num_classes is not None and num_classes != k:
+        raise ValueError(
+            f"num_classes must equal labels.shape[{axis}] = {k} for floating labels; "
+            f"got {num_classes}."
+        )
+    return (1 - eps) * labels + eps / k
+
+
+def _scaled_logits(logits, temperature, axis, where):
+    logits = _checks.floating("logits", logits)
+    axis = _checks.class_axis(axis, logits.ndim)
+    temperature = _checks.positive("temperature", temperature)
+    x = logits.astype(_checks.compute_dtype(logits.dtype)) / temperature
+    if where is not None:
+        where = jnp.asarray(where)
+        if where.dtype != jnp.bool_:
+            raise TypeError(f"where must be a boolean array; got dtype {where.dtype}.")
+        try:
+            where = jnp.broadcast_to(where, logits.shape)
+        except ValueError:
+            raise ValueError(
+                f"where must be broadcastable to logits shape {logits.shape}; got {where.shape}."
+            ) from None
+        x = jnp.where(where, x, -jnp.inf)
+    return x, axis, logits.dtype
+
+
+@functools.partial(jax.jit, static_argnames=("axis",))
+def log_softmax(
+    logits: ArrayLike,
+    *,
+    temperature: ArrayLike = 1.0,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Stable log-softmax of `logits / temperature`.
+
+    $$\log q_c = x_c/T - \log\sum_j e^{x_j/T}$$
+
+    Computed in float32 or wider and returned in the logits' dtype. Classes
+    where `where` is False are excluded (their output is `-inf`).
+
+    Args:
+      logits: floating array with the classes on `axis`.
+      temperature: $T > 0$; may be a traced scalar (differentiable).
+      axis: the class axis.
+      where: boolean mask of included classes, broadcastable to `logits`.
+
+    Returns:
+      Log-probabilities, shape and dtype of `logits`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxce
+      >>> with jnp.printoptions(precision=4):
+      ...     print(jaxce.log_softmax(jnp.array([1000.0, 1001.0, 1002.0])))
+      [-2.4076 -1.4076 -0.4076]
+    """
+    x, axis, dtype = _scaled_logits(logits, temperature, axis, where)
+    return jax.nn.log_softmax(x, axis=axis).astype(dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("axis",))
+def softmax(
+    logits: ArrayLike,
+    *,
+    temperature: ArrayLike = 1.0,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Stable softmax of `logits / temperature`.
+
+    $$q_c = \frac{e^{x_c/T}}{\sum_j e^{x_j/T}}$$
+
+    A larger $T$ flattens the distribution, a smaller one sharpens it. Classes
+    where `where` is False get probability 0.
+
+    Args:
+      logits: floating array with the classes on `axis`.
+      temperature: $T > 0$; may be a traced scalar (differentiable).
+      axis: the class axis.
+      where: boolean mask of included classes, broadcastable to `logits`.
+
+    Returns:
+      Probabilities, shape and dtype of `logits`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxce
+      >>> with jnp.printoptions(precision=4):
+      ...     print(jaxce.softmax(jnp.array([2.0, 1.0, 0.1])))
+      ...     print(jaxce.softmax(jnp.array([2.0, 1.0, 0.1]), temperature=10.0))
+      [0.659  0.2424 0.0986]
+      [0.3603 0.3257 0.3141]
+    """
+    x, axis, dtype = _scaled_logits(logits, temperature, axis, where)
+    return jax.nn.softmax(x, axis=axis).astype(dtype)
+
+
+def _weights_tuple(weights: Any) -> tuple[float, ...] | None:
+    if weights is None:
+        return None
+    array = np.asarray(weights, dtype=np.float64)
+    if array.ndim != 1:
+        raise ValueError(f"weights must be one-dimensional (one per class); got shape {array.shape}.")
+    return tuple(float(w) for w in array)
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossEntropyLoss:
+    """Options of [`softmax_cross_entropy`][jaxce.softmax_cross_entropy], held in a callable.
+
+    Frozen and hashable (weights are stored as a tuple), so an instance can be a
+    static argument of `jax.jit`. Options are validated on construction.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxce
+      >>> criterion = jaxce.CrossEntropyLoss(weights=[1.0, 10.0])
+      >>> loss = criterion(jnp.array([[2.0, 1.0], [2.0, 1.0]]), jnp.array([1, 1]))
+      >>> print(f"{loss:.4f}")
+      1.3133
+    """
+
+    weights: tuple[float, ...] | None = None
+    ignore_index: int | None = None
+    label_smoothing: float = 0.0
+    reduction: str = "mean"
+    axis: int = -1
+    z_loss: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", _weights_tuple(self.weights))
+        _checks.integer("ignore_index", self.ignore_index, optional=True)
+        _checks.unit_interval("label_smoothing", self.label_smoothing)
+        _checks.reduction(self.reduction)
+        _checks.integer("axis", self.axis)
+        _checks.non_negative("z_loss", self.z_loss)
+
+    def __call__(
+        self,
+        logits: ArrayLike,
+        labels: ArrayLike,
+        *,
+        where: ArrayLike | None = None,
+        denominator: ArrayLike | None = None,
+    ) -> jax.Array:
+        logits = _checks.floating("logits", logits)
+        weights = None
+        if self.weights is not None:
+            weights = jnp.asarray(self.weights, _checks.compute_dtype(logits.dtype))
+        return softmax_cross_entropy(
+            logits,
+            labels,
+            axis=self.axis,
+            weights=weights,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            where=where,
+            reduction=self.reduction,
+            denominator=denominator,
+            z_loss=self.z_loss,
+        )
