@@ -32,8 +32,12 @@ def optional_floating(name: str, x: ArrayLike | None) -> jax.Array | None:
 
 
 def compute_dtype(*dtypes: Any) -> Any:
-    """float32 for half precision, otherwise the widest input float type."""
-    return jnp.result_type(jnp.float32, *dtypes)
+    """float32 for half precision, otherwise the widest input float type.
+
+    Chosen explicitly rather than by promotion, so it holds under
+    `jax_numpy_dtype_promotion="strict"` too.
+    """
+    return max((np.dtype(jnp.float32), *map(np.dtype, dtypes)), key=lambda d: d.itemsize)
 
 
 def scalar(name: str, x: ArrayLike) -> jax.Array:
