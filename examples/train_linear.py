@@ -35,7 +35,8 @@ def train(steps: int = 51, seed: int = 0) -> list[float]:
         loss, logits = step(model, optimizer)
         losses.append(float(loss))
         if i % 10 == 0:
-            print(f"Step {i:2d} | Loss: {float(loss):.4f} | Logits: {jax.device_get(logits).round(3).ravel()}")
+            shown = jax.device_get(logits).round(3).ravel()
+            print(f"Step {i:2d} | Loss: {float(loss):.4f} | Logits: {shown}")
     return losses
 
 

@@ -112,7 +112,9 @@ def class_axis(axis: Any, ndim: int, *, name: str = "logits") -> int:
     if ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (the class axis); got a scalar.")
     if not -ndim <= axis < ndim:
-        raise ValueError(f"axis must be in [{-ndim}, {ndim}) for {name} of rank {ndim}; got {axis}.")
+        raise ValueError(
+            f"axis must be in [{-ndim}, {ndim}) for {name} of rank {ndim}; got {axis}."
+        )
     return axis % ndim
 
 

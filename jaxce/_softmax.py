@@ -197,16 +197,16 @@ def softmax_cross_entropy(
     False) and class weights $w$, the `"mean"` loss is PyTorch's
 
     $$
-    L = \frac{1}{S}\sum_i m_i \Big[(1-\varepsilon)\, w_{y_i}\big(\operatorname{lse}(x_i) - x_{i y_i}\big)
-        + \frac{\varepsilon}{K_i}\sum_{c} w_c \big(\operatorname{lse}(x_i) - x_{ic}\big)
-        + \zeta \operatorname{lse}(x_i)^2\Big],
+    L = \frac{1}{S}\sum_i m_i \Big[(1-\varepsilon)\, w_{y_i}\big(\ell_i - x_{i y_i}\big)
+        + \frac{\varepsilon}{K_i}\sum_{c} w_c \big(\ell_i - x_{ic}\big)
+        + \zeta\, \ell_i^2\Big],
     \qquad S = \sum_i m_i w_{y_i},
     $$
 
-    where the smoothing sum runs over the $K_i$ classes whose logit is finite
-    (a `-inf` logit marks a masked class and gets no smoothing mass). With
-    floating labels $p$ (same shape as the logits) the loss of example $i$ is
-    $\sum_c w_c \tilde p_{ic}(\operatorname{lse}(x_i) - x_{ic})$ with
+    where $\ell_i = \log\sum_c e^{x_{ic}}$ and the smoothing sum runs over the
+    $K_i$ classes whose logit is finite (a `-inf` logit marks a masked class
+    and gets no smoothing mass). With floating labels $p$ (same shape as the
+    logits) the loss of example $i$ is $\sum_c w_c \tilde p_{ic}(\ell_i - x_{ic})$ with
     $\tilde p = (1-\varepsilon)p + \varepsilon/K_i$, and $S = \sum_i m_i$.
     If no example counts, the mean is 0 with zero gradient.
 
@@ -349,7 +349,9 @@ def nll_loss(
     lp = log_probs.astype(_checks.compute_dtype(*dtypes))
     onehot = _labels.target_mask(classes, lp.shape, axis)
     w = None if weights is None else _labels.along_axis(weights.astype(lp.dtype), lp.ndim, axis)
-    w_y = jnp.ones(mask.shape, lp.dtype) if w is None else _labels.pick(w, onehot, axis).squeeze(axis)
+    w_y = (
+        jnp.ones(mask.shape, lp.dtype) if w is None else _labels.pick(w, onehot, axis).squeeze(axis)
+    )
     loss = -w_y * _labels.pick(lp, onehot, axis).squeeze(axis)
     loss = _nan_where(bad, jnp.where(mask, loss, 0))
     return reduce_loss(loss, jnp.where(mask, w_y, 0), reduction, denominator)
@@ -363,7 +365,9 @@ def smooth_labels(
     num_classes: int | None = None,
     axis: int = -1,
 ) -> jax.Array:
-    r"""Label smoothing: integer or one-hot labels to $(1-\varepsilon)\,\mathrm{onehot} + \varepsilon/K$.
+    r"""Label smoothing: integer or one-hot labels to smoothed probabilities.
+
+    $$\tilde y = (1-\varepsilon)\,\mathrm{onehot}(y) + \varepsilon / K$$
 
     Args:
       labels: integer class indices (then `num_classes` is required and the
@@ -526,7 +530,9 @@ def _weights_tuple(weights: Any) -> tuple[float, ...] | None:
         return None
     array = np.asarray(weights, dtype=np.float64)
     if array.ndim != 1:
-        raise ValueError(f"weights must be one-dimensional (one per class); got shape {array.shape}.")
+        raise ValueError(
+            f"weights must be one-dimensional (one per class); got shape {array.shape}."
+        )
     return tuple(float(w) for w in array)
 
 
