@@ -22,7 +22,7 @@ RNG = np.random.default_rng(0)
 def _data(shape, k, axis=-1, seed=0, scale=3.0):
     rng = np.random.default_rng(seed)
     logits = rng.normal(size=shape).astype(np.float32) * scale
-    example_shape = shape[:axis % len(shape)] + shape[axis % len(shape) + 1 :]
+    example_shape = shape[: axis % len(shape)] + shape[axis % len(shape) + 1 :]
     labels = rng.integers(0, k, size=example_shape).astype(np.int32)
     return logits, labels
 
@@ -254,7 +254,10 @@ def test_nll_loss_matches_torch(x64):
     for reduction in ("mean", "sum", "none"):
         x_t = torch.tensor(log_probs, requires_grad=True)
         loss_t = torch.nn.functional.nll_loss(
-            x_t, torch.tensor(labels), weight=torch.tensor(weights), ignore_index=2,
+            x_t,
+            torch.tensor(labels),
+            weight=torch.tensor(weights),
+            ignore_index=2,
             reduction=reduction,
         )
         cot = rng.normal(size=loss_t.shape)
@@ -341,8 +344,11 @@ def test_denominator(x64):
     )(logits, 17.0)
     np.testing.assert_allclose(loss, total / 17.0, rtol=1e-12)
     np.testing.assert_allclose(dd, -total / 17.0**2, rtol=1e-12)
-    np.testing.assert_allclose(dx, jax.grad(jaxce.softmax_cross_entropy)(
-        logits, labels, reduction="sum") / 17.0, rtol=1e-12)
+    np.testing.assert_allclose(
+        dx,
+        jax.grad(jaxce.softmax_cross_entropy)(logits, labels, reduction="sum") / 17.0,
+        rtol=1e-12,
+    )
     # Micro-batches with a shared denominator add up to the full-batch mean.
     parts = [
         jaxce.softmax_cross_entropy(logits[i : i + 2], labels[i : i + 2], denominator=6)
@@ -375,10 +381,11 @@ def test_axis_equals_moveaxis(kind):
     w = np.linspace(1, 2, 5).astype(np.float32)
     moved_labels = labels if kind == "int" else np.moveaxis(labels, 1, -1)
     kw = dict(weights=w, label_smoothing=0.1, reduction="none")
-    got, grad = jax.value_and_grad(
-        lambda x: jaxce.softmax_cross_entropy(x, labels, axis=1, **kw).sum()
-    )(logits), jax.grad(lambda x: jaxce.softmax_cross_entropy(x, labels, axis=1, **kw).sum())(
-        logits
+    got, grad = (
+        jax.value_and_grad(lambda x: jaxce.softmax_cross_entropy(x, labels, axis=1, **kw).sum())(
+            logits
+        ),
+        jax.grad(lambda x: jaxce.softmax_cross_entropy(x, labels, axis=1, **kw).sum())(logits),
     )
     moved = np.moveaxis(logits, 1, -1)
     expected = jaxce.softmax_cross_entropy(moved, moved_labels, **kw).sum()
@@ -553,23 +560,85 @@ def test_no_gather_in_compiled_program():
 # Bad input: clear errors at trace time, naming the argument.
 
 BAD_CALLS = [
-    (TypeError, "logits", lambda: jaxce.softmax_cross_entropy(np.ones((2, 3), int), np.zeros(2, int))),
+    (
+        TypeError,
+        "logits",
+        lambda: jaxce.softmax_cross_entropy(np.ones((2, 3), int), np.zeros(2, int)),
+    ),
     (ValueError, "labels", lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(3, int))),
     (ValueError, "labels", lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.ones((2, 4)))),
     (TypeError, "labels", lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, bool))),
-    (ValueError, "reduction", lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), reduction="avg")),
-    (ValueError, "label_smoothing", lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), label_smoothing=1.5)),
-    (ValueError, "label_smoothing", lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), label_smoothing=-0.1)),
-    (ValueError, "z_loss", lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), z_loss=-1.0)),
-    (ValueError, "weights", lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), weights=np.ones(4))),
-    (TypeError, "weights", lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), weights=np.ones(3, int))),
-    (ValueError, "ignore_index", lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.ones((2, 3)) / 3, ignore_index=-100)),
-    (TypeError, "ignore_index", lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), ignore_index=1.5)),
-    (ValueError, "axis", lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), axis=2)),
+    (
+        ValueError,
+        "reduction",
+        lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), reduction="avg"),
+    ),
+    (
+        ValueError,
+        "label_smoothing",
+        lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), label_smoothing=1.5),
+    ),
+    (
+        ValueError,
+        "label_smoothing",
+        lambda: jaxce.softmax_cross_entropy(
+            np.ones((2, 3)), np.zeros(2, int), label_smoothing=-0.1
+        ),
+    ),
+    (
+        ValueError,
+        "z_loss",
+        lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), z_loss=-1.0),
+    ),
+    (
+        ValueError,
+        "weights",
+        lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), weights=np.ones(4)),
+    ),
+    (
+        TypeError,
+        "weights",
+        lambda: jaxce.softmax_cross_entropy(
+            np.ones((2, 3)), np.zeros(2, int), weights=np.ones(3, int)
+        ),
+    ),
+    (
+        ValueError,
+        "ignore_index",
+        lambda: jaxce.softmax_cross_entropy(
+            np.ones((2, 3)), np.ones((2, 3)) / 3, ignore_index=-100
+        ),
+    ),
+    (
+        TypeError,
+        "ignore_index",
+        lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), ignore_index=1.5),
+    ),
+    (
+        ValueError,
+        "axis",
+        lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), axis=2),
+    ),
     (ValueError, "logits", lambda: jaxce.softmax_cross_entropy(np.float32(1.0), np.zeros((), int))),
-    (TypeError, "where", lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), where=np.ones(2))),
-    (ValueError, "where", lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), where=np.ones(3, bool))),
-    (ValueError, "denominator", lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), denominator=np.ones(2))),
+    (
+        TypeError,
+        "where",
+        lambda: jaxce.softmax_cross_entropy(np.ones((2, 3)), np.zeros(2, int), where=np.ones(2)),
+    ),
+    (
+        ValueError,
+        "where",
+        lambda: jaxce.softmax_cross_entropy(
+            np.ones((2, 3)), np.zeros(2, int), where=np.ones(3, bool)
+        ),
+    ),
+    (
+        ValueError,
+        "denominator",
+        lambda: jaxce.softmax_cross_entropy(
+            np.ones((2, 3)), np.zeros(2, int), denominator=np.ones(2)
+        ),
+    ),
     (TypeError, "log_probs", lambda: jaxce.nll_loss(np.ones((2, 3), int), np.zeros(2, int))),
     (TypeError, "labels", lambda: jaxce.nll_loss(np.ones((2, 3)), np.ones((2, 3)))),
     (ValueError, "epsilon", lambda: jaxce.smooth_labels(np.zeros(2, int), 2.0, num_classes=3)),
@@ -603,7 +672,9 @@ def test_smooth_labels():
     got = jaxce.smooth_labels(np.array([0, 2]), 0.3, num_classes=4)
     expected = np.eye(4)[[0, 2]] * 0.7 + 0.3 / 4
     np.testing.assert_allclose(got, expected, rtol=1e-6)
-    np.testing.assert_allclose(jaxce.smooth_labels(np.eye(4, dtype=np.float32)[[0, 2]], 0.3), expected, 1e-6)
+    np.testing.assert_allclose(
+        jaxce.smooth_labels(np.eye(4, dtype=np.float32)[[0, 2]], 0.3), expected, 1e-6
+    )
     moved = jaxce.smooth_labels(np.array([[0, 2]]), 0.3, num_classes=4, axis=1)
     np.testing.assert_allclose(moved[0], expected.T, rtol=1e-6)
     assert np.all(np.isnan(jaxce.smooth_labels(np.array([5]), 0.1, num_classes=4)))
@@ -619,7 +690,9 @@ def test_smooth_labels():
 def test_softmax_and_log_softmax_with_temperature(x64):
     x = np.array([[1000.0, 1001.0, 1002.0], [2.0, 1.0, 0.1]])
     for t in (0.5, 1.0, 4.0):
-        np.testing.assert_allclose(jaxce.log_softmax(x, temperature=t), ref.log_softmax(x / t), 1e-12)
+        np.testing.assert_allclose(
+            jaxce.log_softmax(x, temperature=t), ref.log_softmax(x / t), 1e-12
+        )
         np.testing.assert_allclose(jaxce.softmax(x, temperature=t), ref.softmax(x / t), 1e-12)
     where = np.array([True, False, True])
     masked = jaxce.softmax(x, where=where)
@@ -680,9 +753,10 @@ def test_property_matches_oracle(data, n, k, smoothing, reduction, magnitude):
 
 
 def _check_against_oracle(data, n, k, smoothing, reduction, magnitude):
-    logits = data.draw(
-        hnp.arrays(np.float64, (n, k), elements=st.floats(-1, 1, allow_nan=False))
-    ) * magnitude
+    logits = (
+        data.draw(hnp.arrays(np.float64, (n, k), elements=st.floats(-1, 1, allow_nan=False)))
+        * magnitude
+    )
     labels = data.draw(hnp.arrays(np.int32, (n,), elements=st.integers(0, k - 1)))
     where = data.draw(hnp.arrays(np.bool_, (n,)))
     weights = data.draw(hnp.arrays(np.float64, (k,), elements=st.floats(0.1, 5.0)))
