@@ -17,6 +17,10 @@ $(VENV)/.test: pyproject.toml | $(BIN)/python
 	$(PIP) -e '.[examples,test]'
 	touch $@
 
+$(VENV)/.docs: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[examples,docs]'
+	touch $@
+
 $(VENV)/.lint: pyproject.toml | $(BIN)/python
 	$(PIP) -e '.[lint]'
 	touch $@
@@ -31,6 +35,13 @@ lint: $(VENV)/.lint
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy jaxce
+
+docs: $(VENV)/.docs
+	MPLBACKEND=Agg $(BIN)/python examples/plot_figures.py --out docs/figures
+	$(BIN)/mkdocs build --strict
+
+bench: $(VENV)/.test
+	$(BIN)/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) site .pytest_cache .hypothesis
