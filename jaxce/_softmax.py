@@ -538,7 +538,10 @@ def _weights_tuple(weights: Any) -> tuple[float, ...] | None:
 
 @dataclasses.dataclass(frozen=True)
 class CrossEntropyLoss:
-    """Options of [`softmax_cross_entropy`][jaxce.softmax_cross_entropy], held in a callable.
+    r"""Options of [`softmax_cross_entropy`][jaxce.softmax_cross_entropy], held in a callable.
+
+    Calling it computes $\frac{1}{S}\sum_i m_i w_{y_i}\big(\log\sum_c e^{x_{ic}} - x_{iy_i}\big)$
+    (with the smoothing and z-loss terms of the function) with the stored options.
 
     Frozen and hashable (weights are stored as a tuple), so an instance can be a
     static argument of `jax.jit`. Options are validated on construction.
