@@ -1,0 +1,441 @@
+"""KL divergence, entropy and knowledge distillation, with analytic backwards.
+
+One custom_vjp core, `_soft_kl`, computes the per-example KL(p || q) between a
+target distribution p and q = softmax(x / T) for three kinds of targets:
+probabilities, log-probabilities, and teacher logits (then p = softmax(t / T)).
+`kl_divergence` and `distillation_loss` are thin fronts over it. The forward
+keeps per-example numbers only (the logits' shift and log-normaliser, the KL);
+the backward recomputes p and q from the inputs, so nothing of size N x K is
+stored between the two.
+
+Zero target mass contributes nothing (0 log 0 = 0): every product with a target
+probability is guarded by `p != 0`, with a second guard inside the logarithm,
+so the unselected branch is finite and its gradient is exactly 0, also when the
+backward is itself differentiated.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.typing import ArrayLike
+
+from . import _checks, _labels
+from ._reduce import reduce_loss
+from ._softmax import logsumexp
+
+_PROBS, _LOG_PROBS, _LOGITS = "probs", "log_probs", "logits"
+
+
+class _Config(NamedTuple):
+    axis: int
+    targets: str  # _PROBS, _LOG_PROBS or _LOGITS (teacher logits)
+    temperature: float  # divides the logits (and teacher logits); the loss is scaled by T^2
+
+
+def _scaled(x: jax.Array, temperature: float) -> jax.Array:
+    return x if temperature == 1.0 else x / temperature
+
+
+def _log_normaliser(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+    """The row max `m` (0 if not finite) and `lse(x - m)`, kept apart (keepdims).
+
+    `(x - m) - lse(x - m)` is exact but for rounding of small numbers, whereas
+    `x - lse(x)` loses `|x| * eps` (1e-3 at |x| = 1e4 in float32) to the
+    rounding of `lse(x)` itself. The shift cancels, so it carries no gradient.
+    """
+    m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+    m = jnp.where(jnp.isfinite(m), m, 0)
+    return m, logsumexp(x - m, axis)
+
+
+def _where_mass(p: jax.Array, value: jax.Array) -> jax.Array:
+    """`value` where the target has mass, else 0 (also in every derivative)."""
+    return jnp.where(p != 0, value, 0)
+
+
+def _log_targets(cfg: _Config, targets: jax.Array, dtype: Any):
+    """`(p, log p)` of the targets; `log p` is 0 (not -inf) where `p == 0`.
+
+    Teacher logits are normalised again in the backward rather than saving
+    their log-normaliser: it costs one pass over the logits, but keeps the
+    residuals to the inputs plus a few numbers per example for every kind.
+    """
+    t = targets.astype(dtype)
+    if cfg.targets == _PROBS:
+        p = t
+        log_p = jnp.log(jnp.where(p == 0, 1, p))
+        return p, log_p
+    if cfg.targets == _LOG_PROBS:
+        p = jnp.exp(t)
+        return p, _where_mass(p, t)
+    u = _scaled(t, cfg.temperature)
+    m, lse = _log_normaliser(u, cfg.axis)
+    log_p = u - m - lse
+    p = jnp.exp(log_p)
+    return p, _where_mass(p, log_p)
+
+
+def _class_sum(x: jax.Array, axis: int) -> jax.Array:
+    return jnp.sum(x, axis=axis, keepdims=True)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _soft_kl(cfg, logits, targets, mask):
+    return _soft_kl_fwd(cfg, logits, targets, mask)[0]
+
+
+def _soft_kl_fwd(cfg, logits, targets, mask):
+    axis, temperature = cfg.axis, cfg.temperature
+    dtype = _checks.compute_dtype(logits.dtype, targets.dtype)
+    x = _scaled(logits.astype(dtype), temperature)
+    m = jnp.expand_dims(mask, axis)
+    shift, lse = _log_normaliser(x, axis)
+    p, log_p = _log_targets(cfg, targets, dtype)
+    log_q = _where_mass(p, x - shift - lse)
+    kl = _class_sum(_where_mass(p, p * (log_p - log_q)), axis)
+    # Sum of the target mass: 1 for teacher logits, anything for given targets.
+    p_sum = None if cfg.targets == _LOGITS else _class_sum(p, axis)
+    loss = jnp.where(m, kl * temperature**2, 0)
+    out = (jnp.squeeze(loss, axis), mask.astype(dtype))
+    return out, (logits, targets, mask, shift, lse, kl, p_sum)
+
+
+def _soft_kl_bwd(cfg, res, cts):
+    logits, targets, mask, shift, lse, kl, p_sum = res
+    axis, temperature = cfg.axis, cfg.temperature
+    x = _scaled(logits.astype(lse.dtype), temperature)
+    m = jnp.expand_dims(mask, axis)
+    # d(T^2 KL(x/T))/dx = T dKL/d(x/T); the T^2 and 1/T cancel to T.
+    g = jnp.where(m, jnp.expand_dims(cts[0], axis), 0) * temperature
+    p, log_p = _log_targets(cfg, targets, lse.dtype)
+    log_q = x - shift - lse
+    q = jnp.exp(log_q)
+    # dKL/dx_c = (sum_j p_j) q_c - p_c.
+    dx = g * (q if p_sum is None else p_sum * q) - g * p
+    log_ratio = log_p - _where_mass(p, log_q)
+    if cfg.targets == _PROBS:
+        # log p - log q + 1 where p > 0; 0 where p == 0 (see kl_divergence).
+        dt = _where_mass(p, g * (log_ratio + 1))
+    elif cfg.targets == _LOG_PROBS:
+        dt = _where_mass(p, g * p * (log_ratio + 1))
+    else:
+        # Through p = softmax(t/T): dKL/du_c = p_c (log p_c - log q_c - KL).
+        dt = _where_mass(p, g * p * (log_ratio - kl))
+    dx = jnp.where(m, dx, 0).astype(logits.dtype)
+    dt = jnp.where(m, dt, 0).astype(targets.dtype)
+    return dx, dt, None
+
+
+_soft_kl.defvjp(_soft_kl_fwd, _soft_kl_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _entropy(axis, logits, mask):
+    return _entropy_fwd(axis, logits, mask)[0]
+
+
+def _entropy_fwd(axis, logits, mask):
+    x = logits.astype(_checks.compute_dtype(logits.dtype))
+    m = jnp.expand_dims(mask, axis)
+    shift, lse = _log_normaliser(x, axis)
+    log_q = x - shift - lse
+    q = jnp.exp(log_q)
+    h = -_class_sum(_where_mass(q, q * _where_mass(q, log_q)), axis)
+    loss = jnp.where(m, h, 0)
+    out = (jnp.squeeze(loss, axis), mask.astype(x.dtype))
+    return out, (logits, mask, shift, lse, h)
+
+
+def _entropy_bwd(axis, res, cts):
+    logits, mask, shift, lse, h = res
+    x = logits.astype(lse.dtype)
+    m = jnp.expand_dims(mask, axis)
+    g = jnp.where(m, jnp.expand_dims(cts[0], axis), 0)
+    log_q = x - shift - lse
+    q = jnp.exp(log_q)
+    # dH/dx_c = -q_c (log q_c + H).
+    dx = _where_mass(q, -g * q * (_where_mass(q, log_q) + h))
+    return jnp.where(m, dx, 0).astype(logits.dtype), None
+
+
+_entropy.defvjp(_entropy_fwd, _entropy_bwd)
+
+
+def _prepare(logits, targets, axis, where, reduction, *, logits_name, targets_name):
+    logits = _checks.floating(logits_name, logits)
+    axis = _checks.class_axis(axis, logits.ndim, name=logits_name)
+    _checks.reduction(reduction)
+    example_shape = _checks.without_axis(logits.shape, axis)
+    mask, _ = _labels.example_mask(
+        None, example_shape, logits.shape[axis], ignore_index=None, where=where
+    )
+    if targets is None:
+        return logits, None, axis, mask
+    targets = _checks.floating(targets_name, targets)
+    _checks.same_shape(targets_name, targets, logits.shape, f"the shape of {logits_name}")
+    return logits, targets, axis, mask
+
+
+@functools.partial(jax.jit, static_argnames=("axis", "log_targets", "reduction"))
+def kl_divergence(
+    logits: ArrayLike,
+    targets: ArrayLike,
+    *,
+    axis: int = -1,
+    log_targets: bool = False,
+    where: ArrayLike | None = None,
+    reduction: str = "mean",
+) -> jax.Array:
+    r"""Kullback-Leibler divergence from `softmax(logits)` to target probabilities.
+
+    With $q = \operatorname{softmax}(x)$ over `axis` and targets $p$, the loss
+    of example $i$ is
+
+    $$
+    \ell_i = \mathrm{KL}(p_i \,\|\, q_i) = \sum_c p_{ic}\,(\log p_{ic} - \log q_{ic}),
+    \qquad 0 \log 0 = 0,
+    $$
+
+    and `"mean"` is $\sum_i m_i \ell_i / \sum_i m_i$ over the examples that
+    `where` keeps: PyTorch's `kl_div(log_softmax(x), p, reduction="batchmean")`
+    for 2-D inputs. (For inputs with more dimensions jaxce averages over every
+    example position, PyTorch's `"batchmean"` divides by the first dimension
+    only.) `"none"` gives one value per example, already summed over classes,
+    where PyTorch's `"none"` is elementwise.
+
+    A class with target 0 contributes nothing, also where its logit is `-inf`:
+    the loss stays finite and that class's gradient is exactly 0 (PyTorch
+    gives NaN there). A target with mass on a `-inf` logit gives `+inf`, as
+    it should. With `log_targets=True` a target of `-inf` is a zero
+    probability (PyTorch gives NaN there too).
+
+    The gradient is analytic (a `jax.custom_vjp`) and differentiable again:
+    w.r.t. the logits it is $(\sum_c p_{ic})\,q_i - p_i$ (so it is exact for
+    unnormalised targets too); w.r.t. probability targets it is
+    $\log p_{ic} - \log q_{ic} + 1$, and w.r.t. log-targets
+    $p_{ic}(\log p_{ic} - \log q_{ic} + 1)$. At $p_{ic} = 0$ the one-sided
+    derivative w.r.t. a probability target is $-\infty$; jaxce returns 0
+    there (PyTorch returns NaN), which keeps gradients that flow on into
+    the targets finite (a softmax producing $p_{ic} = 0$ has zero Jacobian
+    there anyway). For log-targets the limit 0 is exact. Forward mode
+    (`jax.jvp`) is not supported by `jax.custom_vjp`.
+
+    Args:
+      logits: floating array with the classes on `axis`, e.g. `(N, K)`.
+      targets: floating array of the logits' shape: probabilities, or
+        log-probabilities if `log_targets` is True. Rows need not be
+        normalised; negative probabilities give NaN.
+      axis: the class axis.
+      log_targets: whether `targets` holds log-probabilities (PyTorch's
+        `log_target`), which is more accurate for tiny probabilities.
+      where: boolean mask broadcastable to the examples' shape (the logits'
+        shape without `axis`); False excludes an example.
+      reduction: `"mean"` (per example), `"sum"` or `"none"` (per example,
+        0 where excluded). If no example is kept, the mean is 0 with zero
+        gradient.
+
+    Returns:
+      A scalar, or per-example values of shape `logits.shape` without `axis`
+      for `"none"`; float32 for half-precision inputs, otherwise the widest
+      input floating type.
+
+    Raises:
+      TypeError: non-floating `logits` or `targets`, a non-bool
+        `log_targets`, a non-boolean `where`.
+      ValueError: `targets` not of the logits' shape, a bad `axis`, a `where`
+        that does not broadcast, an unknown `reduction`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxce
+      >>> logits = jnp.array([[2.0, 1.0, 0.1], [0.0, 5.0, -jnp.inf]])
+      >>> targets = jnp.array([[0.7, 0.2, 0.1], [0.5, 0.5, 0.0]])
+      >>> with jnp.printoptions(precision=4):
+      ...     print(jaxce.kl_divergence(logits, targets, reduction="none"))
+      ...     log_targets = jnp.log(targets)
+      ...     print(jaxce.kl_divergence(logits, log_targets, log_targets=True, reduction="none"))
+      ...     print(f"{jaxce.kl_divergence(logits, targets):.4f}")
+      [0.0052 1.8136]
+      [0.0052 1.8136]
+      0.9094
+    """
+    if not isinstance(log_targets, bool):
+        raise TypeError(f"log_targets must be a bool; got {log_targets!r}.")
+    logits, targets, axis, mask = _prepare(
+        logits, targets, axis, where, reduction, logits_name="logits", targets_name="targets"
+    )
+    cfg = _Config(axis, _LOG_PROBS if log_targets else _PROBS, 1.0)
+    losses, norm = _soft_kl(cfg, logits, targets, mask)
+    return reduce_loss(losses, norm, reduction)
+
+
+@functools.partial(jax.jit, static_argnames=("axis", "reduction"))
+def entropy(
+    logits: ArrayLike,
+    *,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+    reduction: str = "none",
+) -> jax.Array:
+    r"""Shannon entropy of `softmax(logits)`, in nats.
+
+    $$
+    H_i = -\sum_c q_{ic} \log q_{ic}, \qquad q_i = \operatorname{softmax}(x_i),
+    \qquad 0 \log 0 = 0.
+    $$
+
+    A statistic rather than a loss, so the default reduction is `"none"`
+    (one value per example); `"mean"` averages over the examples `where`
+    keeps. The entropy lies in $[0, \log K]$, $\log K$ for equal logits.
+
+    The gradient is analytic (a `jax.custom_vjp`, differentiable again):
+    differentiating $-\sum_c q_c \log q_c$ through
+    $\partial q_c / \partial x_j = q_c(\delta_{cj} - q_j)$ gives
+
+    $$
+    \frac{\partial H}{\partial x_j} = -q_j\,(\log q_j + H),
+    $$
+
+    which is exactly 0 at a `-inf` logit (a masked class). Maximising it is
+    the usual entropy bonus; forward mode (`jax.jvp`) is not supported.
+
+    Args:
+      logits: floating array with the classes on `axis`.
+      axis: the class axis.
+      where: boolean mask broadcastable to the examples' shape; False gives 0
+        and excludes the example from `"mean"`.
+      reduction: `"none"` (default), `"mean"` or `"sum"`.
+
+    Returns:
+      Per-example entropies (shape of `logits` without `axis`), or a scalar;
+      float32 for half-precision logits.
+
+    Raises:
+      TypeError: non-floating `logits`, a non-boolean `where`.
+      ValueError: a bad `axis`, a `where` that does not broadcast, an unknown
+        `reduction`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxce
+      >>> logits = jnp.array([[0.0, 0.0, 0.0, 0.0], [4.0, 0.0, 0.0, -jnp.inf]])
+      >>> with jnp.printoptions(precision=4):
+      ...     print(jaxce.entropy(logits))
+      ...     print(f"{jaxce.entropy(logits, reduction='mean'):.4f}")
+      [1.3863 0.1773]
+      0.7818
+    """
+    logits, _, axis, mask = _prepare(
+        logits, None, axis, where, reduction, logits_name="logits", targets_name=""
+    )
+    losses, norm = _entropy(axis, logits, mask)
+    return reduce_loss(losses, norm, reduction)
+
+
+def _temperature(value: Any) -> float:
+    temperature = _checks.static_float("temperature", value)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0; got {temperature}.")
+    return temperature
+
+
+@functools.partial(jax.jit, static_argnames=("temperature", "axis", "reduction"))
+def _distillation_loss(student_logits, teacher_logits, *, temperature, axis, where, reduction):
+    student_logits, teacher_logits, axis, mask = _prepare(
+        student_logits,
+        teacher_logits,
+        axis,
+        where,
+        reduction,
+        logits_name="student_logits",
+        targets_name="teacher_logits",
+    )
+    cfg = _Config(axis, _LOGITS, temperature)
+    losses, norm = _soft_kl(cfg, student_logits, teacher_logits, mask)
+    return reduce_loss(losses, norm, reduction)
+
+
+def distillation_loss(
+    student_logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    *,
+    temperature: float = 1.0,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+    reduction: str = "mean",
+) -> jax.Array:
+    r"""Knowledge-distillation loss: temperature-scaled KL from the teacher to the student.
+
+    With $p = \operatorname{softmax}(t/T)$ (teacher) and
+    $q = \operatorname{softmax}(s/T)$ (student) over `axis`,
+
+    $$
+    \ell_i = T^2\, \mathrm{KL}(p_i \,\|\, q_i) = T^2 \sum_c p_{ic}\,(\log p_{ic} - \log q_{ic}),
+    $$
+
+    averaged over the examples `where` keeps for `"mean"`. The $T^2$ factor
+    keeps the gradient's scale independent of $T$ (Hinton et al.). At
+    $T = 1$ this is `kl_divergence(s, softmax(t))`; it equals PyTorch's
+    `T**2 * kl_div(log_softmax(s / T), softmax(t / T), reduction="batchmean")`.
+
+    The gradient is analytic (a `jax.custom_vjp`, differentiable again):
+    $T(q_i - p_i)$ w.r.t. the student logits and
+    $T\, p_{ic}(\log p_{ic} - \log q_{ic} - \mathrm{KL}_i)$ w.r.t. the teacher
+    logits, which is exact although usually discarded with
+    `jax.lax.stop_gradient(teacher_logits)`. A class whose teacher logit is
+    `-inf` contributes nothing and gets zero gradient for both, also where
+    the student logit is `-inf` too.
+
+    `temperature` is a static Python number: each value compiles once, and
+    a traced (learned) temperature is not supported; it is rejected with a
+    `TypeError` naming it. Forward mode (`jax.jvp`) is not supported.
+
+    Args:
+      student_logits: floating array with the classes on `axis`.
+      teacher_logits: floating array of the same shape.
+      temperature: $T > 0$, a Python number.
+      axis: the class axis.
+      where: boolean mask broadcastable to the examples' shape; False excludes
+        an example.
+      reduction: `"mean"` (per example), `"sum"` or `"none"`.
+
+    Returns:
+      A scalar, or per-example losses for `"none"`; float32 for half-precision
+      inputs, otherwise the widest input floating type.
+
+    Raises:
+      TypeError: non-floating logits, a non-numeric or traced `temperature`,
+        a non-boolean `where`.
+      ValueError: `temperature <= 0` or not finite, mismatched shapes, a bad
+        `axis`, a `where` that does not broadcast, an unknown `reduction`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxce
+      >>> student = jnp.array([[2.0, 1.0, 0.1], [0.0, 5.0, 0.2]])
+      >>> teacher = jnp.array([[3.0, 0.5, 0.0], [0.5, 4.0, 1.0]])
+      >>> with jnp.printoptions(precision=4):
+      ...     print(jaxce.distillation_loss(student, teacher, reduction="none"))
+      ...     print(jaxce.distillation_loss(student, teacher, temperature=4.0, reduction="none"))
+      ...     print(f"{jaxce.distillation_loss(student, teacher, temperature=4.0):.4f}")
+      [0.136  0.0628]
+      [0.2259 0.342 ]
+      0.2839
+
+    References:
+      Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural
+      Network", 2015. https://arxiv.org/abs/1503.02531
+    """
+    return _distillation_loss(
+        student_logits,
+        teacher_logits,
+        temperature=_temperature(temperature),
+        axis=axis,
+        where=where,
+        reduction=reduction,
+    )
