@@ -334,7 +334,11 @@ def frozen_array(name: str, value: Any) -> Any:
 
 @dataclasses.dataclass(frozen=True)
 class BCEWithLogitsLoss:
-    """Options of [`sigmoid_binary_cross_entropy`][jaxce.sigmoid_binary_cross_entropy], callable.
+    r"""Options of [`sigmoid_binary_cross_entropy`][jaxce.sigmoid_binary_cross_entropy], callable.
+
+    Calling it computes, per element,
+    $w\,[(1-y)\operatorname{softplus}(x) + p_w\, y \operatorname{softplus}(-x)]$
+    with the stored `weights` $w$ and `pos_weight` $p_w$.
 
     Frozen and hashable (`weights` and `pos_weight` are stored as nested
     tuples), so an instance can be a static argument of `jax.jit`. Options are

@@ -507,7 +507,10 @@ def poly1_cross_entropy(
 
 @dataclasses.dataclass(frozen=True)
 class FocalLoss:
-    """Options of [`softmax_focal_loss`][jaxce.softmax_focal_loss] (multiclass), callable.
+    r"""Options of [`softmax_focal_loss`][jaxce.softmax_focal_loss] (multiclass), callable.
+
+    Calling it computes, per example, $-w_y (1 - q_y)^\gamma \log q_y$ with
+    $q = \operatorname{softmax}(x)$ and the stored $\gamma$ and class weights.
 
     Frozen and hashable (weights are stored as a tuple), so an instance can be
     a static argument of `jax.jit`. Options are validated on construction. For
