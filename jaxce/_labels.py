@@ -87,6 +87,12 @@ def _representable(value: int, dtype: jnp.dtype) -> bool:
     return bool(info.min <= value <= info.max)
 
 
+def _first_where(condition: jax.Array, values: jax.Array) -> jax.Array:
+    """`values[argmax(condition)]` with an iota compare instead of a gather."""
+    index = jnp.argmax(condition)
+    return jnp.sum(jnp.where(lax.iota(index.dtype, values.size) == index, values, 0))
+
+
 def example_mask(
     classes: jax.Array | None,
     example_shape: tuple[int, ...],
@@ -109,7 +115,9 @@ def example_mask(
     if ignore_index is not None and _representable(ignore_index, classes.dtype):
         mask = mask & (classes != ignore_index)
     bad = mask & ((classes < 0) | (classes >= num_classes))
-    first_bad = jnp.ravel(classes)[jnp.argmax(jnp.ravel(bad))] if classes.size else 0
+    # The first bad label, picked with an iota compare (no gather) so that
+    # labels sharded over a mesh stay local.
+    first_bad = _first_where(jnp.ravel(bad), jnp.ravel(classes)) if classes.size else 0
     checkify.debug_check(
         ~jnp.any(bad),
         f"labels must be in [0, {num_classes}) or equal ignore_index; got {{label}}.",

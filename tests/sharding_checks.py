@@ -1,0 +1,214 @@
+"""Vocabulary-sharding checks, run in a subprocess with 8 host devices.
+
+Usage: `python -m tests.sharding_checks` (sets XLA_FLAGS itself before importing
+jax). Prints one JSON object mapping `"<loss>/<mesh>"` to `"ok"` or an error.
+For each loss, the value and gradients with logits (or the kernel) sharded over
+the vocabulary must equal the unsharded ones, and the compiled program must
+not all-gather anything as large as a device's slice of the logits.
+"""
+
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+
+import json  # noqa: E402
+import re  # noqa: E402
+import traceback  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax.sharding import AxisType, NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
+
+import jaxce  # noqa: E402
+
+N, V, D = 16, 64, 8
+DATA, VOCAB = 2, 4
+
+_keys = jax.random.split(jax.random.key(0), 6)
+LOGITS = jax.random.normal(_keys[0], (N, V))
+LABELS = jax.random.randint(_keys[1], (N,), 0, V)
+PROBS = jax.nn.softmax(jax.random.normal(_keys[2], (N, V)))
+BINARY = (jax.random.uniform(_keys[3], (N, V)) < 0.3).astype(jnp.float32)
+HIDDEN = jax.random.normal(_keys[4], (N, D))
+KERNEL = jax.random.normal(_keys[5], (D, V)) / 3
+WHERE = jnp.arange(N) % 5 != 0
+
+# name -> (arrays: tuple of (value, spec kind), loss of those arrays). Spec kinds:
+# "nv" (examples on data, classes on vocab), "n" (examples on data), "dv" (kernel).
+CALLS = {
+    "softmax_cross_entropy": (
+        (("nv", LOGITS), ("n", LABELS)),
+        lambda x, y: jaxce.softmax_cross_entropy(x, y, label_smoothing=0.1, z_loss=1e-3),
+    ),
+    "softmax_cross_entropy/probs": (
+        (("nv", LOGITS), ("nv", PROBS)),
+        lambda x, p: jaxce.softmax_cross_entropy(x, p, label_smoothing=0.1),
+    ),
+    "nll_loss": (
+        (("nv", jax.nn.log_softmax(LOGITS)), ("n", LABELS)),
+        lambda x, y: jaxce.nll_loss(x, y, where=WHERE),
+    ),
+    "linear_softmax_cross_entropy": (
+        (("n", HIDDEN), ("dv", KERNEL), ("n", LABELS)),
+        lambda h, k, y: jaxce.linear_softmax_cross_entropy(
+            h, k, y, chunk_size=6, label_smoothing=0.1, z_loss=1e-3, where=WHERE
+        ),
+    ),
+    "sigmoid_binary_cross_entropy": (
+        (("nv", LOGITS), ("nv", BINARY)),
+        lambda x, y: jaxce.sigmoid_binary_cross_entropy(x, y),
+    ),
+    "binary_cross_entropy": (
+        (("nv", jax.nn.sigmoid(LOGITS)), ("nv", BINARY)),
+        lambda p, y: jaxce.binary_cross_entropy(p, y),
+    ),
+    "sigmoid_focal_loss": (
+        (("nv", LOGITS), ("nv", BINARY)),
+        lambda x, y: jaxce.sigmoid_focal_loss(x, y),
+    ),
+    "softmax_focal_loss": (
+        (("nv", LOGITS), ("n", LABELS)),
+        lambda x, y: jaxce.softmax_focal_loss(x, y),
+    ),
+    "poly1_cross_entropy": (
+        (("nv", LOGITS), ("n", LABELS)),
+        lambda x, y: jaxce.poly1_cross_entropy(x, y),
+    ),
+    "kl_divergence": (
+        (("nv", LOGITS), ("nv", PROBS)),
+        lambda x, t: jaxce.kl_divergence(x, t),
+    ),
+    "entropy": (
+        (("nv", LOGITS),),
+        lambda x: jnp.sum(jaxce.entropy(x)),
+    ),
+    "distillation_loss": (
+        (("nv", LOGITS), ("nv", 2 * PROBS)),
+        lambda s, t: jaxce.distillation_loss(s, t, temperature=2.0),
+    ),
+}
+
+SPECS = {"nv": P("data", "vocab"), "n": P("data"), "dv": P(None, "vocab")}
+
+
+def _largest_all_gather(hlo: str) -> int:
+    """Elements of the largest all-gather result in compiled HLO text."""
+    largest = 0
+    for shape in re.findall(r"= \w+\[([\d,]*)\][^ ]* all-gather(?:-start)?\(", hlo):
+        largest = max(largest, int(np.prod([int(d) for d in shape.split(",") if d])))
+    return largest
+
+
+def _differentiable(arrays):
+    return tuple(i for i, (_, a) in enumerate(arrays) if jnp.issubdtype(a.dtype, jnp.floating))
+
+
+def check_mesh(name: str, axis_type: AxisType) -> None:
+    arrays, loss = CALLS[name]
+    mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(axis_type,) * 2)
+    values = [a for _, a in arrays]
+    argnums = _differentiable(arrays)
+    f = jax.jit(jax.value_and_grad(loss, argnums=argnums))
+    expected = f(*values)
+    sharded = [jax.device_put(a, NamedSharding(mesh, SPECS[kind])) for kind, a in arrays]
+    with jax.set_mesh(mesh):
+        got = f(*sharded)
+        hlo = f.lower(*sharded).compile().as_text()
+    _compare(expected, got)
+    limit = N * V // (DATA * VOCAB)  # one device's slice of the logits
+    if name == "linear_softmax_cross_entropy" and axis_type == AxisType.Auto:
+        # The partitioner cannot see the kernel's sharding from inside the loss, so an
+        # Auto mesh gathers the D x V kernel; the N x V logits still never exist.
+        limit = N * V
+    gathered = _largest_all_gather(hlo)
+    if gathered >= limit:
+        raise AssertionError(f"all-gather of {gathered} elements (limit {limit})")
+
+
+def check_shard_map() -> None:
+    mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Explicit,) * 2)
+    opts = dict(label_smoothing=0.1, z_loss=1e-3, ignore_index=3, reduction="sum")
+
+    def local(x, y, w):
+        loss = jaxce.vocab_parallel_softmax_cross_entropy(x, y, axis_name="vocab", where=w, **opts)
+        return jax.lax.psum(loss, "data")
+
+    def sharded(x):
+        run = jax.shard_map(
+            local, mesh=mesh, in_specs=(P("data", "vocab"), P("data"), P("data")), out_specs=P()
+        )
+        args = (x, LABELS, WHERE)
+        specs = (P("data", "vocab"), P("data"), P("data"))
+        return run(*(jax.reshard(a, s) for a, s in zip(args, specs, strict=True)))
+
+    def full(x):
+        return jaxce.softmax_cross_entropy(x, LABELS, where=WHERE, **opts)
+
+    with jax.set_mesh(mesh):
+        f = jax.jit(jax.value_and_grad(sharded))
+        got = f(LOGITS)
+        hlo = f.lower(LOGITS).compile().as_text()
+    _compare(jax.value_and_grad(full)(LOGITS), got)
+    if _largest_all_gather(hlo):
+        raise AssertionError("all-gather in the vocabulary-parallel loss")
+    reduces = re.findall(r"= (\S+) all-reduce(?:-start)?\(", hlo)
+    # pmax + psum of the stacked [4, N/2] statistics forward, the user's psum: none backward.
+    if len(reduces) != 3:
+        raise AssertionError(f"expected 3 all-reduces; got {reduces}")
+
+
+def check_linear_shard_map() -> None:
+    mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Auto,) * 2)
+    opts = dict(chunk_size=5, label_smoothing=0.1, reduction="sum")
+
+    def local(h, k, y):
+        loss = jaxce.linear_softmax_cross_entropy(h, k, y, axis_name="vocab", **opts)
+        return jax.lax.psum(loss, "data")
+
+    def sharded(h, k):
+        specs = (P("data"), P(None, "vocab"), P("data"))
+        return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P())(h, k, LABELS)
+
+    def full(h, k):
+        return jaxce.linear_softmax_cross_entropy(h, k, LABELS, **opts)
+
+    f = jax.jit(jax.value_and_grad(sharded, argnums=(0, 1)))
+    _compare(jax.value_and_grad(full, argnums=(0, 1))(HIDDEN, KERNEL), f(HIDDEN, KERNEL))
+    if _largest_all_gather(f.lower(HIDDEN, KERNEL).compile().as_text()):
+        raise AssertionError("all-gather in the vocabulary-parallel linear head")
+
+
+def _compare(expected, got) -> None:
+    for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=2e-5, atol=2e-6)
+
+
+def main() -> None:
+    results = {}
+    cases = [(name, t) for name in CALLS for t in (AxisType.Auto, AxisType.Explicit)]
+    for name, axis_type in cases:
+        key = f"{name}/{axis_type.name}"
+        try:
+            check_mesh(name, axis_type)
+            results[key] = "ok"
+        except Exception:
+            results[key] = traceback.format_exc(limit=3)[-2000:]
+    try:
+        check_shard_map()
+        results["vocab_parallel_softmax_cross_entropy/shard_map"] = "ok"
+    except Exception:
+        results["vocab_parallel_softmax_cross_entropy/shard_map"] = traceback.format_exc()[-2000:]
+    try:
+        check_linear_shard_map()
+        results["linear_softmax_cross_entropy/shard_map"] = "ok"
+    except Exception:
+        results["linear_softmax_cross_entropy/shard_map"] = traceback.format_exc()[-2000:]
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""linear_softmax_cross_entropy: equal to the materialised head, in value and gradient."""
+
+import functools
+
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+
+import jaxce
+
+from . import reference
+
+N, D, V = 11, 6, 37  # V is not a multiple of the chunk sizes below
+
+
+def _data(n=N, d=D, v=V, seed=0, dtype=jnp.float32):
+    k = jax.random.split(jax.random.key(seed), 4)
+    hidden = jax.random.normal(k[0], (n, d), dtype)
+    kernel = (jax.random.normal(k[1], (d, v)) / np.sqrt(d)).astype(dtype)
+    bias = (0.3 * jax.random.normal(k[2], (v,))).astype(dtype)
+    labels = jax.random.randint(k[3], (n,), 0, v)
+    return hidden, kernel, bias, labels
+
+
+def _materialised(hidden, kernel, labels, bias=None, logit_softcap=None, **kw):
+    z = jnp.dot(hidden, kernel, preferred_element_type=jnp.float32)
+    if bias is not None:
+        z = z + bias.astype(jnp.float32)[None, :]
+    if logit_softcap is not None:
+        z = logit_softcap * jnp.tanh(z / logit_softcap)
+    return jaxce.softmax_cross_entropy(z, labels, **kw)
+
+
+OPTIONS = [
+    {},
+    {"label_smoothing": 0.1},
+    {"z_loss": 1e-2},
+    {"logit_softcap": 2.0},
+    {"ignore_index": 5},
+    {"reduction": "sum"},
+    {"reduction": "none"},
+    {"label_smoothing": 0.2, "z_loss": 1e-3, "logit_softcap": 3.0, "ignore_index": 5},
+]
+
+
+@pytest.mark.parametrize("use_bias", [False, True])
+@pytest.mark.parametrize("chunk_size", [8, None])
+@pytest.mark.parametrize("options", OPTIONS)
+def test_matches_materialised(options, chunk_size, use_bias):
+    hidden, kernel, bias, labels = _data()
+    labels = labels.at[2].set(5)
+    b = bias if use_bias else None
+
+    def fused(h, k, b):
+        return jnp.sum(
+            jaxce.linear_softmax_cross_entropy(
+                h, k, labels, bias=b, chunk_size=chunk_size, **options
+            )
+        )
+
+    def mat(h, k, b):
+        return jnp.sum(_materialised(h, k, labels, bias=b, **options))
+
+    argnums = (0, 1, 2) if use_bias else (0, 1)
+    got = jax.value_and_grad(fused, argnums=argnums)(hidden, kernel, b)
+    want = jax.value_and_grad(mat, argnums=argnums)(hidden, kernel, b)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    for g, w in zip(got[1], want[1], strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
+def test_matches_float64_oracle():
+    hidden, kernel, bias, labels = _data()
+    logits = (
+        np.asarray(hidden, np.float64) @ np.asarray(kernel, np.float64) + np.asarray(bias)[None]
+    )
+    for kw in [{}, {"label_smoothing": 0.1, "z_loss": 1e-3}]:
+        want = reference.softmax_cross_entropy(logits, labels, **kw)
+        got = jaxce.linear_softmax_cross_entropy(
+            hidden, kernel, labels, bias=bias, chunk_size=8, **kw
+        )
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
+def test_leading_dims_where_and_denominator():
+    hidden, kernel, bias, labels = _data(n=12)
+    hidden3, labels3 = hidden.reshape(3, 4, D), labels.reshape(3, 4)
+    where = jnp.arange(4) % 3 != 1  # broadcasts over the leading axis
+    got = jaxce.linear_softmax_cross_entropy(
+        hidden3, kernel, labels3, chunk_size=8, where=where, reduction="none"
+    )
+    assert got.shape == (3, 4)
+    keep = np.broadcast_to(np.asarray(where), (3, 4)).ravel()
+    sliced = jaxce.linear_softmax_cross_entropy(
+        hidden[keep], kernel, labels[keep], chunk_size=8, reduction="none"
+    )
+    np.testing.assert_allclose(got.ravel()[keep], sliced, rtol=1e-6)
+    assert np.all(got.ravel()[~keep] == 0)
+    denom = jaxce.linear_softmax_cross_entropy(
+        hidden3, kernel, labels3, chunk_size=8, where=where, denominator=100
+    )
+    np.testing.assert_allclose(denom, np.sum(sliced) / 100, rtol=1e-6)
+
+    def loss(h):
+        return jaxce.linear_softmax_cross_entropy(h, kernel, labels3, chunk_size=8, where=where)
+
+    grad = jax.grad(loss)(hidden3).reshape(12, D)
+    assert np.all(np.asarray(grad)[~keep] == 0)
+
+
+def test_all_masked_is_zero_with_zero_grad():
+    hidden, kernel, _, labels = _data()
+    f = functools.partial(
+        jaxce.linear_softmax_cross_entropy, labels=jnp.full((N,), -1), ignore_index=-1
+    )
+    value, grads = jax.value_and_grad(lambda h, k: f(h, k), argnums=(0, 1))(hidden, kernel)
+    assert value == 0
+    assert all(np.all(g == 0) for g in grads)
+
+
+def test_bad_label_is_nan():
+    hidden, kernel, _, labels = _data()
+    losses = jaxce.linear_softmax_cross_entropy(
+        hidden, kernel, labels.at[0].set(V), reduction="none"
+    )
+    assert np.isnan(losses[0]) and np.all(np.isfinite(losses[1:]))
+
+
+def test_masked_class_by_inf_bias():
+    hidden, kernel, bias, labels = _data()
+    bias = bias.at[jnp.array([3, 30])].set(-jnp.inf)
+    labels = jnp.where((labels == 3) | (labels == 30), 0, labels)
+    kw = {"label_smoothing": 0.1}
+
+    def fused(h, k):
+        return jaxce.linear_softmax_cross_entropy(h, k, labels, bias=bias, chunk_size=8, **kw)
+
+    got = jax.value_and_grad(fused, argnums=(0, 1))(hidden, kernel)
+    want = jax.value_and_grad(
+        lambda h, k: _materialised(h, k, labels, bias=bias, **kw), argnums=(0, 1)
+    )(hidden, kernel)
+    assert np.isfinite(got[0])
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    np.testing.assert_allclose(got[1][1], want[1][1], rtol=1e-4, atol=1e-6)
+    assert np.all(got[1][1][:, 3] == 0)
+
+
+def test_bfloat16_dtype_contract():
+    hidden, kernel, bias, labels = _data(dtype=jnp.bfloat16)
+
+    def fused(h, k, b):
+        return jaxce.linear_softmax_cross_entropy(h, k, labels, bias=b, chunk_size=8)
+
+    value, grads = jax.value_and_grad(fused, argnums=(0, 1, 2))(hidden, kernel, bias)
+    assert value.dtype == jnp.float32
+    assert [g.dtype for g in grads] == [jnp.bfloat16] * 3
+    f32 = [x.astype(jnp.float32) for x in (hidden, kernel, bias)]
+    want_value, want_grads = jax.value_and_grad(fused, argnums=(0, 1, 2))(*f32)
+    np.testing.assert_allclose(value, want_value, rtol=1e-5)
+    for g, w in zip(grads, want_grads, strict=True):
+        np.testing.assert_allclose(g.astype(jnp.float32), w, rtol=2e-2, atol=2e-3)
+
+
+def test_check_grads_first_order():
+    hidden, kernel, bias, labels = _data(n=5, v=13)
+
+    def f(h, k, b):
+        return jaxce.linear_softmax_cross_entropy(
+            h, k, labels, bias=b, chunk_size=4, label_smoothing=0.1, z_loss=1e-2, logit_softcap=3.0
+        )
+
+    check_grads(f, (hidden, kernel, bias), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
+
+
+def test_check_grads_second_order(x64):
+    hidden, kernel, bias, labels = _data(n=3, d=2, v=5, dtype=jnp.float64)
+
+    def f(h, k, b):
+        return jaxce.linear_softmax_cross_entropy(
+            h, k, labels, bias=b, chunk_size=2, label_smoothing=0.1, logit_softcap=3.0
+        )
+
+    check_grads(f, (hidden, kernel, bias), order=2, modes=["rev"])
+
+
+def test_vmap_of_grad():
+    hidden, kernel, _, labels = _data(n=12)
+    hb, yb = hidden.reshape(3, 4, D), labels.reshape(3, 4)
+
+    def loss(h, y):
+        return jaxce.linear_softmax_cross_entropy(h, kernel, y, chunk_size=8)
+
+    got = jax.vmap(jax.grad(loss))(hb, yb)
+    want = jnp.stack([jax.grad(loss)(hb[i], yb[i]) for i in range(3)])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"hidden": jnp.ones((3, 4), jnp.int32)}, TypeError, "hidden"),
+        ({"kernel": jnp.ones((5, 7))}, ValueError, "kernel"),
+        ({"bias": jnp.ones(6)}, ValueError, "bias"),
+        ({"labels": jnp.zeros(4, jnp.int32)}, ValueError, "labels"),
+        ({"labels": jnp.zeros(3)}, TypeError, "labels"),
+        ({"chunk_size": 0}, ValueError, "chunk_size"),
+        ({"logit_softcap": -1.0}, ValueError, "logit_softcap"),
+        ({"label_smoothing": 1.5}, ValueError, "label_smoothing"),
+        ({"z_loss": -1.0}, ValueError, "z_loss"),
+        ({"reduction": "avg"}, ValueError, "reduction"),
+        ({"where": jnp.ones(3, jnp.int32)}, TypeError, "where"),
+    ],
+)
+def test_bad_inputs(kwargs, error, match):
+    args = {
+        "hidden": jnp.ones((3, 4)),
+        "kernel": jnp.ones((4, 7)),
+        "labels": jnp.zeros(3, jnp.int32),
+    }
+    args.update(kwargs)
+    hidden, kernel, labels = args.pop("hidden"), args.pop("kernel"), args.pop("labels")
+    with pytest.raises(error, match=match):
+        jaxce.linear_softmax_cross_entropy(hidden, kernel, labels, **args)
+
+
+@hypothesis.settings(max_examples=6, deadline=None)
+@hypothesis.given(
+    chunk=st.integers(1, 16),
+    eps=st.sampled_from([0.0, 0.3]),
+    seed=st.integers(0, 100),
+)
+def test_property_any_chunking_matches(chunk, eps, seed):
+    hidden, kernel, bias, labels = _data(n=4, d=3, v=13, seed=seed)
+
+    def fused(h, k):
+        return jaxce.linear_softmax_cross_entropy(
+            h, k, labels, bias=bias, chunk_size=chunk, label_smoothing=eps
+        )
+
+    got = jax.value_and_grad(fused, argnums=(0, 1))(hidden, kernel)
+    want = jax.value_and_grad(
+        lambda h, k: _materialised(h, k, labels, bias=bias, label_smoothing=eps), argnums=(0, 1)
+    )(hidden, kernel)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
+    for g, w in zip(got[1], want[1], strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
+
+
+# Compiled memory (deterministic; compile only, nothing runs).
+
+
+def _compiled(loss, n, d, v, dtype):
+    args = (
+        jax.ShapeDtypeStruct((n, d), dtype),
+        jax.ShapeDtypeStruct((d, v), dtype),
+        jax.ShapeDtypeStruct((n,), jnp.int32),
+    )
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(*args).compile()
+
+
+def _fused(h, k, y):
+    return jaxce.linear_softmax_cross_entropy(h, k, y)
+
+
+def _temp(compiled):
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_memory_vs_materialised():
+    n, d, v = 2048, 512, 32768
+    fused = _temp(_compiled(_fused, n, d, v, jnp.float32))
+    mat = _temp(_compiled(_materialised, n, d, v, jnp.float32))
+    assert fused <= 0.05 * mat, (fused, mat)
+
+
+@pytest.mark.parametrize(("dtype", "fraction"), [(jnp.float32, 0.02), (jnp.bfloat16, 0.20)])
+def test_memory_large_vocabulary(dtype, fraction):
+    n, d, v = 4096, 1024, 131072
+    compiled = _compiled(_fused, n, d, v, dtype)
+    assert _temp(compiled) <= fraction * n * v * 4, _temp(compiled)
+    if dtype == jnp.bfloat16:
+        # No float32 copy of the kernel anywhere in the program.
+        assert f"f32[{d},{v}]" not in compiled.as_text()
