@@ -1,5 +1,21 @@
 """jaxce: cross-entropy losses for JAX with analytic gradients."""
 
+from ._binary import BCEWithLogitsLoss as BCEWithLogitsLoss
+from ._binary import binary_cross_entropy as binary_cross_entropy
+from ._binary import sigmoid_binary_cross_entropy as sigmoid_binary_cross_entropy
+from ._calibration import CalibrationCurve as CalibrationCurve
+from ._calibration import calibration_curve as calibration_curve
+from ._calibration import expected_calibration_error as expected_calibration_error
+from ._calibration import fit_temperature as fit_temperature
+from ._divergence import distillation_loss as distillation_loss
+from ._divergence import entropy as entropy
+from ._divergence import kl_divergence as kl_divergence
+from ._focal import FocalLoss as FocalLoss
+from ._focal import poly1_cross_entropy as poly1_cross_entropy
+from ._focal import sigmoid_focal_loss as sigmoid_focal_loss
+from ._focal import softmax_focal_loss as softmax_focal_loss
+from ._linear import linear_softmax_cross_entropy as linear_softmax_cross_entropy
+from ._parallel import vocab_parallel_softmax_cross_entropy as vocab_parallel_softmax_cross_entropy
 from ._softmax import CrossEntropyLoss as CrossEntropyLoss
 from ._softmax import log_softmax as log_softmax
 from ._softmax import nll_loss as nll_loss
@@ -10,10 +26,26 @@ from ._softmax import softmax_cross_entropy as softmax_cross_entropy
 __version__ = "0.1.0"
 
 __all__ = [
+    "BCEWithLogitsLoss",
+    "CalibrationCurve",
     "CrossEntropyLoss",
+    "FocalLoss",
+    "binary_cross_entropy",
+    "calibration_curve",
+    "distillation_loss",
+    "entropy",
+    "expected_calibration_error",
+    "fit_temperature",
+    "kl_divergence",
+    "linear_softmax_cross_entropy",
     "log_softmax",
     "nll_loss",
+    "poly1_cross_entropy",
+    "sigmoid_binary_cross_entropy",
+    "sigmoid_focal_loss",
     "smooth_labels",
     "softmax",
     "softmax_cross_entropy",
+    "softmax_focal_loss",
+    "vocab_parallel_softmax_cross_entropy",
 ]

@@ -81,3 +81,340 @@ def softmax_cross_entropy_grad(logits, labels, *, weights=None, where=None):
     wy = w[labels] * mask
     s = wy.sum()
     return np.zeros_like(x) if s == 0 else wy[..., None] * (softmax(x) - onehot) / s
+
+
+# Calibration.
+
+
+def top_label(logits, labels):
+    """Float64 top-label confidence max_k softmax_k, and whether argmax equals the label."""
+    x = np.asarray(logits, np.float64)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    p = e / e.sum(axis=-1, keepdims=True)
+    return p.max(axis=-1), np.argmax(x, axis=-1) == np.asarray(labels)
+
+
+def calibration_bins(logits, labels, n_bins, where=None):
+    """Per-bin (mean confidence, accuracy, count), bin = min(floor(c * B), B - 1), NaN if empty.
+
+    Examples are (N, K) logits; the loop assigns one example at a time.
+    """
+    conf, correct = top_label(logits, labels)
+    mask = np.ones(conf.shape, bool) if where is None else np.broadcast_to(where, conf.shape)
+    conf_sum, hits, count = np.zeros(n_bins), np.zeros(n_bins), np.zeros(n_bins, np.int64)
+    for c, ok, m in zip(conf, correct, mask, strict=True):
+        if not m:
+            continue
+        b = min(int(np.floor(c * n_bins)), n_bins - 1)
+        conf_sum[b] += c
+        hits[b] += ok
+        count[b] += 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return conf_sum / count, hits / count, count
+
+
+def expected_calibration_error(logits, labels, n_bins, norm="l1", where=None):
+    """ECE (l1), RMS calibration error (l2) or MCE (max) from the per-bin statistics."""
+    conf, acc, count = calibration_bins(logits, labels, n_bins, where)
+    full = count > 0
+    if not full.any():
+        return 0.0
+    share = count[full] / count.sum()
+    gap = np.abs(acc[full] - conf[full])
+    if norm == "l1":
+        return float(np.sum(share * gap))
+    if norm == "l2":
+        return float(np.sqrt(np.sum(share * gap**2)))
+    return float(gap.max())
+
+
+def torchmetrics_calibration_error(confidences, accuracies, n_bins, norm="l1"):
+    """torchmetrics' `_ce_compute` written from its formula.
+
+    Boundaries are float32 `linspace(0, 1, B + 1)`; `bucketize(right=True) - 1`
+    (numpy: `searchsorted(side="right") - 1`) gives left-closed bins and a
+    (B + 1)-th slot that only confidence 1.0 reaches; empty bins read 0.
+    """
+    conf = np.asarray(confidences, np.float32).astype(np.float64)
+    acc = np.asarray(accuracies, np.float64)
+    edges = np.linspace(0, 1, n_bins + 1, dtype=np.float32).astype(np.float64)
+    index = np.searchsorted(edges, conf, side="right") - 1
+    count = np.bincount(index, minlength=n_bins + 1).astype(np.float64)
+    safe = np.where(count > 0, count, 1)
+    conf_bin = np.bincount(index, conf, minlength=n_bins + 1) / safe
+    acc_bin = np.bincount(index, acc, minlength=n_bins + 1) / safe
+    prop = count / count.sum()
+    if norm == "l1":
+        return float(np.sum(np.abs(acc_bin - conf_bin) * prop))
+    if norm == "max":
+        return float(np.max(np.abs(acc_bin - conf_bin)))
+    return float(np.sqrt(np.sum((acc_bin - conf_bin) ** 2 * prop)))
+
+
+def temperature_nll(logits, labels, temperature, where=None):
+    """Mean float64 NLL of softmax(logits / T) over the counted examples."""
+    x = np.asarray(logits, np.float64) / temperature
+    labels = np.asarray(labels)
+    mask = np.ones(labels.shape, bool) if where is None else np.broadcast_to(where, labels.shape)
+    m = x.max(axis=-1, keepdims=True)
+    lse = (m + np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True)))[:, 0]
+    nll = lse - x[np.arange(len(labels)), labels]
+    return float(nll[mask].mean())
+
+
+def fit_temperature(logits, labels, where=None, bounds=(1e-3, 1e3)):
+    """Minimises `temperature_nll` over log T by golden-section search, then polishes on T."""
+    f = lambda log_t: temperature_nll(logits, labels, np.exp(log_t), where)  # noqa: E731
+    a, b = np.log(bounds[0]), np.log(bounds[1])
+    r = (np.sqrt(5) - 1) / 2
+    c, d = b - r * (b - a), a + r * (b - a)
+    fc, fd = f(c), f(d)
+    while b - a > 1e-12:
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - r * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + r * (b - a)
+            fd = f(d)
+    return float(np.exp((a + b) / 2))
+
+
+# Divergences: KL, entropy, distillation (loops over examples, class axis moved last).
+
+
+def _divergence_reduce(losses, where, reduction):
+    mask = np.ones(losses.shape, bool) if where is None else np.broadcast_to(where, losses.shape)
+    losses = np.where(mask, losses, 0.0)
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    return 0.0 if mask.sum() == 0 else losses.sum() / mask.sum()
+
+
+def _kl_rows(log_q, p, log_p):
+    """sum_c p_c (log p_c - log q_c) per row, skipping p_c == 0 (0 log 0 = 0)."""
+    out = np.zeros(log_q.shape[:-1])
+    for idx in np.ndindex(*out.shape):
+        total = 0.0
+        for c in range(log_q.shape[-1]):
+            if p[idx][c] != 0:
+                total += p[idx][c] * (log_p[idx][c] - log_q[idx][c])
+        out[idx] = total
+    return out
+
+
+def kl_divergence(logits, targets, *, axis=-1, log_targets=False, where=None, reduction="mean"):
+    """KL(targets || softmax(logits)) per example; "mean" divides by the kept examples."""
+    x = np.moveaxis(np.asarray(logits, np.float64), axis, -1)
+    t = np.moveaxis(np.asarray(targets, np.float64), axis, -1)
+    p = np.exp(t) if log_targets else t
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_p = t if log_targets else np.log(p)
+    return _divergence_reduce(_kl_rows(log_softmax(x), p, log_p), where, reduction)
+
+
+def kl_divergence_grads(logits, targets, *, log_targets=False):
+    """Closed-form per-example gradients, class axis last: d/dlogits, d/dtargets."""
+    x = np.asarray(logits, np.float64)
+    t = np.asarray(targets, np.float64)
+    p = np.exp(t) if log_targets else t
+    log_q = log_softmax(x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_p = t if log_targets else np.log(p)
+        inner = np.where(p != 0, log_p - log_q + 1, 0.0)
+    dx = p.sum(-1, keepdims=True) * np.exp(log_q) - p
+    dt = p * inner if log_targets else inner
+    return dx, dt
+
+
+def entropy(logits, *, axis=-1, where=None, reduction="none"):
+    """-sum_c q_c log q_c of q = softmax(logits), per example."""
+    x = np.moveaxis(np.asarray(logits, np.float64), axis, -1)
+    log_q = log_softmax(x)
+    q = np.exp(log_q)
+    return _divergence_reduce(_kl_rows(np.zeros_like(q), q, -log_q) * 1.0, where, reduction)
+
+
+def entropy_grad(logits):
+    """dH/dx_j = -q_j (log q_j + H), class axis last, per example."""
+    x = np.asarray(logits, np.float64)
+    log_q = log_softmax(x)
+    q = np.exp(log_q)
+    h = entropy(x)[..., None]
+    return np.where(q != 0, -q * (np.where(q != 0, log_q, 0.0) + h), 0.0)
+
+
+def distillation_loss(student, teacher, *, temperature=1.0, axis=-1, where=None, reduction="mean"):
+    """T^2 KL(softmax(t / T) || softmax(s / T)) per example."""
+    s = np.moveaxis(np.asarray(student, np.float64), axis, -1) / temperature
+    t = np.moveaxis(np.asarray(teacher, np.float64), axis, -1) / temperature
+    log_p = log_softmax(t)
+    losses = temperature**2 * _kl_rows(log_softmax(s), np.exp(log_p), log_p)
+    return _divergence_reduce(losses, where, reduction)
+
+
+def distillation_grads(student, teacher, *, temperature=1.0):
+    """Per-example gradients, class axis last: T (q - p) and T p (log p - log q - KL)."""
+    s = np.asarray(student, np.float64) / temperature
+    t = np.asarray(teacher, np.float64) / temperature
+    log_q, log_p = log_softmax(s), log_softmax(t)
+    p, q = np.exp(log_p), np.exp(log_q)
+    kl = _kl_rows(log_q, p, log_p)[..., None]
+    with np.errstate(invalid="ignore"):
+        dt = np.where(p != 0, p * (log_p - log_q - kl), 0.0)
+    return temperature * (q - p), temperature * dt
+
+
+# Binary, focal and poly-1 oracles.
+
+
+def _elementwise_reduce(losses, where, reduction):
+    mask = np.ones(losses.shape, bool) if where is None else np.broadcast_to(where, losses.shape)
+    losses = np.where(mask, losses, 0.0)
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    return 0.0 if mask.sum() == 0 else losses.sum() / mask.sum()
+
+
+def sigmoid_binary_cross_entropy(
+    logits,
+    labels,
+    *,
+    weights=None,
+    pos_weight=None,
+    label_smoothing=0.0,
+    where=None,
+    reduction="mean",
+):
+    """PyTorch's form (1 - y) x + (1 + (p - 1) y) log(1 + e^-x), in float64."""
+    x = np.asarray(logits, np.float64)
+    y = np.asarray(labels, np.float64) * (1 - label_smoothing) + label_smoothing / 2
+    p = 1.0 if pos_weight is None else np.asarray(pos_weight, np.float64)
+    w = 1.0 if weights is None else np.asarray(weights, np.float64)
+    losses = w * ((1 - y) * x + (1 + (p - 1) * y) * np.logaddexp(0.0, -x))
+    return _elementwise_reduce(np.broadcast_to(losses, x.shape), where, reduction)
+
+
+def sigmoid_binary_cross_entropy_grads(logits, labels, *, weights=None, pos_weight=None):
+    """Closed-form elementwise partials (x, y, w, p) of the unreduced loss."""
+    x = np.asarray(logits, np.float64)
+    y = np.asarray(labels, np.float64)
+    p = 1.0 if pos_weight is None else np.asarray(pos_weight, np.float64)
+    w = 1.0 if weights is None else np.asarray(weights, np.float64)
+    s = 1 / (1 + np.exp(-x))
+    dx = w * (s * (1 + (p - 1) * y) - p * y)
+    dy = w * (-x + (p - 1) * np.logaddexp(0.0, -x))
+    dw = (1 - y) * x + (1 + (p - 1) * y) * np.logaddexp(0.0, -x)
+    dp = w * y * np.logaddexp(0.0, -x)
+    return dx, dy, dw, dp
+
+
+def binary_cross_entropy(probs, labels, *, weights=None, where=None, reduction="mean"):
+    p = np.asarray(probs, np.float64)
+    y = np.asarray(labels, np.float64)
+    w = 1.0 if weights is None else np.asarray(weights, np.float64)
+    with np.errstate(divide="ignore"):
+        log_p = np.maximum(np.log(p), -100.0)
+        log_q = np.maximum(np.log(1 - p), -100.0)
+    losses = -w * (y * log_p + (1 - y) * log_q)
+    return _elementwise_reduce(np.broadcast_to(losses, p.shape), where, reduction)
+
+
+def sigmoid_focal_loss(logits, labels, *, alpha=0.25, gamma=2.0, where=None, reduction="mean"):
+    """torchvision's formula, term by term, in float64."""
+    x = np.asarray(logits, np.float64)
+    y = np.asarray(labels, np.float64)
+    p = 1 / (1 + np.exp(-x))
+    ce = np.logaddexp(0.0, -x) * y + np.logaddexp(0.0, x) * (1 - y)
+    p_t = p * y + (1 - p) * (1 - y)
+    losses = ce * (1 - p_t) ** gamma
+    if alpha is not None:
+        losses = (alpha * y + (1 - alpha) * (1 - y)) * losses
+    return _elementwise_reduce(losses, where, reduction)
+
+
+def softmax_focal_loss(
+    logits, labels, *, gamma=2.0, weights=None, ignore_index=None, where=None, reduction="mean"
+):
+    """Class axis last; -w_y (1 - q_y)^gamma log q_y over the counted examples."""
+    x = np.asarray(logits, np.float64)
+    labels = np.asarray(labels)
+    k = x.shape[-1]
+    w = np.ones(k) if weights is None else np.asarray(weights, np.float64)
+    mask = np.ones(labels.shape, bool) if where is None else np.broadcast_to(where, labels.shape)
+    losses = np.zeros(labels.shape)
+    norm = np.zeros(labels.shape)
+    log_q = log_softmax(x)
+    for idx in np.ndindex(*labels.shape):
+        y = int(labels[idx])
+        if not mask[idx] or (ignore_index is not None and y == ignore_index):
+            continue
+        q_y = np.exp(log_q[idx][y])
+        losses[idx] = -w[y] * (1 - q_y) ** gamma * log_q[idx][y]
+        norm[idx] = w[y]
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    return 0.0 if norm.sum() == 0 else losses.sum() / norm.sum()
+
+
+def poly1_cross_entropy(
+    logits,
+    labels,
+    *,
+    epsilon=1.0,
+    weights=None,
+    ignore_index=None,
+    label_smoothing=0.0,
+    where=None,
+    reduction="mean",
+):
+    """Class axis last: CE_i + epsilon sum_c w_c y~_c (1 - q_c), normalised like CE."""
+    x = np.asarray(logits, np.float64)
+    k = x.shape[-1]
+    labels = np.asarray(labels)
+    w = np.ones(k) if weights is None else np.asarray(weights, np.float64)
+    probs = np.issubdtype(labels.dtype, np.floating)
+    example_shape = x.shape[:-1]
+    mask = np.ones(example_shape, bool) if where is None else np.broadcast_to(where, example_shape)
+    ce = softmax_cross_entropy(
+        x,
+        labels,
+        weights=weights,
+        ignore_index=ignore_index,
+        label_smoothing=label_smoothing,
+        where=where,
+        reduction="none",
+    )
+    q = softmax(x)
+    losses = np.array(ce, dtype=np.float64)
+    norm = np.zeros(example_shape)
+    for idx in np.ndindex(*example_shape):
+        if probs:
+            target = labels[idx].astype(np.float64)
+            n = 1.0
+        else:
+            y = int(labels[idx])
+            if ignore_index is not None and y == ignore_index:
+                continue
+            target = np.eye(k)[y]
+            n = w[y]
+        if not mask[idx]:
+            continue
+        finite = x[idx] > -np.inf
+        target = (1 - label_smoothing) * target + np.where(
+            finite, label_smoothing / finite.sum(), 0
+        )
+        losses[idx] += epsilon * np.sum(w * target * (1 - q[idx]))
+        norm[idx] = n
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    return 0.0 if norm.sum() == 0 else losses.sum() / norm.sum()
