@@ -4,6 +4,13 @@ The forward keeps only the per-example logsumexp (and a few other per-example
 numbers) for the backward; the backward recomputes `P = exp(x - lse)` from the
 logits in one fused pass and writes `(P - Y) * w / S` directly, so no N x K
 probability matrix is ever stored between the two.
+
+With integer labels the forward makes two fused passes over the N x K logits:
+the target logit, read with a capped maximum rather than a gather (which would
+not stay local on a class-sharded mesh) or a one-hot sum (which XLA:CPU writes
+out as an N x K temporary), and the sum of exponentials shifted by it. The
+backward is a third pass that selects the target's entry instead of
+subtracting a one-hot array.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.typing import ArrayLike
 
 from . import _checks, _labels
@@ -27,9 +35,39 @@ class _Config(NamedTuple):
     z_loss: float
 
 
-def logsumexp(x: jax.Array, axis: int) -> jax.Array:
-    """Stable logsumexp along `axis`, keepdims; a row of all `-inf` gives `-inf`."""
-    return jax.nn.logsumexp(x, axis=axis, keepdims=True)
+def logsumexp(x: jax.Array, axis: int, *, dtype: Any = None) -> jax.Array:
+    """Stable logsumexp along `axis`, keepdims; a row of all `-inf` gives `-inf`.
+
+    Computed (and returned) in `dtype`, default `x.dtype`. The shift is the row
+    maximum taken in `x`'s own dtype (exact), so half-precision logits are
+    widened only inside the fused sum, never copied to an N x K float32 array.
+    Differentiable to any order, like `jax.nn.logsumexp` (same formula).
+    """
+    dtype = x.dtype if dtype is None else dtype
+    m = jnp.max(x, axis=axis, keepdims=True)
+    m = lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0).astype(dtype))
+    return m + jnp.log(jnp.sum(jnp.exp(x.astype(dtype) - m), axis=axis, keepdims=True))
+
+
+def _target_logit(x: jax.Array, classes: jax.Array, axis: int, dtype: Any) -> jax.Array:
+    """`x` at the target class (keepdims), in `dtype`; `-inf` where no class matches.
+
+    `max_c min(x_c, cap_c)` with `cap = +inf` at the target and `-inf` elsewhere
+    is exactly the target logit (also when it is `-inf`, and whatever the other
+    logits are). The cap comes from `|c - y|` in floating point, exact for
+    K <= 2**24, so the whole pass is one fused reduction without a comparison,
+    a select or a gather; beyond 2**24 classes it falls back to the one-hot pick.
+    """
+    num_classes = x.shape[axis]
+    if num_classes > 2**24:
+        return _labels.pick(x, _labels.target_mask(classes, x.shape, axis), axis).astype(dtype)
+    shape = [1] * x.ndim
+    shape[axis] = num_classes
+    distance = jnp.abs(
+        lax.broadcasted_iota(dtype, shape, axis) - jnp.expand_dims(classes, axis).astype(dtype)
+    )
+    cap = (0.5 - distance) * jnp.inf
+    return jnp.max(jnp.minimum(x.astype(dtype), cap), axis=axis, keepdims=True)
 
 
 def _class_sum(x: jax.Array, axis: int) -> jax.Array:
@@ -50,6 +88,28 @@ def _smoothing_support(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
 # Integer class labels.
 
 
+def _lse_and_nll(logits, classes, axis, dtype):
+    """`lse(x)` and `lse(x) - x_y` (keepdims) in two fused passes over the logits.
+
+    The target logit is the shift: `nll = log sum_c exp(x_c - x_y)`, a sum that
+    is at least 1 and needs no separate pass for the row maximum. Only if some
+    row overflows (a logit more than ~88 above its target's in float32) or is
+    not finite does the batch take the max-shifted path (two more passes).
+    """
+    target = _target_logit(logits, classes, axis, dtype)
+    shift = lax.stop_gradient(jnp.where(jnp.isfinite(target), target, 0))
+    log_sum = jnp.log(jnp.sum(jnp.exp(logits.astype(dtype) - shift), axis=axis, keepdims=True))
+
+    def shifted_by_target():
+        return shift + log_sum
+
+    def shifted_by_max():
+        return logsumexp(logits, axis, dtype=dtype)
+
+    lse = lax.cond(jnp.all(jnp.isfinite(log_sum)), shifted_by_target, shifted_by_max)
+    return lse, lse - target
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _class_ce(cfg, logits, classes, weights, mask, bad):
     return _class_ce_fwd(cfg, logits, classes, weights, mask, bad)[0]
@@ -58,16 +118,18 @@ def _class_ce(cfg, logits, classes, weights, mask, bad):
 def _class_ce_fwd(cfg, logits, classes, weights, mask, bad):
     axis, eps = cfg.axis, cfg.smoothing
     dtype = _checks.compute_dtype(logits.dtype, *([] if weights is None else [weights.dtype]))
-    x = logits.astype(dtype)
     m = jnp.expand_dims(mask, axis)
-    lse = logsumexp(x, axis)
-    onehot = _labels.target_mask(classes, x.shape, axis)
-    nll = lse - _labels.pick(x, onehot, axis)
-    w = None if weights is None else _labels.along_axis(weights.astype(dtype), x.ndim, axis)
-    w_y = jnp.ones_like(lse) if w is None else _labels.pick(w, onehot, axis)
+    lse, nll = _lse_and_nll(logits, classes, axis, dtype)
+    w = None if weights is None else _labels.along_axis(weights.astype(dtype), logits.ndim, axis)
+    if w is None:
+        w_y = jnp.ones_like(lse)
+    else:
+        w_y = _target_logit(jnp.broadcast_to(w, logits.shape), classes, axis, dtype)
+        w_y = jnp.where(w_y == -jnp.inf, 0, w_y)  # no target class: a masked example
     loss = (1 - eps) * w_y * nll
     count = w_sum = None
     if eps:
+        x = logits.astype(dtype)
         finite, count = _smoothing_support(x, axis)
         spread = jnp.where(finite, lse - x, 0)
         if w is None:
@@ -93,17 +155,22 @@ def _class_ce_bwd(cfg, res, cts):
     g = _nan_where(jnp.expand_dims(bad, axis), jnp.where(m, g, 0))
     onehot = _labels.target_mask(classes, x.shape, axis)
     w = None if weights is None else _labels.along_axis(weights.astype(x.dtype), x.ndim, axis)
-    # d loss_i / d x_ic = a_i P_ic - (1 - eps) w_y Y_ic - eps / K'_i w_c [x_ic finite]
+    # d loss_i / d x_ic = a_i P_ic - t_ic, with t = (1 - eps) w_y Y + eps / K'_i w_c [x_ic finite].
     a = (1 - eps) * w_y
-    target = jnp.where(onehot, a, 0)
+    t_y = (1 - eps) * w_y
+    spread = 0
     if eps:
         finite = x > -jnp.inf
         a = a + eps * w_sum / count
-        target = target + eps / count * jnp.where(finite, 1 if w is None else w, 0)
+        t_y = t_y + jnp.where(nll < jnp.inf, eps / count * w_y, 0)
+        spread = eps / count * jnp.where(finite, 1 if w is None else w, 0)
     if cfg.z_loss:
         a = a + 2 * cfg.z_loss * lse
-    p = jnp.exp(x - lse)
-    dx = jnp.where(m, g * (a * p - target), 0).astype(logits.dtype)
+    dense = a * jnp.exp(x - lse) - spread
+    # At the target, a P_y - t_y = a expm1(-nll) + (a - t_y): no cancellation as P_y -> 1,
+    # and a select (not a subtraction of a one-hot) in the one fused pass.
+    at_target = a * jnp.expm1(-nll) + (a - t_y)
+    dx = jnp.where(m, g * jnp.where(onehot, at_target, dense), 0).astype(logits.dtype)
     dw = None
     if weights is not None:
         per_class = jnp.where(onehot, (1 - eps) * g * nll + h, 0)

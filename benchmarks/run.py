@@ -1,0 +1,401 @@
+"""Benchmarks of jaxce's softmax cross-entropy: time, memory, compile time, accuracy.
+
+Every timed call is `jax.jit(jax.value_and_grad(loss))` (loss value and gradient
+with respect to the logits), compiled and warmed up first. The implementations
+of one row are called in turn, round after round, and each gets the median of
+its rounds, so a slow spell on a shared machine hits all of them alike; the
+table leads with ratios taken within one row.
+
+Bytes model: the loss reads the logits twice (a reduction pass and the
+backward pass; the extra per-row reductions are counted as free) and writes the
+gradient once: 3 x N x V x itemsize. The copy row is `x * 2` on the same array
+(one read, one write), measured in the same rounds; `bw` is the copy's bytes/s
+and `of copy` is the loss's bytes/s divided by it.
+
+Usage: `python benchmarks/run.py [--quick] [--out DIR]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxce
+
+HERE = Path(__file__).resolve().parent
+
+# (N, V) rows of the CPU table; the last one is the target shape of DESIGN.md.
+FULL_SHAPES = [(1024, 8192), (2048, 32768), (4096, 32768)]
+QUICK_SHAPES = [(64, 512)]
+LINEAR_FULL = (2048, 512, 32768)
+LINEAR_QUICK = (64, 32, 512)
+GPU_CE = (8192, 131072)
+GPU_LINEAR = (8192, 4096, 131072)
+
+
+def _time_once(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    return time.perf_counter() - start
+
+
+def time_alternating(calls: Mapping[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Median seconds per call, the calls interleaved round by round."""
+    for fn in calls.values():  # warm-up
+        jax.block_until_ready(fn())
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            samples[name].append(_time_once(fn))
+    return {name: statistics.median(ts) for name, ts in samples.items()}
+
+
+def _jaxce_loss(x, y):
+    return jaxce.softmax_cross_entropy(x, y)
+
+
+def _optax_loss(x, y):
+    import optax
+
+    return optax.softmax_cross_entropy_with_integer_labels(x, y).mean()
+
+
+def _plain_loss(x, y):
+    log_probs = jax.nn.log_softmax(x.astype(jnp.float32), axis=-1)
+    return -jnp.mean(jnp.take_along_axis(log_probs, y[:, None], axis=-1))
+
+
+JAX_IMPLS: dict[str, Callable] = {
+    "jaxce": _jaxce_loss,
+    "optax": _optax_loss,
+    "log_softmax": _plain_loss,
+}
+
+
+def compile_fn(loss: Callable, *args: Any) -> tuple[Any, float, int]:
+    """The compiled `value_and_grad`, its compile time (s) and temp bytes."""
+    start = time.perf_counter()
+    compiled = jax.jit(jax.value_and_grad(loss)).lower(*args).compile()
+    seconds = time.perf_counter() - start
+    memory = compiled.memory_analysis()
+    temp = int(getattr(memory, "temp_size_in_bytes", -1)) if memory is not None else -1
+    return compiled, seconds, temp
+
+
+def make_data(n: int, v: int, dtype: Any, seed: int = 0) -> tuple[jax.Array, jax.Array]:
+    key_x, key_y = jax.random.split(jax.random.PRNGKey(seed))
+    x = (3 * jax.random.normal(key_x, (n, v), jnp.float32)).astype(dtype)
+    y = jax.random.randint(key_y, (n,), 0, v)
+    return x, y
+
+
+def reference_loss(x: jax.Array, y: jax.Array) -> float:
+    """Mean CE in float64 NumPy of the same (possibly bf16-rounded) logits."""
+    x64 = np.asarray(x.astype(jnp.float32), np.float64)
+    y64 = np.asarray(y)
+    shift = x64.max(axis=1, keepdims=True)
+    lse = shift[:, 0] + np.log(np.exp(x64 - shift).sum(axis=1))
+    return float(np.mean(lse - x64[np.arange(len(y64)), y64]))
+
+
+def torch_call(x: jax.Array, y: jax.Array) -> Callable[[], Any] | None:
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch_dtype = torch.bfloat16 if x.dtype == jnp.bfloat16 else torch.float32
+    base = torch.from_numpy(np.array(x.astype(jnp.float32))).to(torch_dtype)
+    labels = torch.from_numpy(np.array(y)).long()
+
+    def call():
+        logits = base.detach().requires_grad_(True)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        loss.backward()
+        return jnp.zeros(())  # torch runs synchronously on CPU
+
+    return call
+
+
+def bench_ce(n: int, v: int, dtype: Any, rounds: int) -> dict[str, Any]:
+    x, y = make_data(n, v, dtype)
+    itemsize = jnp.dtype(dtype).itemsize
+    row: dict[str, Any] = {"N": n, "V": v, "dtype": jnp.dtype(dtype).name, "impls": {}}
+    calls: dict[str, Callable[[], Any]] = {}
+    ref = reference_loss(x, y)
+    for name, loss in JAX_IMPLS.items():
+        compiled, seconds, temp = compile_fn(loss, x, y)
+        value = float(compiled(x, y)[0])
+        row["impls"][name] = {
+            "compile_s": seconds,
+            "temp_bytes": temp,
+            "loss_rel_err": abs(value - ref) / abs(ref),
+        }
+        calls[name] = functools.partial(compiled, x, y)
+    torch_fn = torch_call(x, y)
+    if torch_fn is not None:
+        row["impls"]["torch"] = {}
+        calls["torch"] = torch_fn
+    copy = jax.jit(lambda a: a * 2).lower(x).compile()
+    calls["copy"] = lambda: copy(x)
+    times = time_alternating(calls, rounds)
+    nbytes = n * v * itemsize
+    row["copy_s"] = times.pop("copy")
+    row["copy_bytes_per_s"] = 2 * nbytes / row["copy_s"]
+    for name, seconds in times.items():
+        entry = row["impls"][name]
+        entry["time_s"] = seconds
+        entry["bytes_per_s"] = 3 * nbytes / seconds
+    return row
+
+
+def bench_linear(n: int, d: int, v: int, rounds: int) -> dict[str, Any]:
+    row: dict[str, Any] = {"N": n, "D": d, "V": v}
+    fused = getattr(jaxce, "linear_softmax_cross_entropy", None)
+    if fused is None:
+        row["skipped"] = "jaxce.linear_softmax_cross_entropy is not available"
+        return row
+    keys = jax.random.split(jax.random.PRNGKey(1), 3)
+    h = jax.random.normal(keys[0], (n, d), jnp.float32)
+    w = jax.random.normal(keys[1], (d, v), jnp.float32) / np.sqrt(d)
+    y = jax.random.randint(keys[2], (n,), 0, v)
+
+    def head(h, w):
+        return jaxce.softmax_cross_entropy(h @ w, y)
+
+    def fused_head(h, w):
+        return fused(h, w, y)
+
+    calls = {}
+    for name, loss in (("materialised", head), ("fused", fused_head)):
+        start = time.perf_counter()
+        compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(h, w).compile()
+        memory = compiled.memory_analysis()
+        row[name] = {
+            "compile_s": time.perf_counter() - start,
+            "temp_bytes": int(memory.temp_size_in_bytes) if memory is not None else -1,
+            "loss": float(compiled(h, w)[0]),
+        }
+        calls[name] = functools.partial(compiled, h, w)
+    for name, seconds in time_alternating(calls, rounds).items():
+        row[name]["time_s"] = seconds
+    return row
+
+
+def bench_gpu(rounds: int) -> dict[str, Any]:
+    """DESIGN.md's accelerator rows; only run when the default backend is not CPU."""
+    backend = jax.default_backend()
+    if backend == "cpu":
+        return {"skipped": "default backend is cpu: GPU rows not run"}
+    out: dict[str, Any] = {"backend": backend, "device": str(jax.devices()[0])}
+    n, v = GPU_CE
+    x, y = make_data(n, v, jnp.bfloat16)
+    compiled, seconds, temp = compile_fn(_jaxce_loss, x, y)
+    copy = jax.jit(lambda a: a * 2).lower(x).compile()
+    times = time_alternating({"ce": lambda: compiled(x, y), "copy": lambda: copy(x)}, rounds)
+    nbytes = n * v * 2
+    out["ce"] = {
+        "N": n,
+        "V": v,
+        "time_s": times["ce"],
+        "compile_s": seconds,
+        "temp_bytes": temp,
+        "bytes_per_s": 3 * nbytes / times["ce"],
+        "copy_bytes_per_s": 2 * nbytes / times["copy"],
+    }
+    out["ce"]["fraction_of_copy"] = out["ce"]["bytes_per_s"] / out["ce"]["copy_bytes_per_s"]
+    fused = getattr(jaxce, "linear_softmax_cross_entropy", None)
+    n, d, v = GPU_LINEAR
+    if fused is None:
+        out["linear"] = {"skipped": "jaxce.linear_softmax_cross_entropy is not available"}
+        return out
+    keys = jax.random.split(jax.random.PRNGKey(2), 3)
+    h = jax.random.normal(keys[0], (n, d), jnp.bfloat16)
+    w = (jax.random.normal(keys[1], (d, v), jnp.float32) / np.sqrt(d)).astype(jnp.bfloat16)
+    y = jax.random.randint(keys[2], (n,), 0, v)
+    grad_fn = jax.jit(jax.value_and_grad(lambda h, w: fused(h, w, y), argnums=(0, 1)))
+    grad = grad_fn.lower(h, w).compile()
+    a = jax.random.normal(keys[0], (n, d), jnp.bfloat16)
+    b = jax.random.normal(keys[1], (d, v), jnp.bfloat16)
+    matmul_fn = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
+    matmul = matmul_fn.lower(a, b).compile()
+    times = time_alternating({"fused": lambda: grad(h, w), "matmul": lambda: matmul(a, b)}, rounds)
+    flops = 8 * n * d * v
+    out["linear"] = {
+        "N": n,
+        "D": d,
+        "V": v,
+        "time_s": times["fused"],
+        "flops_per_s": flops / times["fused"],
+        "matmul_flops_per_s": 2 * n * d * v / times["matmul"],
+    }
+    out["linear"]["fraction_of_matmul"] = (
+        out["linear"]["flops_per_s"] / out["linear"]["matmul_flops_per_s"]
+    )
+    return out
+
+
+def _fmt_ms(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds * 1e3:.1f}"
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return "–" if a is None or b is None else f"{a / b:.2f}×"
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    lines = [
+        "# jaxce benchmark results",
+        "",
+        f"`{results['command']}` on {results['machine']} (jax {results['jax']}, "
+        f"backend {results['backend']}). Forward + backward of the mean loss "
+        "(`jax.value_and_grad`, jitted, warmed up); median of "
+        f"{results['rounds']} alternating rounds. Bytes model: 3 passes over the logits "
+        "(read twice, write the gradient once); the copy is `x * 2` on the same array "
+        "(read once, write once), timed in the same rounds.",
+        "",
+        "## Ratios (lower is better for time)",
+        "",
+        "| N | V | dtype | jaxce / optax | jaxce / torch | jaxce / log_softmax "
+        "| jaxce of copy bw | jaxce loss rel. err | optax loss rel. err |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in results["ce"]:
+        impls = row["impls"]
+        t = {name: impls[name].get("time_s") for name in impls}
+        lines.append(
+            f"| {row['N']} | {row['V']} | {row['dtype']} | {_ratio(t['jaxce'], t['optax'])} "
+            f"| {_ratio(t['jaxce'], t.get('torch'))} | {_ratio(t['jaxce'], t['log_softmax'])} "
+            f"| {impls['jaxce']['bytes_per_s'] / row['copy_bytes_per_s']:.0%} "
+            f"| {impls['jaxce']['loss_rel_err']:.1e} | {impls['optax']['loss_rel_err']:.1e} |"
+        )
+    lines += [
+        "",
+        "## Absolute times (ms), compile (s) and compiled temp memory (MiB)",
+        "",
+        "| N | V | dtype | jaxce | optax | log_softmax | torch | copy | copy GB/s "
+        "| jaxce compile | optax compile | jaxce temp | optax temp | log_softmax temp |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in results["ce"]:
+        impls = row["impls"]
+        mib = {k: impls[k]["temp_bytes"] / 2**20 for k in JAX_IMPLS}
+        lines.append(
+            f"| {row['N']} | {row['V']} | {row['dtype']} | {_fmt_ms(impls['jaxce']['time_s'])} "
+            f"| {_fmt_ms(impls['optax']['time_s'])} | {_fmt_ms(impls['log_softmax']['time_s'])} "
+            f"| {_fmt_ms(impls.get('torch', {}).get('time_s'))} | {_fmt_ms(row['copy_s'])} "
+            f"| {row['copy_bytes_per_s'] / 1e9:.1f} | {impls['jaxce']['compile_s']:.2f} "
+            f"| {impls['optax']['compile_s']:.2f} | {mib['jaxce']:.1f} | {mib['optax']:.1f} "
+            f"| {mib['log_softmax']:.1f} |"
+        )
+    lin = results["linear"]
+    lines += ["", "## Fused linear head vs materialised logits (float32)", ""]
+    if "skipped" in lin:
+        lines.append(f"N={lin['N']}, D={lin['D']}, V={lin['V']}: not run ({lin['skipped']}).")
+    else:
+        mat, fus = lin["materialised"], lin["fused"]
+        lines += [
+            "| N | D | V | time fused / materialised | temp fused / materialised "
+            "| fused ms | materialised ms | fused temp MiB | materialised temp MiB |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            f"| {lin['N']} | {lin['D']} | {lin['V']} | {_ratio(fus['time_s'], mat['time_s'])} "
+            f"| {fus['temp_bytes'] / max(mat['temp_bytes'], 1):.1%} | {_fmt_ms(fus['time_s'])} "
+            f"| {_fmt_ms(mat['time_s'])} | {fus['temp_bytes'] / 2**20:.1f} "
+            f"| {mat['temp_bytes'] / 2**20:.1f} |",
+        ]
+    gpu = results["gpu"]
+    lines += ["", "## Accelerator rows", ""]
+    if "skipped" in gpu:
+        lines.append(f"Not run: {gpu['skipped']}.")
+    else:
+        ce = gpu["ce"]
+        lines.append(
+            f"- CE bf16 N={ce['N']}, V={ce['V']} on {gpu['device']}: {_fmt_ms(ce['time_s'])} ms, "
+            f"{ce['bytes_per_s'] / 1e9:.0f} GB/s = {ce['fraction_of_copy']:.0%} of copy "
+            f"({ce['copy_bytes_per_s'] / 1e9:.0f} GB/s)."
+        )
+        lin_gpu = gpu["linear"]
+        if "skipped" in lin_gpu:
+            lines.append(f"- Linear CE: not run ({lin_gpu['skipped']}).")
+        else:
+            lines.append(
+                f"- Linear CE bf16 N={lin_gpu['N']}, D={lin_gpu['D']}, V={lin_gpu['V']}: "
+                f"{_fmt_ms(lin_gpu['time_s'])} ms, {lin_gpu['flops_per_s'] / 1e12:.0f} TFLOP/s "
+                f"(8·N·D·V) = {lin_gpu['fraction_of_matmul']:.0%} of bf16 matmul "
+                f"({lin_gpu['matmul_flops_per_s'] / 1e12:.0f} TFLOP/s)."
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["ce"]
+    names = ["jaxce", "optax", "log_softmax", "torch"]
+    labels = [f"{r['N']}×{r['V']}\n{r['dtype']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(rows)), 4))
+    width = 0.8 / (len(names) + 1)
+    for i, name in enumerate(names):
+        ms = [r["impls"].get(name, {}).get("time_s", np.nan) * 1e3 for r in rows]
+        ax.bar(np.arange(len(rows)) + i * width, ms, width, label=name)
+    copy_ms = [r["copy_s"] * 1e3 for r in rows]
+    ax.bar(np.arange(len(rows)) + len(names) * width, copy_ms, width, label="copy (x*2)")
+    ax.set_xticks(np.arange(len(rows)) + width * len(names) / 2, labels, fontsize=8)
+    ax.set_ylabel("ms, forward + backward (median)")
+    ax.set_yscale("log")
+    ax.set_title(f"Softmax cross-entropy on {results['backend']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(quick: bool, out: Path, rounds: int | None = None) -> dict[str, Any]:
+    shapes = QUICK_SHAPES if quick else FULL_SHAPES
+    rounds = rounds or (3 if quick else 7)
+    results: dict[str, Any] = {
+        "command": "python benchmarks/run.py" + (" --quick" if quick else ""),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "jax": jax.__version__,
+        "backend": jax.default_backend(),
+        "rounds": rounds,
+        "ce": [],
+    }
+    for n, v in shapes:
+        for dtype in (jnp.float32, jnp.bfloat16):
+            results["ce"].append(bench_ce(n, v, dtype, rounds))
+    results["linear"] = bench_linear(*(LINEAR_QUICK if quick else LINEAR_FULL), rounds)
+    results["gpu"] = bench_gpu(rounds)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "results.md").write_text(to_markdown(results))
+    plot(results, out / "results.png")
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one small shape, few rounds")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="output folder")
+    parser.add_argument("--rounds", type=int, default=None, help="alternating rounds per row")
+    args = parser.parse_args()
+    results = run(args.quick, args.out, args.rounds)
+    print(to_markdown(results))
+
+
+if __name__ == "__main__":
+    main()

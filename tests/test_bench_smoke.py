@@ -1,0 +1,37 @@
+"""The benchmark script's code path on tiny shapes (no timings are asserted)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(module, "QUICK_SHAPES", [(8, 32)])
+    monkeypatch.setattr(module, "LINEAR_QUICK", (8, 4, 32))
+    return module
+
+
+def test_quick_run_writes_results(bench, tmp_path):
+    results = bench.run(quick=True, out=tmp_path, rounds=1)
+    assert {path.name for path in tmp_path.iterdir()} == {
+        "results.json",
+        "results.md",
+        "results.png",
+    }
+    assert json.loads((tmp_path / "results.json").read_text())["ce"][0]["N"] == 8
+    assert [row["dtype"] for row in results["ce"]] == ["float32", "bfloat16"]
+    for row in results["ce"]:
+        for name in ("jaxce", "optax", "log_softmax"):
+            assert row["impls"][name]["loss_rel_err"] < (
+                1e-5 if row["dtype"] == "float32" else 1e-2
+            )
+    text = (tmp_path / "results.md").read_text()
+    assert "jaxce / optax" in text and "Accelerator rows" in text

@@ -1,0 +1,87 @@
+"""Deterministic performance properties: no retracing, compiled memory, fused passes.
+
+No timings here (benchmarks/run.py measures those); only what the compiler
+reports, which does not vary from run to run.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jaxce
+
+
+def _data(n, v, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    logits = jnp.asarray(rng.normal(size=(n, v)).astype(np.float32)).astype(dtype)
+    return logits, jnp.asarray(rng.integers(0, v, size=n))
+
+
+def test_no_retrace_across_steps():
+    traces = []
+
+    def loss(x, y):
+        traces.append(None)  # runs once per trace
+        return jaxce.softmax_cross_entropy(x, y)
+
+    step = jax.jit(jax.value_and_grad(loss))
+    for seed in range(4):
+        jax.block_until_ready(step(*_data(8, 16, jnp.float32, seed)))
+    assert len(traces) == 1
+    assert step._cache_size() == 1
+
+
+def test_eager_calls_reuse_one_compilation():
+    jaxce.softmax_cross_entropy(*_data(5, 7, jnp.float32))
+    size = jaxce.softmax_cross_entropy._cache_size()
+    for seed in range(3):
+        jaxce.softmax_cross_entropy(*_data(5, 7, jnp.float32, seed + 1))
+    assert jaxce.softmax_cross_entropy._cache_size() == size
+    jaxce.softmax_cross_entropy(*_data(5, 7, jnp.bfloat16))  # a new dtype is a new entry
+    assert jaxce.softmax_cross_entropy._cache_size() == size + 1
+
+
+def _temp_bytes(fn, *args):
+    return jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+
+def test_float32_forward_backward_keeps_no_n_by_v_temporary():
+    # The target logit is read by a fused reduction, never written out as an
+    # N x V one-hot array; the gradient is the only N x V buffer.
+    n, v = 256, 2048
+    logits, labels = _data(n, v, jnp.float32)
+    grad = jax.value_and_grad(lambda x: jaxce.softmax_cross_entropy(x, labels))
+    assert _temp_bytes(grad, logits) < n * v * 4 // 8
+
+
+def test_bfloat16_forward_backward_temporary_at_most_one_float32_copy():
+    n, v = 256, 2048
+    logits, labels = _data(n, v, jnp.bfloat16)
+    grad = jax.value_and_grad(lambda x: jaxce.softmax_cross_entropy(x, labels))
+    assert _temp_bytes(grad, logits) <= n * v * 4 + n * v // 8
+
+
+def test_forward_keeps_no_n_by_v_temporary():
+    n, v = 256, 2048
+    logits, labels = _data(n, v, jnp.float32)
+    assert _temp_bytes(lambda x: jaxce.softmax_cross_entropy(x, labels), logits) < n * v
+
+
+def test_gradient_is_one_fused_pass():
+    # The backward writes the N x V gradient once (no second N x V op after it).
+    n, v = 64, 1024
+    logits, labels = _data(n, v, jnp.float32)
+    text = (
+        jax.jit(jax.value_and_grad(lambda x: jaxce.softmax_cross_entropy(x, labels)))
+        .lower(logits)
+        .compile()
+        .as_text()
+    )
+    entry = text[text.index("ENTRY") :]
+    shape = f"f32[{n},{v}]"
+    ops = [
+        line
+        for line in entry.splitlines()
+        if line.strip().startswith("%") and f"= {shape}" in line and "parameter(" not in line
+    ]
+    assert len(ops) == 1, ops
