@@ -21,12 +21,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.typing import ArrayLike
 
 from . import _checks, _labels
 from ._reduce import reduce_loss
-from ._softmax import logsumexp
+from ._softmax import log_normaliser
 
 _PROBS, _LOG_PROBS, _LOGITS = "probs", "log_probs", "logits"
 
@@ -39,18 +38,6 @@ class _Config(NamedTuple):
 
 def _scaled(x: jax.Array, temperature: float) -> jax.Array:
     return x if temperature == 1.0 else x / temperature
-
-
-def _log_normaliser(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
-    """The row max `m` (0 if not finite) and `lse(x - m)`, kept apart (keepdims).
-
-    `(x - m) - lse(x - m)` is exact but for rounding of small numbers, whereas
-    `x - lse(x)` loses `|x| * eps` (1e-3 at |x| = 1e4 in float32) to the
-    rounding of `lse(x)` itself. The shift cancels, so it carries no gradient.
-    """
-    m = lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
-    m = jnp.where(jnp.isfinite(m), m, 0)
-    return m, logsumexp(x - m, axis)
 
 
 def _where_mass(p: jax.Array, value: jax.Array) -> jax.Array:
@@ -74,7 +61,7 @@ def _log_targets(cfg: _Config, targets: jax.Array, dtype: Any):
         p = jnp.exp(t)
         return p, _where_mass(p, t)
     u = _scaled(t, cfg.temperature)
-    m, lse = _log_normaliser(u, cfg.axis)
+    m, lse = log_normaliser(u, cfg.axis)
     log_p = u - m - lse
     p = jnp.exp(log_p)
     return p, _where_mass(p, log_p)
@@ -94,7 +81,7 @@ def _soft_kl_fwd(cfg, logits, targets, mask):
     dtype = _checks.compute_dtype(logits.dtype, targets.dtype)
     x = _scaled(logits.astype(dtype), temperature)
     m = jnp.expand_dims(mask, axis)
-    shift, lse = _log_normaliser(x, axis)
+    shift, lse = log_normaliser(x, axis)
     p, log_p = _log_targets(cfg, targets, dtype)
     log_q = _where_mass(p, x - shift - lse)
     kl = _class_sum(_where_mass(p, p * (log_p - log_q)), axis)
@@ -142,7 +129,7 @@ def _entropy(axis, logits, mask):
 def _entropy_fwd(axis, logits, mask):
     x = logits.astype(_checks.compute_dtype(logits.dtype))
     m = jnp.expand_dims(mask, axis)
-    shift, lse = _log_normaliser(x, axis)
+    shift, lse = log_normaliser(x, axis)
     log_q = x - shift - lse
     q = jnp.exp(log_q)
     h = -_class_sum(_where_mass(q, q * _where_mass(q, log_q)), axis)

@@ -35,18 +35,33 @@ class _Config(NamedTuple):
     z_loss: float
 
 
-def logsumexp(x: jax.Array, axis: int, *, dtype: Any = None) -> jax.Array:
-    """Stable logsumexp along `axis`, keepdims; a row of all `-inf` gives `-inf`.
+def log_normaliser(x: jax.Array, axis: int, *, dtype: Any = None) -> tuple[jax.Array, jax.Array]:
+    """The row max `m` (0 where not finite) and `log sum_c exp(x_c - m)`, kept apart (keepdims).
 
-    Computed (and returned) in `dtype`, default `x.dtype`. The shift is the row
-    maximum taken in `x`'s own dtype (exact), so half-precision logits are
-    widened only inside the fused sum, never copied to an N x K float32 array.
-    Differentiable to any order, like `jax.nn.logsumexp` (same formula).
+    `log q_c = (x_c - m) - log_sum` loses nothing to cancellation, whereas
+    `x_c - lse(x)` loses `|x| * eps` (1e-3 at |x| = 1e4 in float32) to the
+    rounding of `lse` itself. The max is taken in `x`'s own dtype (exact), so
+    half-precision logits are widened only inside the fused sum. The shift
+    carries no gradient; `log_sum` is differentiable to any order. Computed in
+    `dtype`, default `x.dtype`.
     """
     dtype = x.dtype if dtype is None else dtype
     m = jnp.max(x, axis=axis, keepdims=True)
     m = lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0).astype(dtype))
-    return m + jnp.log(jnp.sum(jnp.exp(x.astype(dtype) - m), axis=axis, keepdims=True))
+    return m, _log_sum(x, m, axis, dtype)
+
+
+def _log_sum(x: jax.Array, shift: jax.Array, axis: int, dtype: Any) -> jax.Array:
+    return jnp.log(jnp.sum(jnp.exp(x.astype(dtype) - shift), axis=axis, keepdims=True))
+
+
+def logsumexp(x: jax.Array, axis: int, *, dtype: Any = None) -> jax.Array:
+    """Stable logsumexp along `axis`, keepdims; a row of all `-inf` gives `-inf`.
+
+    Same formula and derivatives as `jax.nn.logsumexp`; see `log_normaliser`.
+    """
+    m, log_sum = log_normaliser(x, axis, dtype=dtype)
+    return m + log_sum
 
 
 def _target_logit(x: jax.Array, classes: jax.Array, axis: int, dtype: Any) -> jax.Array:
@@ -88,26 +103,24 @@ def _smoothing_support(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
 # Integer class labels.
 
 
-def _lse_and_nll(logits, classes, axis, dtype):
-    """`lse(x)` and `lse(x) - x_y` (keepdims) in two fused passes over the logits.
+def _class_normaliser(logits, classes, axis, dtype):
+    """`(shift, log_sum, nll)` (keepdims) with `lse = shift + log_sum`, in two fused passes.
 
-    The target logit is the shift: `nll = log sum_c exp(x_c - x_y)`, a sum that
-    is at least 1 and needs no separate pass for the row maximum. Only if some
-    row overflows (a logit more than ~88 above its target's in float32) or is
-    not finite does the batch take the max-shifted path (two more passes).
+    The shift is the target logit, so `nll = log sum_c exp(x_c - x_y)` exactly,
+    a sum that is at least 1, with no separate pass for the row maximum. Only if
+    some row overflows (a logit more than ~88 above its target's in float32) or
+    is not finite does the batch take the max-shifted path (two more passes).
     """
     target = _target_logit(logits, classes, axis, dtype)
     shift = lax.stop_gradient(jnp.where(jnp.isfinite(target), target, 0))
-    log_sum = jnp.log(jnp.sum(jnp.exp(logits.astype(dtype) - shift), axis=axis, keepdims=True))
-
-    def shifted_by_target():
-        return shift + log_sum
-
-    def shifted_by_max():
-        return logsumexp(logits, axis, dtype=dtype)
-
-    lse = lax.cond(jnp.all(jnp.isfinite(log_sum)), shifted_by_target, shifted_by_max)
-    return lse, lse - target
+    log_sum = _log_sum(logits, shift, axis, dtype)
+    shift, log_sum = lax.cond(
+        jnp.all(jnp.isfinite(log_sum)),
+        lambda: (shift, log_sum),
+        lambda: log_normaliser(logits, axis, dtype=dtype),
+    )
+    # (shift - x_y) + log_sum: exact in the common path, no cancellation in either.
+    return shift, log_sum, (shift - target) + log_sum
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -119,7 +132,8 @@ def _class_ce_fwd(cfg, logits, classes, weights, mask, bad):
     axis, eps = cfg.axis, cfg.smoothing
     dtype = _checks.compute_dtype(logits.dtype, *([] if weights is None else [weights.dtype]))
     m = jnp.expand_dims(mask, axis)
-    lse, nll = _lse_and_nll(logits, classes, axis, dtype)
+    shift, log_sum, nll = _class_normaliser(logits, classes, axis, dtype)
+    lse = shift + log_sum
     w = None if weights is None else _labels.along_axis(weights.astype(dtype), logits.ndim, axis)
     if w is None:
         w_y = jnp.ones_like(lse)
@@ -131,7 +145,7 @@ def _class_ce_fwd(cfg, logits, classes, weights, mask, bad):
     if eps:
         x = logits.astype(dtype)
         finite, count = _smoothing_support(x, axis)
-        spread = jnp.where(finite, lse - x, 0)
+        spread = jnp.where(finite, (shift - x) + log_sum, 0)
         if w is None:
             w_sum = count
         else:
@@ -143,13 +157,13 @@ def _class_ce_fwd(cfg, logits, classes, weights, mask, bad):
     loss = _nan_where(jnp.expand_dims(bad, axis), jnp.where(m, loss, 0))
     norm = jnp.where(m, w_y, 0)
     out = (jnp.squeeze(loss, axis), jnp.squeeze(norm, axis))
-    return out, (logits, classes, weights, mask, bad, lse, nll, w_y, count, w_sum)
+    return out, (logits, classes, weights, mask, bad, shift, log_sum, nll, w_y, count, w_sum)
 
 
 def _class_ce_bwd(cfg, res, cts):
-    logits, classes, weights, mask, bad, lse, nll, w_y, count, w_sum = res
+    logits, classes, weights, mask, bad, shift, log_sum, nll, w_y, count, w_sum = res
     axis, eps = cfg.axis, cfg.smoothing
-    x = logits.astype(lse.dtype)
+    x = logits.astype(shift.dtype)
     m = jnp.expand_dims(mask, axis)
     g, h = (jnp.expand_dims(c, axis) for c in cts)
     g = _nan_where(jnp.expand_dims(bad, axis), jnp.where(m, g, 0))
@@ -165,8 +179,8 @@ def _class_ce_bwd(cfg, res, cts):
         t_y = t_y + jnp.where(nll < jnp.inf, eps / count * w_y, 0)
         spread = eps / count * jnp.where(finite, 1 if w is None else w, 0)
     if cfg.z_loss:
-        a = a + 2 * cfg.z_loss * lse
-    dense = a * jnp.exp(x - lse) - spread
+        a = a + 2 * cfg.z_loss * (shift + log_sum)
+    dense = a * jnp.exp((x - shift) - log_sum) - spread
     # At the target, a P_y - t_y = a expm1(-nll) + (a - t_y): no cancellation as P_y -> 1,
     # and a select (not a subtraction of a one-hot) in the one fused pass.
     at_target = a * jnp.expm1(-nll) + (a - t_y)
@@ -175,7 +189,7 @@ def _class_ce_bwd(cfg, res, cts):
     if weights is not None:
         per_class = jnp.where(onehot, (1 - eps) * g * nll + h, 0)
         if eps:
-            per_class = per_class + g * eps / count * jnp.where(finite, lse - x, 0)
+            per_class = per_class + g * eps / count * jnp.where(finite, (shift - x) + log_sum, 0)
         dw = _class_sum(jnp.where(m, per_class, 0), axis).astype(weights.dtype)
     return dx, None, dw, None, None
 
@@ -207,30 +221,34 @@ def _prob_ce_fwd(cfg, logits, probs, weights, mask):
     dtypes = [logits.dtype, probs.dtype] + ([] if weights is None else [weights.dtype])
     x = logits.astype(_checks.compute_dtype(*dtypes))
     m = jnp.expand_dims(mask, axis)
-    lse = logsumexp(x, axis)
+    shift, log_sum = log_normaliser(x, axis)
     _, wq, _ = _smoothed_targets(cfg, x, probs, weights)
     # 0 * log 0 = 0: a class with no target mass contributes nothing, even at -inf.
-    loss = jnp.sum(jnp.where(wq != 0, wq * (lse - x), 0), axis=axis, keepdims=True)
+    nll = (shift - x) + log_sum
+    loss = jnp.sum(jnp.where(wq != 0, wq * nll, 0), axis=axis, keepdims=True)
     wq_sum = jnp.sum(wq, axis=axis, keepdims=True)
     if cfg.z_loss:
-        loss = loss + cfg.z_loss * lse**2
+        loss = loss + cfg.z_loss * (shift + log_sum) ** 2
     loss = jnp.where(m, loss, 0)
     out = (jnp.squeeze(loss, axis), mask.astype(x.dtype))
-    return out, (logits, probs, weights, mask, lse, wq_sum)
+    return out, (logits, probs, weights, mask, shift, log_sum, wq_sum)
 
 
 def _prob_ce_bwd(cfg, res, cts):
-    logits, probs, weights, mask, lse, wq_sum = res
+    logits, probs, weights, mask, shift, log_sum, wq_sum = res
     axis, eps = cfg.axis, cfg.smoothing
-    x = logits.astype(lse.dtype)
+    x = logits.astype(shift.dtype)
     m = jnp.expand_dims(mask, axis)
     g = jnp.where(m, jnp.expand_dims(cts[0], axis), 0)
     q, wq, w = _smoothed_targets(cfg, x, probs, weights)
-    a = wq_sum + (2 * cfg.z_loss * lse if cfg.z_loss else 0)
-    dx = jnp.where(m, g * (a * jnp.exp(x - lse) - wq), 0).astype(logits.dtype)
-    nll = lse - x
+    a = wq_sum + (2 * cfg.z_loss * (shift + log_sum) if cfg.z_loss else 0)
+    dx = jnp.where(m, g * (a * jnp.exp((x - shift) - log_sum) - wq), 0).astype(logits.dtype)
+    nll = (shift - x) + log_sum
     dprobs = (1 - eps) * g * (nll if w is None else w * nll)
-    dprobs = jnp.where(m, dprobs, 0).astype(probs.dtype)
+    # A -inf logit with no target mass is a masked class: zero gradient there too,
+    # rather than the +inf one-sided derivative of 0 * log 0.
+    masked_class = (q == 0) & (x == -jnp.inf)
+    dprobs = jnp.where(m & ~masked_class, dprobs, 0).astype(probs.dtype)
     dw = None
     if weights is not None:
         per_class = jnp.where(q != 0, g * q * nll, 0)

@@ -787,3 +787,27 @@ def test_property_any_axis_probability_labels(shape, data):
     # Cross-entropy is at least the entropy of the targets (Gibbs' inequality).
     entropy = -np.sum(np.where(probs > 0, probs * np.log(np.maximum(probs, 1e-30)), 0), axis=axis)
     assert np.all(np.asarray(got) >= entropy - 1e-4)
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4, -1e4])
+def test_large_offsets_lose_no_precision(offset):
+    # Small losses on logits far from 0: lse - x_y would lose |x| * eps to rounding.
+    base = np.array([[0.0, -1.0, -3.0, -0.5], [-2.0, 0.0, -7.0, -1.0]])
+    logits = (base + offset).astype(np.float32)
+    labels = np.array([1, 1])
+    probs = _probs((2, 4), seed=30)
+    for labels_ in (labels, probs):
+        loss, grad = jax.value_and_grad(jaxce.softmax_cross_entropy)(logits, labels_)
+        np.testing.assert_allclose(loss, ref.softmax_cross_entropy(base, labels_), rtol=2e-6)
+        expected_grad = jax.grad(jaxce.softmax_cross_entropy)(base.astype(np.float32), labels_)
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-5, atol=1e-7)
+
+
+def test_probability_label_gradient_is_zero_at_masked_classes():
+    logits = np.array([[0.5, -np.inf, 1.0]], np.float32)
+    probs = np.array([[0.4, 0.0, 0.6]], np.float32)
+    dp = jax.grad(jaxce.softmax_cross_entropy, argnums=1)(logits, probs, label_smoothing=0.1)
+    assert dp[0, 1] == 0 and np.all(np.isfinite(dp))
+    # Elsewhere it is (1 - eps) (lse - x_c) / N.
+    lse = np.log(np.exp(0.5) + np.exp(1.0))
+    np.testing.assert_allclose(dp[0, [0, 2]], 0.9 * (lse - np.array([0.5, 1.0])), rtol=1e-6)
