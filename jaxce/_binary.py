@@ -13,10 +13,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
 from . import _checks
+from ._options import LossOptions
 from ._reduce import reduce_loss
 
 # PyTorch's floor on p (1 - p) in the backward of `binary_cross_entropy`.
@@ -315,25 +315,8 @@ def binary_cross_entropy(
     return reduce_loss(losses, mask.astype(losses.dtype), reduction)
 
 
-def frozen_array(name: str, value: Any) -> Any:
-    """An array option as (nested) tuples of floats, so the holder stays hashable."""
-    if value is None:
-        return None
-    array = np.asarray(value)
-    if not np.issubdtype(array.dtype, np.floating) and not np.issubdtype(array.dtype, np.integer):
-        raise TypeError(f"{name} must be real numbers; got dtype {array.dtype}.")
-    array = array.astype(np.float64)
-    if array.ndim == 0:
-        return float(array)
-
-    def nest(a: np.ndarray) -> Any:
-        return tuple(float(v) for v in a) if a.ndim == 1 else tuple(nest(r) for r in a)
-
-    return nest(array)
-
-
 @dataclasses.dataclass(frozen=True)
-class BCEWithLogitsLoss:
+class BCEWithLogitsLoss(LossOptions):
     r"""Options of [`sigmoid_binary_cross_entropy`][jaxce.sigmoid_binary_cross_entropy], callable.
 
     Calling it computes, per element,
@@ -359,25 +342,11 @@ class BCEWithLogitsLoss:
     label_smoothing: float = 0.0
     reduction: str = "mean"
 
+    loss = staticmethod(sigmoid_binary_cross_entropy)
+    array_options = ("weights", "pos_weight")
+    array_ndim = None
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "weights", frozen_array("weights", self.weights))
-        object.__setattr__(self, "pos_weight", frozen_array("pos_weight", self.pos_weight))
+        self._freeze_arrays()
         _checks.unit_interval("label_smoothing", self.label_smoothing)
         _checks.reduction(self.reduction)
-
-    def __call__(
-        self, logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None = None
-    ) -> jax.Array:
-        logits = _checks.floating("logits", logits)
-        dtype = _checks.compute_dtype(logits.dtype)
-        weights = None if self.weights is None else jnp.asarray(self.weights, dtype)
-        pos_weight = None if self.pos_weight is None else jnp.asarray(self.pos_weight, dtype)
-        return sigmoid_binary_cross_entropy(
-            logits,
-            labels,
-            weights=weights,
-            pos_weight=pos_weight,
-            label_smoothing=self.label_smoothing,
-            where=where,
-            reduction=self.reduction,
-        )

@@ -19,6 +19,7 @@ from jax.typing import ArrayLike
 
 from . import _checks, _labels, _softmax
 from ._binary import binary_labels, element_mask, times
+from ._options import LossOptions
 from ._reduce import reduce_loss
 
 
@@ -506,7 +507,7 @@ def poly1_cross_entropy(
 
 
 @dataclasses.dataclass(frozen=True)
-class FocalLoss:
+class FocalLoss(LossOptions):
     r"""Options of [`softmax_focal_loss`][jaxce.softmax_focal_loss] (multiclass), callable.
 
     Calling it computes, per example, $-w_y (1 - q_y)^\gamma \log q_y$ with
@@ -533,27 +534,11 @@ class FocalLoss:
     axis: int = -1
     reduction: str = "mean"
 
+    loss = staticmethod(softmax_focal_loss)
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "weights", _softmax._weights_tuple(self.weights))
+        self._freeze_arrays()
         _checks.non_negative("gamma", self.gamma)
         _checks.integer("ignore_index", self.ignore_index, optional=True)
         _checks.integer("axis", self.axis)
         _checks.reduction(self.reduction)
-
-    def __call__(
-        self, logits: ArrayLike, labels: ArrayLike, *, where: ArrayLike | None = None
-    ) -> jax.Array:
-        logits = _checks.floating("logits", logits)
-        weights = None
-        if self.weights is not None:
-            weights = jnp.asarray(self.weights, _checks.compute_dtype(logits.dtype))
-        return softmax_focal_loss(
-            logits,
-            labels,
-            gamma=self.gamma,
-            weights=weights,
-            ignore_index=self.ignore_index,
-            axis=self.axis,
-            where=where,
-            reduction=self.reduction,
-        )

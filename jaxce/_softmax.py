@@ -21,11 +21,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
 from . import _checks, _labels
+from ._options import LossOptions
 from ._reduce import reduce_loss
 
 
@@ -610,19 +610,8 @@ def softmax(
     return _softmax(logits, temperature, axis, where, log=False)
 
 
-def _weights_tuple(weights: Any) -> tuple[float, ...] | None:
-    if weights is None:
-        return None
-    array = np.asarray(weights, dtype=np.float64)
-    if array.ndim != 1:
-        raise ValueError(
-            f"weights must be one-dimensional (one per class); got shape {array.shape}."
-        )
-    return tuple(float(w) for w in array)
-
-
 @dataclasses.dataclass(frozen=True)
-class CrossEntropyLoss:
+class CrossEntropyLoss(LossOptions):
     r"""Options of [`softmax_cross_entropy`][jaxce.softmax_cross_entropy], held in a callable.
 
     Calling it computes $\frac{1}{S}\sum_i m_i w_{y_i}\big(\log\sum_c e^{x_{ic}} - x_{iy_i}\big)$
@@ -647,35 +636,12 @@ class CrossEntropyLoss:
     axis: int = -1
     z_loss: float = 0.0
 
+    loss = staticmethod(softmax_cross_entropy)
+
     def __post_init__(self) -> None:
-        object.__setattr__(self, "weights", _weights_tuple(self.weights))
+        self._freeze_arrays()
         _checks.integer("ignore_index", self.ignore_index, optional=True)
         _checks.unit_interval("label_smoothing", self.label_smoothing)
         _checks.reduction(self.reduction)
         _checks.integer("axis", self.axis)
         _checks.non_negative("z_loss", self.z_loss)
-
-    def __call__(
-        self,
-        logits: ArrayLike,
-        labels: ArrayLike,
-        *,
-        where: ArrayLike | None = None,
-        denominator: ArrayLike | None = None,
-    ) -> jax.Array:
-        logits = _checks.floating("logits", logits)
-        weights = None
-        if self.weights is not None:
-            weights = jnp.asarray(self.weights, _checks.compute_dtype(logits.dtype))
-        return softmax_cross_entropy(
-            logits,
-            labels,
-            axis=self.axis,
-            weights=weights,
-            ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing,
-            where=where,
-            reduction=self.reduction,
-            denominator=denominator,
-            z_loss=self.z_loss,
-        )
