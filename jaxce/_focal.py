@@ -247,21 +247,6 @@ def _softmax_focal_bwd(cfg, res, cts):
 _softmax_focal.defvjp(_softmax_focal_fwd, _softmax_focal_bwd)
 
 
-def _class_labels(logits, labels, axis, ignore_index, where, weights, *, allow_probs):
-    """Validated labels, weights and example mask for a multiclass loss."""
-    parsed = _labels.parse(logits, labels, axis, ignore_index=ignore_index, allow_probs=allow_probs)
-    num_classes = logits.shape[axis]
-    weights = _checks.class_vector("weights", weights, num_classes)
-    mask, bad = _labels.example_mask(
-        parsed.classes,
-        _checks.without_axis(logits.shape, axis),
-        num_classes,
-        ignore_index=ignore_index,
-        where=where,
-    )
-    return parsed, weights, mask, bad
-
-
 @functools.partial(jax.jit, static_argnames=("gamma", "ignore_index", "axis", "reduction"))
 def softmax_focal_loss(
     logits: ArrayLike,
@@ -335,8 +320,14 @@ def softmax_focal_loss(
     gamma = _checks.non_negative("gamma", gamma)
     _checks.reduction(reduction)
     ignore_index = _checks.integer("ignore_index", ignore_index, optional=True)
-    parsed, weights, mask, bad = _class_labels(
-        logits, labels, axis, ignore_index, where, weights, allow_probs=False
+    parsed, weights, mask, bad = _labels.multiclass(
+        logits,
+        labels,
+        axis,
+        ignore_index=ignore_index,
+        where=where,
+        weights=weights,
+        allow_probs=False,
     )
     cfg = _SoftmaxConfig(axis, gamma)
     losses, norm = _softmax_focal(cfg, logits, parsed.classes, weights, mask, bad)
@@ -492,8 +483,8 @@ def poly1_cross_entropy(
     smoothing = _checks.unit_interval("label_smoothing", label_smoothing)
     _checks.reduction(reduction)
     ignore_index = _checks.integer("ignore_index", ignore_index, optional=True)
-    parsed, weights, mask, bad = _class_labels(
-        logits, labels, axis, ignore_index, where, weights, allow_probs=True
+    parsed, weights, mask, bad = _labels.multiclass(
+        logits, labels, axis, ignore_index=ignore_index, where=where, weights=weights
     )
     cfg = _softmax._Config(axis, smoothing, 0.0)
     if parsed.classes is not None:

@@ -124,3 +124,35 @@ def example_mask(
         label=first_bad,
     )
     return mask, bad
+
+
+def multiclass(
+    logits: jax.Array,
+    labels: ArrayLike,
+    axis: int,
+    *,
+    ignore_index: int | None,
+    where: ArrayLike | None,
+    weights: ArrayLike | None,
+    allow_probs: bool = True,
+    logits_name: str = "logits",
+) -> tuple[Labels, jax.Array | None, jax.Array, jax.Array | None]:
+    """Validated labels, class weights, example mask and bad-label flags of a multiclass loss."""
+    parsed = parse(
+        logits,
+        labels,
+        axis,
+        ignore_index=ignore_index,
+        allow_probs=allow_probs,
+        logits_name=logits_name,
+    )
+    num_classes = logits.shape[axis]
+    weights = _checks.class_vector("weights", weights, num_classes)
+    mask, bad = example_mask(
+        parsed.classes,
+        _checks.without_axis(logits.shape, axis),
+        num_classes,
+        ignore_index=ignore_index,
+        where=where,
+    )
+    return parsed, weights, mask, bad

@@ -28,8 +28,8 @@ from jax.typing import ArrayLike
 from . import _checks, _labels
 from ._reduce import reduce_loss
 
-# Logits per chunk when `chunk_size` is None: 8 MiB of float32 per block.
-_AUTO_CHUNK_ELEMENTS = 1 << 21
+# Logits per chunk when `chunk_size` is None: 4 MiB of float32 per block.
+_AUTO_CHUNK_ELEMENTS = 1 << 20
 
 
 class _Config(NamedTuple):
@@ -126,6 +126,17 @@ def _combine_shards(lse, sums, axis_name):
     return (top + jnp.log(total[0]), *total[1:])
 
 
+def _token_loss(cfg, lse, z_y, z_sum, count, mask, bad):
+    """Per-token loss from its logsumexp, target logit and smoothing sums (0 where masked)."""
+    eps = cfg.smoothing
+    loss = (1 - eps) * (lse - z_y)
+    if eps:
+        loss = loss + eps * (lse - z_sum / count)
+    if cfg.z_loss:
+        loss = loss + cfg.z_loss * lse**2
+    return jnp.where(bad, jnp.nan, jnp.where(mask, loss, 0))
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _linear_ce(cfg, hidden, kernel, bias, classes, mask, bad):
     return _linear_ce_fwd(cfg, hidden, kernel, bias, classes, mask, bad)[0]
@@ -156,13 +167,7 @@ def _linear_ce_fwd(cfg, hidden, kernel, bias, classes, mask, bad):
     lse, z_y, z_sum, count = lax.fori_loop(0, steps, body, init)
     if cfg.axis_name is not None:
         lse, z_y, z_sum, count = _combine_shards(lse, (z_y, z_sum, count), cfg.axis_name)
-    loss = (1 - eps) * (lse - z_y)
-    if eps:
-        loss = loss + eps * (lse - z_sum / count)
-    if cfg.z_loss:
-        loss = loss + cfg.z_loss * lse**2
-    loss = jnp.where(mask, loss, 0)
-    loss = jnp.where(bad, jnp.nan, loss)
+    loss = _token_loss(cfg, lse, z_y, z_sum, count, mask, bad)
     norm = mask.astype(dtype)
     return (loss, norm), (hidden, kernel, bias, classes, mask, bad, lse, count)
 
@@ -315,8 +320,8 @@ def linear_softmax_cross_entropy(
       kernel: floating array `(D, V)` (the layout of Flax `Dense`/`nnx.Linear`).
       labels: integer class indices in `[0, V)`, shape `hidden.shape[:-1]`.
       bias: optional floating array `(V,)`; a `-inf` entry masks a class.
-      chunk_size: vocabulary columns per step. None picks about $2^{21}/N$
-        (8 MiB of float32 logits per step), at least 128.
+      chunk_size: vocabulary columns per step. None picks about $2^{20}/N$
+        (4 MiB of float32 logits per step), at least 128.
       ignore_index: integer label whose examples are excluded.
       label_smoothing: $\varepsilon \in [0, 1]$.
       z_loss: $\zeta \ge 0$, coefficient of the $\operatorname{lse}^2$ penalty.

@@ -19,7 +19,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from . import _checks, _labels
-from ._linear import _combine_shards, _sum_to
+from ._linear import _combine_shards, _sum_to, _token_loss
 from ._reduce import reduce_loss
 
 
@@ -49,12 +49,7 @@ def _parallel_ce_fwd(cfg, logits, classes, mask, bad):
     z_sum = jnp.sum(jnp.where(finite, x, 0), axis=-1) if eps else jnp.zeros_like(lse)
     count = jnp.sum(finite, axis=-1, dtype=x.dtype) if eps else jnp.zeros_like(lse)
     lse, z_y, z_sum, count = _combine_shards(lse, (z_y, z_sum, count), cfg.axis_name)
-    loss = (1 - eps) * (lse - z_y)
-    if eps:
-        loss = loss + eps * (lse - z_sum / count)
-    if cfg.z_loss:
-        loss = loss + cfg.z_loss * lse**2
-    loss = jnp.where(bad, jnp.nan, jnp.where(mask, loss, 0))
+    loss = _token_loss(cfg, lse, z_y, z_sum, count, mask, bad)
     return (loss, mask.astype(x.dtype)), (logits, classes, mask, bad, lse, count)
 
 

@@ -348,15 +348,8 @@ def softmax_cross_entropy(
     zeta = _checks.non_negative("z_loss", z_loss)
     _checks.reduction(reduction)
     ignore_index = _checks.integer("ignore_index", ignore_index, optional=True)
-    parsed = _labels.parse(logits, labels, axis, ignore_index=ignore_index)
-    num_classes = logits.shape[axis]
-    weights = _checks.class_vector("weights", weights, num_classes)
-    mask, bad = _labels.example_mask(
-        parsed.classes,
-        _checks.without_axis(logits.shape, axis),
-        num_classes,
-        ignore_index=ignore_index,
-        where=where,
+    parsed, weights, mask, bad = _labels.multiclass(
+        logits, labels, axis, ignore_index=ignore_index, where=where, weights=weights
     )
     cfg = _Config(axis, eps, zeta)
     if parsed.classes is not None:
@@ -417,19 +410,18 @@ def nll_loss(
     axis = _checks.class_axis(axis, log_probs.ndim, name="log_probs")
     _checks.reduction(reduction)
     ignore_index = _checks.integer("ignore_index", ignore_index, optional=True)
-    classes = _labels.parse(
-        log_probs, labels, axis, allow_probs=False, logits_name="log_probs"
-    ).classes
-    assert classes is not None
-    num_classes = log_probs.shape[axis]
-    weights = _checks.class_vector("weights", weights, num_classes)
-    mask, bad = _labels.example_mask(
-        classes,
-        _checks.without_axis(log_probs.shape, axis),
-        num_classes,
+    parsed, weights, mask, bad = _labels.multiclass(
+        log_probs,
+        labels,
+        axis,
         ignore_index=ignore_index,
         where=where,
+        weights=weights,
+        allow_probs=False,
+        logits_name="log_probs",
     )
+    classes = parsed.classes
+    assert classes is not None and bad is not None
     dtypes = [log_probs.dtype] + ([] if weights is None else [weights.dtype])
     lp = log_probs.astype(_checks.compute_dtype(*dtypes))
     onehot = _labels.target_mask(classes, lp.shape, axis)
