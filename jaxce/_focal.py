@@ -315,15 +315,12 @@ def softmax_focal_loss(
       Lin, Goyal, Girshick, He, Dollár. Focal Loss for Dense Object Detection.
       ICCV 2017. https://arxiv.org/abs/1708.02002
     """
-    logits = _checks.floating("logits", logits)
-    axis = _checks.class_axis(axis, logits.ndim)
     gamma = _checks.non_negative("gamma", gamma)
     _checks.reduction(reduction)
-    ignore_index = _checks.integer("ignore_index", ignore_index, optional=True)
-    parsed, weights, mask, bad = _labels.multiclass(
+    logits, axis, parsed, weights, mask, bad = _labels.multiclass(
         logits,
         labels,
-        axis,
+        axis=axis,
         ignore_index=ignore_index,
         where=where,
         weights=weights,
@@ -477,20 +474,15 @@ def poly1_cross_entropy(
       Expansion Perspective of Classification Loss Functions. ICLR 2022.
       https://arxiv.org/abs/2204.12511
     """
-    logits = _checks.floating("logits", logits)
-    axis = _checks.class_axis(axis, logits.ndim)
     epsilon = _poly_epsilon(epsilon)
     smoothing = _checks.unit_interval("label_smoothing", label_smoothing)
     _checks.reduction(reduction)
-    ignore_index = _checks.integer("ignore_index", ignore_index, optional=True)
-    parsed, weights, mask, bad = _labels.multiclass(
-        logits, labels, axis, ignore_index=ignore_index, where=where, weights=weights
+    args = _labels.multiclass(
+        logits, labels, axis=axis, ignore_index=ignore_index, where=where, weights=weights
     )
+    logits, axis, parsed, weights, mask, _ = args
     cfg = _softmax._Config(axis, smoothing, 0.0)
-    if parsed.classes is not None:
-        losses, norm = _softmax._class_ce(cfg, logits, parsed.classes, weights, mask, bad)
-    else:
-        losses, norm = _softmax._prob_ce(cfg, logits, parsed.probs, weights, mask)
+    losses, norm = _softmax.per_example(cfg, args)
     if epsilon:
         poly = _poly_term(cfg, logits, parsed.classes, parsed.probs, weights, mask)
         losses = losses + epsilon * poly

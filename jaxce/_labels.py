@@ -126,18 +126,33 @@ def example_mask(
     return mask, bad
 
 
+class Multiclass(NamedTuple):
+    """Validated arguments of a multiclass loss."""
+
+    logits: jax.Array
+    axis: int
+    labels: Labels
+    weights: jax.Array | None
+    mask: jax.Array
+    bad: jax.Array | None
+
+
 def multiclass(
-    logits: jax.Array,
+    logits: ArrayLike,
     labels: ArrayLike,
-    axis: int,
     *,
+    axis: int,
     ignore_index: int | None,
     where: ArrayLike | None,
     weights: ArrayLike | None,
     allow_probs: bool = True,
     logits_name: str = "logits",
-) -> tuple[Labels, jax.Array | None, jax.Array, jax.Array | None]:
-    """Validated labels, class weights, example mask and bad-label flags of a multiclass loss."""
+) -> Multiclass:
+    """The argument checks every multiclass loss shares: logits, axis, labels,
+    `ignore_index`, class weights, `where`, and which examples count."""
+    logits = _checks.floating(logits_name, logits)
+    axis = _checks.class_axis(axis, logits.ndim, name=logits_name)
+    ignore_index = _checks.integer("ignore_index", ignore_index, optional=True)
     parsed = parse(
         logits,
         labels,
@@ -155,4 +170,4 @@ def multiclass(
         ignore_index=ignore_index,
         where=where,
     )
-    return parsed, weights, mask, bad
+    return Multiclass(logits, axis, parsed, weights, mask, bad)

@@ -345,21 +345,21 @@ def softmax_cross_entropy(
       ...     print(jaxce.softmax_cross_entropy(logits, labels, reduction="none"))
       [0.417  0.0149]
     """
-    logits = _checks.floating("logits", logits)
-    axis = _checks.class_axis(axis, logits.ndim)
     eps = _checks.unit_interval("label_smoothing", label_smoothing)
     zeta = _checks.non_negative("z_loss", z_loss)
     _checks.reduction(reduction)
-    ignore_index = _checks.integer("ignore_index", ignore_index, optional=True)
-    parsed, weights, mask, bad = _labels.multiclass(
-        logits, labels, axis, ignore_index=ignore_index, where=where, weights=weights
+    args = _labels.multiclass(
+        logits, labels, axis=axis, ignore_index=ignore_index, where=where, weights=weights
     )
-    cfg = _Config(axis, eps, zeta)
-    if parsed.classes is not None:
-        losses, norm = _class_ce(cfg, logits, parsed.classes, weights, mask, bad)
-    else:
-        losses, norm = _prob_ce(cfg, logits, parsed.probs, weights, mask)
+    losses, norm = per_example(_Config(args.axis, eps, zeta), args)
     return reduce_loss(losses, norm, reduction, denominator)
+
+
+def per_example(cfg: _Config, args: _labels.Multiclass) -> tuple[jax.Array, jax.Array]:
+    """Per-example cross-entropy and its normaliser, for integer or probability labels."""
+    if args.labels.classes is not None:
+        return _class_ce(cfg, args.logits, args.labels.classes, args.weights, args.mask, args.bad)
+    return _prob_ce(cfg, args.logits, args.labels.probs, args.weights, args.mask)
 
 
 @functools.partial(jax.jit, static_argnames=("axis", "ignore_index", "reduction"))
@@ -409,21 +409,18 @@ def nll_loss(
       >>> print(f"{jaxce.nll_loss(log_probs, jnp.array([0, 1])):.4f}")
       0.2159
     """
-    log_probs = _checks.floating("log_probs", log_probs)
-    axis = _checks.class_axis(axis, log_probs.ndim, name="log_probs")
     _checks.reduction(reduction)
-    ignore_index = _checks.integer("ignore_index", ignore_index, optional=True)
-    parsed, weights, mask, bad = _labels.multiclass(
+    log_probs, axis, labels_, weights, mask, bad = _labels.multiclass(
         log_probs,
         labels,
-        axis,
+        axis=axis,
         ignore_index=ignore_index,
         where=where,
         weights=weights,
         allow_probs=False,
         logits_name="log_probs",
     )
-    classes = parsed.classes
+    classes = labels_.classes
     assert classes is not None and bad is not None
     dtypes = [log_probs.dtype] + ([] if weights is None else [weights.dtype])
     lp = log_probs.astype(_checks.compute_dtype(*dtypes))
