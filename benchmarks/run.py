@@ -259,11 +259,12 @@ _CPU_NOTES = """On XLA:CPU the loss is bound by `exp`, not by memory. optax's au
 computes `exp` once, in the pass that writes its saved N x V softmax; jaxce keeps
 only O(N) numbers between forward and backward (the logsumexp), so it computes
 `exp` twice (forward sum, backward probabilities): that is the float32 gap, the
-price of not holding an N x V residual. For bfloat16 logits XLA:CPU widens them
-to float32 once for the two forward reductions (the `jaxce temp` column), which
-costs a write and a read of an N x V float32 array; a gather of the target
-logit would avoid it but breaks vocabulary sharding. On a GPU, where the loss is
-memory-bound, jaxce's 3 passes compare with optax's 3 reads and 2 writes."""
+price of not holding an N x V residual. For bfloat16 logits, XLA:CPU runs the
+forward sum of exponentials as a library reduction kernel (a custom fusion) that
+takes float32 operands, so the widened logits are written out once (the `jaxce
+temp` column): a write and a read of an N x V float32 array. Picking the target
+on the raw bits does not help; the sum alone forces it. On a GPU, where the loss
+is memory-bound, jaxce's 3 passes compare with optax's 3 reads and 2 writes."""
 
 
 def _targets(results: dict[str, Any]) -> list[str]:
