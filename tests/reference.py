@@ -14,6 +14,22 @@ def softmax(x, axis=-1):
     return np.exp(log_softmax(x, axis))
 
 
+def masked_reduce(losses, where, reduction):
+    """Every entry of `losses` is an example; `where` False drops it from the mean."""
+    mask = np.ones(losses.shape, bool) if where is None else np.broadcast_to(where, losses.shape)
+    return reduce(np.where(mask, losses, 0.0), mask, reduction)
+
+
+def reduce(losses, norm, reduction):
+    """ "none", "sum", or the sum over the total of `norm` (0 when nothing counts)."""
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    norm = np.sum(norm)
+    return 0.0 if norm == 0 else losses.sum() / norm
+
+
 def softmax_cross_entropy(
     logits,
     labels,
@@ -63,11 +79,7 @@ def softmax_cross_entropy(
             continue
         losses[idx] = loss + z_loss * lse**2
         norm[idx] = n
-    if reduction == "none":
-        return losses
-    if reduction == "sum":
-        return losses.sum()
-    return 0.0 if norm.sum() == 0 else losses.sum() / norm.sum()
+    return reduce(losses, norm, reduction)
 
 
 def softmax_cross_entropy_grad(logits, labels, *, weights=None, where=None):
@@ -184,16 +196,6 @@ def fit_temperature(logits, labels, where=None, bounds=(1e-3, 1e3)):
 # Divergences: KL, entropy, distillation (loops over examples, class axis moved last).
 
 
-def _divergence_reduce(losses, where, reduction):
-    mask = np.ones(losses.shape, bool) if where is None else np.broadcast_to(where, losses.shape)
-    losses = np.where(mask, losses, 0.0)
-    if reduction == "none":
-        return losses
-    if reduction == "sum":
-        return losses.sum()
-    return 0.0 if mask.sum() == 0 else losses.sum() / mask.sum()
-
-
 def _kl_rows(log_q, p, log_p):
     """sum_c p_c (log p_c - log q_c) per row, skipping p_c == 0 (0 log 0 = 0)."""
     out = np.zeros(log_q.shape[:-1])
@@ -213,7 +215,7 @@ def kl_divergence(logits, targets, *, axis=-1, log_targets=False, where=None, re
     p = np.exp(t) if log_targets else t
     with np.errstate(divide="ignore", invalid="ignore"):
         log_p = t if log_targets else np.log(p)
-    return _divergence_reduce(_kl_rows(log_softmax(x), p, log_p), where, reduction)
+    return masked_reduce(_kl_rows(log_softmax(x), p, log_p), where, reduction)
 
 
 def kl_divergence_grads(logits, targets, *, log_targets=False):
@@ -235,7 +237,7 @@ def entropy(logits, *, axis=-1, where=None, reduction="none"):
     x = np.moveaxis(np.asarray(logits, np.float64), axis, -1)
     log_q = log_softmax(x)
     q = np.exp(log_q)
-    return _divergence_reduce(_kl_rows(np.zeros_like(q), q, -log_q) * 1.0, where, reduction)
+    return masked_reduce(_kl_rows(np.zeros_like(q), q, -log_q) * 1.0, where, reduction)
 
 
 def entropy_grad(logits):
@@ -253,7 +255,7 @@ def distillation_loss(student, teacher, *, temperature=1.0, axis=-1, where=None,
     t = np.moveaxis(np.asarray(teacher, np.float64), axis, -1) / temperature
     log_p = log_softmax(t)
     losses = temperature**2 * _kl_rows(log_softmax(s), np.exp(log_p), log_p)
-    return _divergence_reduce(losses, where, reduction)
+    return masked_reduce(losses, where, reduction)
 
 
 def distillation_grads(student, teacher, *, temperature=1.0):
@@ -269,16 +271,6 @@ def distillation_grads(student, teacher, *, temperature=1.0):
 
 
 # Binary, focal and poly-1 oracles.
-
-
-def _elementwise_reduce(losses, where, reduction):
-    mask = np.ones(losses.shape, bool) if where is None else np.broadcast_to(where, losses.shape)
-    losses = np.where(mask, losses, 0.0)
-    if reduction == "none":
-        return losses
-    if reduction == "sum":
-        return losses.sum()
-    return 0.0 if mask.sum() == 0 else losses.sum() / mask.sum()
 
 
 def sigmoid_binary_cross_entropy(
@@ -297,7 +289,7 @@ def sigmoid_binary_cross_entropy(
     p = 1.0 if pos_weight is None else np.asarray(pos_weight, np.float64)
     w = 1.0 if weights is None else np.asarray(weights, np.float64)
     losses = w * ((1 - y) * x + (1 + (p - 1) * y) * np.logaddexp(0.0, -x))
-    return _elementwise_reduce(np.broadcast_to(losses, x.shape), where, reduction)
+    return masked_reduce(np.broadcast_to(losses, x.shape), where, reduction)
 
 
 def sigmoid_binary_cross_entropy_grads(logits, labels, *, weights=None, pos_weight=None):
@@ -322,7 +314,7 @@ def binary_cross_entropy(probs, labels, *, weights=None, where=None, reduction="
         log_p = np.maximum(np.log(p), -100.0)
         log_q = np.maximum(np.log(1 - p), -100.0)
     losses = -w * (y * log_p + (1 - y) * log_q)
-    return _elementwise_reduce(np.broadcast_to(losses, p.shape), where, reduction)
+    return masked_reduce(np.broadcast_to(losses, p.shape), where, reduction)
 
 
 def sigmoid_focal_loss(logits, labels, *, alpha=0.25, gamma=2.0, where=None, reduction="mean"):
@@ -335,7 +327,7 @@ def sigmoid_focal_loss(logits, labels, *, alpha=0.25, gamma=2.0, where=None, red
     losses = ce * (1 - p_t) ** gamma
     if alpha is not None:
         losses = (alpha * y + (1 - alpha) * (1 - y)) * losses
-    return _elementwise_reduce(losses, where, reduction)
+    return masked_reduce(losses, where, reduction)
 
 
 def softmax_focal_loss(
@@ -357,11 +349,7 @@ def softmax_focal_loss(
         q_y = np.exp(log_q[idx][y])
         losses[idx] = -w[y] * (1 - q_y) ** gamma * log_q[idx][y]
         norm[idx] = w[y]
-    if reduction == "none":
-        return losses
-    if reduction == "sum":
-        return losses.sum()
-    return 0.0 if norm.sum() == 0 else losses.sum() / norm.sum()
+    return reduce(losses, norm, reduction)
 
 
 def poly1_cross_entropy(
@@ -413,8 +401,4 @@ def poly1_cross_entropy(
         )
         losses[idx] += epsilon * np.sum(w * target * (1 - q[idx]))
         norm[idx] = n
-    if reduction == "none":
-        return losses
-    if reduction == "sum":
-        return losses.sum()
-    return 0.0 if norm.sum() == 0 else losses.sum() / norm.sum()
+    return reduce(losses, norm, reduction)
