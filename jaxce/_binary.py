@@ -56,11 +56,6 @@ def binary_labels(labels: ArrayLike, shape: tuple[int, ...], dtype: Any, name: s
     return labels
 
 
-def element_mask(where: ArrayLike | None, shape: tuple[int, ...]) -> jax.Array:
-    mask = _checks.example_mask(where, shape)
-    return jnp.ones(shape, bool) if mask is None else mask
-
-
 def _dtype(*arrays: jax.Array | None) -> Any:
     return _checks.compute_dtype(*(a.dtype for a in arrays if a is not None))
 
@@ -207,7 +202,7 @@ def sigmoid_binary_cross_entropy(
     weights = elementwise("weights", weights, shape)
     pos_weight = elementwise("pos_weight", pos_weight, shape)
     labels = binary_labels(labels, shape, _dtype(logits, weights, pos_weight), "logits")
-    mask = element_mask(where, shape)
+    mask = _checks.example_mask(where, shape)
     losses = _bce_logits(_Config(eps), logits, labels, weights, pos_weight, mask)
     return reduce_loss(losses, mask.astype(losses.dtype), reduction)
 
@@ -310,7 +305,7 @@ def binary_cross_entropy(
     _checks.reduction(reduction)
     weights = elementwise("weights", weights, shape)
     labels = binary_labels(labels, shape, _dtype(probs, weights), "probs")
-    mask = element_mask(where, shape)
+    mask = _checks.example_mask(where, shape)
     losses = _bce_probs(probs, labels, weights, mask)
     return reduce_loss(losses, mask.astype(losses.dtype), reduction)
 

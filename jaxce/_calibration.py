@@ -64,14 +64,6 @@ class CalibrationCurve(NamedTuple):
     counts: jax.Array
 
 
-def _n_bins(value: Any) -> int:
-    n = _checks.integer("n_bins", value)
-    assert n is not None
-    if n < 1:
-        raise ValueError(f"n_bins must be >= 1; got {n}.")
-    return n
-
-
 def _norm(value: Any) -> str:
     if value not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}; got {value!r}.")
@@ -183,7 +175,7 @@ def expected_calibration_error(
       0.3507
       0.4167
     """
-    n_bins = _n_bins(n_bins)
+    n_bins = _checks.positive_integer("n_bins", n_bins)
     norm = _norm(norm)
     x, classes, mask, bad = _prepare(logits, labels, axis, where)
     conf_sum, correct_sum, count = _bin_sums(x, classes, mask, bad, n_bins)
@@ -255,7 +247,7 @@ def calibration_curve(
       [nan nan nan 1.  0.5]
       [0 0 0 2 2]
     """
-    n_bins = _n_bins(n_bins)
+    n_bins = _checks.positive_integer("n_bins", n_bins)
     x, classes, mask, bad = _prepare(logits, labels, axis, where)
     conf_sum, correct_sum, count = _bin_sums(x, classes, mask, bad, n_bins)
     empty = count == 0
@@ -372,10 +364,7 @@ def fit_temperature(
     t_max = _temperature_bound("max_temperature", max_temperature)
     if not t_min < t_max:
         raise ValueError(f"max_temperature must be > min_temperature = {t_min}; got {t_max}.")
-    iterations = _checks.integer("num_iterations", num_iterations)
-    assert iterations is not None
-    if iterations < 1:
-        raise ValueError(f"num_iterations must be >= 1; got {iterations}.")
+    iterations = _checks.positive_integer("num_iterations", num_iterations)
     x, classes, mask, bad = _prepare(logits, labels, axis, where)
     x = lax.stop_gradient(x)
     onehot = _labels.target_mask(classes, x.shape, 1)

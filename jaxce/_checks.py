@@ -106,6 +106,14 @@ def integer(name: str, value: Any, *, optional: bool = False) -> int | None:
         raise TypeError(f"{name} must be an int; got {value!r}.") from None
 
 
+def positive_integer(name: str, value: Any) -> int:
+    result = integer(name, value)
+    assert result is not None
+    if result < 1:
+        raise ValueError(f"{name} must be >= 1; got {result}.")
+    return result
+
+
 def class_axis(axis: Any, ndim: int, *, name: str = "logits") -> int:
     axis = integer("axis", axis)
     assert axis is not None
@@ -141,17 +149,19 @@ def class_vector(name: str, x: ArrayLike | None, num_classes: int) -> jax.Array 
     return x
 
 
-def example_mask(where: ArrayLike | None, example_shape: Sequence[int]) -> jax.Array | None:
-    """`where` as a boolean array of the examples' shape (None stays None)."""
+def example_mask(
+    where: ArrayLike | None, shape: Sequence[int], *, of: str = "the examples' shape"
+) -> jax.Array:
+    """`where` as a boolean array of `shape`; all True when `where` is None."""
+    shape = tuple(shape)
     if where is None:
-        return None
+        return jnp.ones(shape, bool)
     where = jnp.asarray(where)
     if where.dtype != jnp.bool_:
         raise TypeError(f"where must be a boolean array; got dtype {where.dtype}.")
     try:
-        return jnp.broadcast_to(where, tuple(example_shape))
+        return jnp.broadcast_to(where, shape)
     except ValueError:
         raise ValueError(
-            f"where must be broadcastable to the examples' shape {tuple(example_shape)}; "
-            f"got {where.shape}."
+            f"where must be broadcastable to {of} {shape}; got {where.shape}."
         ) from None

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from . import _checks, _labels, _softmax
-from ._binary import binary_labels, element_mask, times
+from ._binary import binary_labels, times
 from ._options import LossOptions
 from ._reduce import reduce_loss
 
@@ -175,7 +175,7 @@ def sigmoid_focal_loss(
     cfg = _SigmoidConfig(_alpha(alpha), _checks.non_negative("gamma", gamma))
     _checks.reduction(reduction)
     labels = binary_labels(labels, shape, _checks.compute_dtype(logits.dtype), "logits")
-    mask = element_mask(where, shape)
+    mask = _checks.example_mask(where, shape)
     losses = _sigmoid_focal(cfg, logits, labels, mask)
     return reduce_loss(losses, mask.astype(losses.dtype), reduction)
 

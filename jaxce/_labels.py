@@ -108,8 +108,6 @@ def example_mask(
     it into NaN, and under `checkify` it raises an error naming the label.
     """
     mask = _checks.example_mask(where, example_shape)
-    if mask is None:
-        mask = jnp.ones(example_shape, bool)
     if classes is None:
         return mask, None
     if ignore_index is not None and _representable(ignore_index, classes.dtype):

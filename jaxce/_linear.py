@@ -225,11 +225,7 @@ _linear_ce.defvjp(_linear_ce_fwd, _linear_ce_bwd)
 def _chunk_size(chunk_size: Any, num_examples: int, num_classes: int) -> int:
     if chunk_size is None:
         return min(max(128, _AUTO_CHUNK_ELEMENTS // max(num_examples, 1)), num_classes)
-    chunk = _checks.integer("chunk_size", chunk_size)
-    assert chunk is not None
-    if chunk < 1:
-        raise ValueError(f"chunk_size must be >= 1; got {chunk}.")
-    return min(chunk, num_classes)
+    return min(_checks.positive_integer("chunk_size", chunk_size), num_classes)
 
 
 def _explicit_vocab_axes(kernel: jax.Array) -> tuple[Any, tuple[str, ...] | None]:

@@ -476,10 +476,7 @@ def smooth_labels(
     if jnp.issubdtype(labels.dtype, jnp.integer):
         if num_classes is None:
             raise ValueError("num_classes is required for integer labels; got None.")
-        k = _checks.integer("num_classes", num_classes)
-        assert k is not None
-        if k < 1:
-            raise ValueError(f"num_classes must be >= 1; got {k}.")
+        k = _checks.positive_integer("num_classes", num_classes)
         shape = labels.shape + (k,)
         axis = _checks.class_axis(axis, len(shape))
         shape = _checks.without_axis(shape, len(shape) - 1)
@@ -504,16 +501,7 @@ def _scaled_logits(logits, temperature, axis, where):
     x = logits.astype(_checks.compute_dtype(logits.dtype))
     x = x / jnp.asarray(temperature).astype(x.dtype)
     if where is not None:
-        where = jnp.asarray(where)
-        if where.dtype != jnp.bool_:
-            raise TypeError(f"where must be a boolean array; got dtype {where.dtype}.")
-        try:
-            where = jnp.broadcast_to(where, logits.shape)
-        except ValueError:
-            raise ValueError(
-                f"where must be broadcastable to logits shape {logits.shape}; got {where.shape}."
-            ) from None
-        x = jnp.where(where, x, -jnp.inf)
+        x = jnp.where(_checks.example_mask(where, logits.shape, of="logits shape"), x, -jnp.inf)
     return x, axis, logits.dtype
 
 
