@@ -208,12 +208,18 @@ def _prob_ce(cfg, logits, probs, weights, mask):
     return _prob_ce_fwd(cfg, logits, probs, weights, mask)[0]
 
 
-def _smoothed_targets(cfg, x, probs, weights):
-    """`w_c * q_c` with `q = (1 - eps) p + eps / K'` on the finite classes."""
+def _smoothed_targets(cfg, x, probs, weights, count=None):
+    """`w_c * q_c` with `q = (1 - eps) p + eps / K'` on the finite classes.
+
+    `count` is `K'` per example when already known (the backward reuses the
+    forward's, saving a pass over the logits).
+    """
     axis, eps = cfg.axis, cfg.smoothing
     q = probs.astype(x.dtype)
     if eps:
-        finite, count = _smoothing_support(x, axis)
+        finite = x > -jnp.inf
+        if count is None:
+            count = jnp.sum(finite, axis=axis, keepdims=True).astype(x.dtype)
         q = (1 - eps) * q + jnp.where(finite, eps / count, 0)
     w = None if weights is None else _labels.along_axis(weights.astype(x.dtype), x.ndim, axis)
     return q, (q if w is None else w * q), w
@@ -225,7 +231,8 @@ def _prob_ce_fwd(cfg, logits, probs, weights, mask):
     x = logits.astype(_checks.compute_dtype(*dtypes))
     m = jnp.expand_dims(mask, axis)
     shift, log_sum = log_normaliser(x, axis)
-    _, wq, _ = _smoothed_targets(cfg, x, probs, weights)
+    count = _smoothing_support(x, axis)[1] if cfg.smoothing else None
+    _, wq, _ = _smoothed_targets(cfg, x, probs, weights, count)
     # 0 * log 0 = 0: a class with no target mass contributes nothing, even at -inf.
     nll = (shift - x) + log_sum
     loss = jnp.sum(jnp.where(wq != 0, wq * nll, 0), axis=axis, keepdims=True)
@@ -234,16 +241,16 @@ def _prob_ce_fwd(cfg, logits, probs, weights, mask):
         loss = loss + cfg.z_loss * (shift + log_sum) ** 2
     loss = jnp.where(m, loss, 0)
     out = (jnp.squeeze(loss, axis), mask.astype(x.dtype))
-    return out, (logits, probs, weights, mask, shift, log_sum, wq_sum)
+    return out, (logits, probs, weights, mask, shift, log_sum, wq_sum, count)
 
 
 def _prob_ce_bwd(cfg, res, cts):
-    logits, probs, weights, mask, shift, log_sum, wq_sum = res
+    logits, probs, weights, mask, shift, log_sum, wq_sum, count = res
     axis, eps = cfg.axis, cfg.smoothing
     x = logits.astype(shift.dtype)
     m = jnp.expand_dims(mask, axis)
     g = jnp.where(m, jnp.expand_dims(cts[0], axis), 0)
-    q, wq, w = _smoothed_targets(cfg, x, probs, weights)
+    q, wq, w = _smoothed_targets(cfg, x, probs, weights, count)
     a = wq_sum + (2 * cfg.z_loss * (shift + log_sum) if cfg.z_loss else 0)
     dx = jnp.where(m, g * (a * jnp.exp(x - (shift + log_sum)) - wq), 0).astype(logits.dtype)
     nll = (shift - x) + log_sum
