@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 
-.PHONY: demo test lint docs bench clean
+.PHONY: demo test lint docs bench dist test-wheel clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ $(VENV)/.lint: pyproject.toml | $(BIN)/python
 	$(PIP) -e '.[lint]'
 	touch $@
 
+$(VENV)/.dist: | $(BIN)/python
+	$(PIP) 'build>=1.2' 'twine>=6.1'
+	touch $@
+
 demo: $(VENV)/.examples
 	$(BIN)/python examples/train_linear.py
 
@@ -43,5 +47,15 @@ docs: $(VENV)/.docs
 bench: $(VENV)/.test
 	$(BIN)/python benchmarks/run.py
 
+# The sdist and the wheel in dist/, metadata checked as PyPI would.
+dist: $(VENV)/.dist
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
+# The wheel from `make dist`, installed in an empty virtual environment outside the checkout.
+test-wheel: dist $(VENV)/.test
+	JAXCE_WHEEL="$$(ls dist/jaxce-*.whl)" $(BIN)/python -m pytest -q tests/test_wheel.py
+
 clean:
-	rm -rf $(VENV) site .pytest_cache .hypothesis
+	rm -rf $(VENV) site dist build .pytest_cache .hypothesis
