@@ -4,9 +4,15 @@ from ._binary import BCEWithLogitsLoss as BCEWithLogitsLoss
 from ._binary import binary_cross_entropy as binary_cross_entropy
 from ._binary import sigmoid_binary_cross_entropy as sigmoid_binary_cross_entropy
 from ._calibration import CalibrationCurve as CalibrationCurve
+from ._calibration import bootstrap_calibration_error as bootstrap_calibration_error
+from ._calibration import brier_score as brier_score
 from ._calibration import calibration_curve as calibration_curve
 from ._calibration import expected_calibration_error as expected_calibration_error
 from ._calibration import fit_temperature as fit_temperature
+from ._calibration import sigmoid_brier_score as sigmoid_brier_score
+from ._calibration import sigmoid_calibration_error as sigmoid_calibration_error
+from ._calibration_fit import fit_vector_scaling as fit_vector_scaling
+from ._calibration_state import CalibrationState as CalibrationState
 from ._divergence import distillation_loss as distillation_loss
 from ._divergence import entropy as entropy
 from ._divergence import kl_divergence as kl_divergence
@@ -28,20 +34,26 @@ __version__ = "0.1.0"
 __all__ = [
     "BCEWithLogitsLoss",
     "CalibrationCurve",
+    "CalibrationState",
     "CrossEntropyLoss",
     "FocalLoss",
     "binary_cross_entropy",
+    "bootstrap_calibration_error",
+    "brier_score",
     "calibration_curve",
     "distillation_loss",
     "entropy",
     "expected_calibration_error",
     "fit_temperature",
+    "fit_vector_scaling",
     "kl_divergence",
     "linear_softmax_cross_entropy",
     "log_softmax",
     "nll_loss",
     "poly1_cross_entropy",
     "sigmoid_binary_cross_entropy",
+    "sigmoid_brier_score",
+    "sigmoid_calibration_error",
     "sigmoid_focal_loss",
     "smooth_labels",
     "softmax",

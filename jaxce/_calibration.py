@@ -1,10 +1,9 @@
-r"""Calibration: top-label calibration error, reliability curves, temperature scaling.
+r"""Calibration measures: binned calibration errors, reliability curves, Brier scores, bootstrap.
 
-Binning rule (shared by `expected_calibration_error` and `calibration_curve`):
-the top-label confidence $c_i = \max_k \operatorname{softmax}(x_i)_k$ of an
-example goes to bin
+Equal-width binning rule (the default, shared by every measure and by
+`CalibrationState`): a confidence $c$ goes to bin
 
-$$b_i = \min(\lfloor c_i B \rfloor,\ B - 1),$$
+$$b = \min(\lfloor c B \rfloor,\ B - 1),$$
 
 so bin $b$ holds $[b/B, (b+1)/B)$ and the last bin is closed, $[1 - 1/B, 1]$.
 torchmetrics' `CalibrationError` uses the same half-open bins (`torch.bucketize`
@@ -14,6 +13,14 @@ softmax only when some input lies outside [0, 1] (guessing whether it got
 probabilities), where jaxce always takes logits. The two agree whenever no
 confidence is exactly 1.0, up to rounding of confidences that fall exactly on
 a bin edge.
+
+Equal-mass binning (`binning="mass"`) sorts the $n$ counted confidences and
+cuts them into $B$ runs of $\lceil n/B \rceil$ or $\lfloor n/B \rfloor$
+examples, as `numpy.array_split` does (the longer runs first); equal
+confidences keep their order in the batch.
+
+The temperature and vector-scaling fits live in `_calibration_fit`, the
+streaming state in `_calibration_state`.
 """
 
 from __future__ import annotations
@@ -26,18 +33,17 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _checks, _labels
+from . import _calibration_bins as _bins
+from . import _checks
+from ._calibration_fit import fit_temperature as fit_temperature
 from ._reduce import safe_divide
-from ._softmax import logsumexp
-
-NORMS = ("l1", "l2", "max")
 
 
 class CalibrationCurve(NamedTuple):
     """Per-bin statistics of a reliability diagram, each of shape `(n_bins,)`.
 
-    Bin `b` covers confidences $[b/B, (b+1)/B)$, the last one $[1 - 1/B, 1]$;
-    the edges are `jnp.linspace(0, 1, n_bins + 1)`.
+    With equal-width bins, bin `b` covers confidences $[b/B, (b+1)/B)$, the
+    last one $[1 - 1/B, 1]$; the edges are `jnp.linspace(0, 1, n_bins + 1)`.
 
     Attributes:
       confidence: mean top-label confidence of the examples in the bin; NaN
@@ -64,74 +70,40 @@ class CalibrationCurve(NamedTuple):
     counts: jax.Array
 
 
-def _norm(value: Any) -> str:
-    if value not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}; got {value!r}.")
-    return value
+# Expected calibration error.
 
 
-def _prepare(logits, labels, axis, where):
-    """Validates; returns float logits (class axis last, examples flattened), labels, mask, bad."""
-    logits = _checks.floating("logits", logits)
-    axis = _checks.class_axis(axis, logits.ndim)
-    classes = _labels.parse(logits, labels, axis, allow_probs=False).classes
-    assert classes is not None
-    num_classes = logits.shape[axis]
-    example_shape = _checks.without_axis(logits.shape, axis)
-    mask, bad = _labels.example_mask(
-        classes, example_shape, num_classes, ignore_index=None, where=where
+@functools.partial(jax.jit, static_argnames=("options",))
+def _expected_calibration_error(logits, labels, where, options: _bins.Options) -> jax.Array:
+    examples = _bins.multiclass(logits, labels, options.axis, where)
+    confidence, outcome = _bins.outcomes(examples, options.classwise)
+    sums = _bins.bin_sums(
+        confidence, outcome, examples.mask, examples.bad, options.n_bins, options.binning
     )
-    assert bad is not None
-    x = jnp.moveaxis(logits, axis, -1).astype(_checks.compute_dtype(logits.dtype))
-    x = x.reshape(-1, num_classes)
-    return x, classes.reshape(-1), mask.reshape(-1), bad.reshape(-1)
+    return _bins.calibration_error(sums, options.norm, options.debiased)
 
 
-def _top_label(x: jax.Array, classes: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Top-label confidence `max_k softmax(x)_k = 1 / sum_k exp(x_k - max x)`, and correctness.
-
-    The reciprocal form is exact for ties (constant logits give exactly 1/K)
-    and gives exactly 1.0 when the other classes underflow.
-    """
-    top = jnp.max(x, axis=-1, keepdims=True)
-    confidence = 1 / jnp.sum(jnp.exp(x - lax.stop_gradient(top)), axis=-1)
-    correct = jnp.argmax(x, axis=-1).astype(classes.dtype) == classes
-    return confidence, correct
-
-
-def _bin_sums(x, classes, mask, bad, n_bins):
-    """Per-bin sums of confidence, correct predictions (int32) and counts (int32)."""
-    confidence, correct = _top_label(x, classes)
-    # A NaN confidence (NaN logits) lands in some bin and makes its statistics NaN.
-    index = jnp.floor(confidence * n_bins)
-    index = jnp.clip(jnp.nan_to_num(index), 0, n_bins - 1).astype(jnp.int32)
-    # One-hot over bins rather than a scatter: deterministic, and fused into the sums.
-    onehot = (index[:, None] == jnp.arange(n_bins, dtype=jnp.int32)[None, :]) & mask[:, None]
-    conf_sum = jnp.sum(jnp.where(onehot, confidence[:, None], 0), axis=0)
-    correct_sum = jnp.sum(onehot & correct[:, None], axis=0, dtype=jnp.int32)
-    count = jnp.sum(onehot, axis=0, dtype=jnp.int32)
-    # A counted label outside [0, K) is never read as "wrong": its bin becomes NaN.
-    poisoned = jnp.any(onehot & bad[:, None], axis=0)
-    conf_sum = jnp.where(poisoned, jnp.nan, conf_sum)
-    return conf_sum, correct_sum, count
-
-
-@functools.partial(jax.jit, static_argnames=("n_bins", "norm", "axis"))
 def expected_calibration_error(
     logits: ArrayLike,
     labels: ArrayLike,
     *,
     n_bins: int = 15,
     norm: str = "l1",
+    binning: str = "width",
+    classwise: bool = False,
+    debiased: bool = False,
     axis: int = -1,
     where: ArrayLike | None = None,
 ) -> jax.Array:
-    r"""Top-label expected calibration error (ECE), its RMS (`"l2"`) and maximum (`"max"`) forms.
+    r"""Binned calibration error: top-label or classwise; ECE, RMS or MCE; width or mass bins.
 
-    With confidences $c_i = \max_k \operatorname{softmax}(x_i)_k$, predictions
-    $\hat y_i = \arg\max_k x_{ik}$, bins $b_i = \min(\lfloor c_i B \rfloor, B-1)$
-    and, per non-empty bin $b$ holding $n_b$ of the $n$ counted examples,
-    accuracy $a_b$, mean confidence $\bar c_b$ and share $\pi_b = n_b / n$:
+    **Top-label** (the default). With confidences
+    $c_i = \max_k \operatorname{softmax}(x_i)_k$, predictions
+    $\hat y_i = \arg\max_k x_{ik}$ (ties to the lowest index) and outcomes
+    $o_i = [\hat y_i = y_i]$, each counted example goes to a bin; per non-empty
+    bin $b$ holding $n_b$ of the $n$ counted examples, with accuracy
+    $a_b = \frac{1}{n_b}\sum_{i \in b} o_i$, mean confidence $\bar c_b$ and share
+    $\pi_b = n_b / n$:
 
     $$
     \mathrm{ECE} = \sum_b \pi_b\,\lvert a_b - \bar c_b\rvert, \qquad
@@ -139,30 +111,62 @@ def expected_calibration_error(
     \mathrm{MCE} = \max_{b:\,n_b > 0} \lvert a_b - \bar c_b\rvert .
     $$
 
-    Always $0 \le \mathrm{ECE} \le \mathrm{RMSCE} \le \mathrm{MCE} \le 1$. The
-    binning rule and how it compares with torchmetrics are described in
-    [`calibration_curve`][jaxce.calibration_curve]. This is a metric: it is
-    piecewise constant in the predictions, so do not train on it.
+    **Bins.** `binning="width"`: $b_i = \min(\lfloor c_i B \rfloor, B-1)$, so bin
+    $b$ holds $[b/B, (b+1)/B)$ and the last one also takes 1.0 (torchmetrics'
+    rule, except that it gives 1.0 a bin of its own). `binning="mass"`
+    (adaptive bins, Nixon et al. 2019): the counted confidences in ascending
+    order (equal ones in batch order) are cut into $B$ runs of
+    $\lceil n/B \rceil$ (the first $n \bmod B$ runs) and $\lfloor n/B \rfloor$
+    examples, like `numpy.array_split`; with $n < B$ the last bins are empty.
+
+    **Classwise** (`classwise=True`, the marginal calibration error of
+    torchmetrics and netcal users): for each class $k$ the same binned error
+    $E_k$ of the one-vs-rest confidences $p_{ik} = \operatorname{softmax}(x_i)_k$
+    against the outcomes $[y_i = k]$, over all $n$ counted examples, averaged
+    over the $K$ classes as the norm averages: the mean of $E_k$ (`"l1"`), the
+    root mean square of $E_k$ (`"l2"`, Kumar et al.'s marginal L2 error) or the
+    maximum (`"max"`). A class absent from the labels still counts.
+
+    **Debiased** (`debiased=True`, needs `norm="l2"`; Kumar et al. 2019): the
+    plug-in $(a_b - \bar c_b)^2$ overestimates the squared gap by the sampling
+    variance of $a_b$; the estimate
+
+    $$
+    \widehat{E^2} = \sum_{b:\,n_b \ge 2} \pi_b \Big[(a_b - \bar c_b)^2
+        - \frac{a_b (1 - a_b)}{n_b - 1}\Big]
+    $$
+
+    can be negative and is returned as $\sqrt{\max(\widehat{E^2}, 0)}$ (per
+    class before the class average, with `classwise=True`).
+
+    Always $0 \le \mathrm{ECE} \le \mathrm{RMSCE} \le \mathrm{MCE} \le 1$. This is
+    a metric: piecewise constant in the predictions, so do not train on it.
 
     Args:
       logits: floating array with the classes on `axis`, e.g. `(N, K)`; the
         confidences are always `softmax(logits)`, never the values themselves.
       labels: integer class indices, shape = logits shape without `axis`.
-      n_bins: $B \ge 1$, the number of equal-width bins on [0, 1].
+      n_bins: $B \ge 1$, the number of bins.
       norm: `"l1"` (ECE), `"l2"` (RMS calibration error) or `"max"` (MCE).
+      binning: `"width"` (equal-width bins on [0, 1]) or `"mass"` (equal-mass).
+      classwise: the classwise (marginal) error instead of the top-label one.
+      debiased: Kumar et al.'s debiased estimate (only with `norm="l2"`).
       axis: the class axis; all other axes are examples.
       where: boolean mask broadcastable to the examples' shape; False excludes
         an example.
 
     Returns:
       A scalar: float32 for half-precision logits, otherwise the logits' dtype.
-      0 if no example counts; NaN if a counted label lies outside `[0, K)`.
+      0 if no example counts (also for an empty batch); NaN if a counted label
+      lies outside `[0, K)` (under `jax.experimental.checkify`, an error naming
+      it).
 
     Raises:
       TypeError: integer logits, non-integer labels, a non-integer `n_bins`, a
-        non-boolean `where`.
-      ValueError: `n_bins < 1`, an unknown `norm`, labels whose shape does not
-        match the logits without `axis`.
+        non-bool `classwise` or `debiased`, a non-boolean `where`.
+      ValueError: `n_bins < 1`, an unknown `norm` or `binning`, `debiased=True`
+        without `norm="l2"`, labels whose shape does not match the logits
+        without `axis`.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -174,28 +178,120 @@ def expected_calibration_error(
       0.3428
       0.3507
       0.4167
+      >>> logits = jnp.array([[3.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 1.0, 1.5],
+      ...                     [1.0, 0.0, 0.0], [0.5, 0.0, 2.0], [0.0, 0.0, 0.0]])
+      >>> labels = jnp.array([0, 1, 1, 0, 2, 1])
+      >>> for options in ({}, {"binning": "mass", "n_bins": 3}, {"classwise": True}):
+      ...     options = {"n_bins": 5, **options}
+      ...     print(f"{jaxce.expected_calibration_error(logits, labels, **options):.4f}")
+      0.1706
+      0.3119
+      0.2350
+
+    References:
+      Guo, Pleiss, Sun and Weinberger, "On Calibration of Modern Neural
+      Networks", ICML 2017. Nixon, Dusenberry, Zhang, Jerfel and Tran,
+      "Measuring Calibration in Deep Learning", CVPR Workshops 2019. Kumar,
+      Liang and Ma, "Verified Uncertainty Calibration", NeurIPS 2019.
     """
-    n_bins = _checks.positive_integer("n_bins", n_bins)
-    norm = _norm(norm)
-    x, classes, mask, bad = _prepare(logits, labels, axis, where)
-    conf_sum, correct_sum, count = _bin_sums(x, classes, mask, bad, n_bins)
-    # n_b (a_b - c_b) = (#correct in b) - (sum of confidences in b).
-    gap_sum = correct_sum.astype(x.dtype) - conf_sum
-    n = jnp.sum(count).astype(x.dtype)
-    if norm == "l1":
-        return safe_divide(jnp.sum(jnp.abs(gap_sum)), n)
-    gap = safe_divide(gap_sum, count.astype(x.dtype))
-    if norm == "l2":
-        return jnp.sqrt(safe_divide(jnp.sum(gap_sum * gap), n))
-    return jnp.max(jnp.abs(gap))
+    return _expected_calibration_error(
+        logits, labels, where, _bins.options(n_bins, norm, binning, classwise, debiased, axis)
+    )
 
 
-@functools.partial(jax.jit, static_argnames=("n_bins", "axis"))
+@functools.partial(jax.jit, static_argnames=("options",))
+def _sigmoid_calibration_error(logits, labels, where, options: _bins.Options) -> jax.Array:
+    examples = _bins.binary(logits, labels, where)
+    sums = _bins.bin_sums(
+        jax.nn.sigmoid(examples.logits),
+        examples.labels,
+        examples.mask,
+        examples.bad,
+        options.n_bins,
+        options.binning,
+    )
+    return _bins.calibration_error(sums, options.norm)
+
+
+def sigmoid_calibration_error(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    n_bins: int = 15,
+    norm: str = "l1",
+    binning: str = "width",
+    where: ArrayLike | None = None,
+) -> jax.Array:
+    r"""Binned calibration error of sigmoid outputs (binary or multi-label).
+
+    Every element is one prediction: confidence $p_i = \sigma(x_i)$ of the
+    positive class against its label $y_i \in \{0, 1\}$. Per non-empty bin,
+    with mean predicted probability $\bar p_b$, observed frequency of positives
+    $\bar y_b$ and share $\pi_b = n_b / n$:
+
+    $$
+    \mathrm{ECE} = \sum_b \pi_b\,\lvert \bar y_b - \bar p_b\rvert, \qquad
+    \mathrm{RMSCE} = \sqrt{\sum_b \pi_b\,(\bar y_b - \bar p_b)^2}, \qquad
+    \mathrm{MCE} = \max_{b:\,n_b > 0} \lvert \bar y_b - \bar p_b\rvert .
+    $$
+
+    This is torchmetrics' `BinaryCalibrationError` (its confidence is the
+    positive-class probability, its accuracy the label), from logits. Bins as in
+    [`expected_calibration_error`][jaxce.expected_calibration_error]:
+    `"width"` puts $p$ in bin $\min(\lfloor p B \rfloor, B - 1)$ (so
+    $\sigma(x) = 1.0$, reached in float32 for $x \gtrsim 17$, is in the last
+    bin), `"mass"` cuts the sorted probabilities into runs of
+    $\lceil n/B \rceil$ or $\lfloor n/B \rfloor$.
+
+    Args:
+      logits: floating array of any shape; one prediction per element.
+      labels: 0/1 targets of the same shape (bool, integer or float; a float
+        in between counts as a soft target).
+      n_bins: $B \ge 1$.
+      norm: `"l1"`, `"l2"` or `"max"`.
+      binning: `"width"` or `"mass"`.
+      where: boolean mask broadcastable to the logits' shape.
+
+    Returns:
+      A scalar: float32 for half-precision logits, otherwise the logits' dtype.
+      0 if no element counts; NaN if a counted label lies outside [0, 1].
+
+    Raises:
+      TypeError: integer logits, non-numeric labels, a non-boolean `where`.
+      ValueError: `n_bins < 1`, an unknown `norm` or `binning`, labels of
+        another shape.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxce
+      >>> logits = jnp.array([2.0, 1.0, -1.0, 0.5, -2.0, 3.0])
+      >>> labels = jnp.array([1, 0, 0, 1, 0, 1])
+      >>> print(f"{jaxce.sigmoid_calibration_error(logits, labels, n_bins=5):.4f}")
+      0.1514
+    """
+    return _sigmoid_calibration_error(logits, labels, where, _bins.options(n_bins, norm, binning))
+
+
+# The reliability curve.
+
+
+@functools.partial(jax.jit, static_argnames=("options",))
+def _calibration_curve(logits, labels, where, options: _bins.Options) -> CalibrationCurve:
+    examples = _bins.multiclass(logits, labels, options.axis, where)
+    confidence, correct = _bins.top_label(examples.logits, examples.labels)
+    sums = _bins.bin_sums(
+        confidence, correct, examples.mask, examples.bad, options.n_bins, options.binning
+    )
+    mean_confidence, accuracy = _bins.bin_means(sums)
+    return CalibrationCurve(mean_confidence, accuracy, sums.counts)
+
+
 def calibration_curve(
     logits: ArrayLike,
     labels: ArrayLike,
     *,
     n_bins: int = 15,
+    binning: str = "width",
     axis: int = -1,
     where: ArrayLike | None = None,
 ) -> CalibrationCurve:
@@ -207,9 +303,12 @@ def calibration_curve(
     $$b_i = \min(\lfloor c_i B \rfloor,\ B - 1),$$
 
     so bin $b$ holds $[b/B, (b+1)/B)$ and the last bin $[1 - 1/B, 1]$ also takes
-    confidence 1.0. Per bin, `confidence` is $\bar c_b$, `accuracy` the share of
-    correct top predictions $\hat y_i = \arg\max_k x_{ik}$ (ties go to the
-    lowest class index), `counts` is $n_b$.
+    confidence 1.0; with `binning="mass"` the bins are runs of the sorted
+    confidences of equal size instead (see
+    [`expected_calibration_error`][jaxce.expected_calibration_error]). Per bin,
+    `confidence` is $\bar c_b$, `accuracy` the share of correct top predictions
+    $\hat y_i = \arg\max_k x_{ik}$ (ties go to the lowest class index), `counts`
+    is $n_b$.
 
     torchmetrics' `CalibrationError` bins the same way (`torch.bucketize(c,
     linspace(0, 1, B + 1), right=True) - 1`) except that confidence exactly 1.0
@@ -221,18 +320,21 @@ def calibration_curve(
       logits: floating array with the classes on `axis`, e.g. `(N, K)`.
       labels: integer class indices, shape = logits shape without `axis`.
       n_bins: $B \ge 1$.
+      binning: `"width"` or `"mass"`.
       axis: the class axis; all other axes are examples.
       where: boolean mask broadcastable to the examples' shape.
 
     Returns:
       A [`CalibrationCurve`][jaxce.CalibrationCurve] of `(n_bins,)` arrays.
       Empty bins read `counts == 0` and NaN confidence and accuracy (matplotlib
-      leaves NaN points out). Float32 for half-precision logits. A counted
+      leaves NaN points out); with no counted example (an empty or all-masked
+      batch) every count is 0. Float32 for half-precision logits. A counted
       label outside `[0, K)` makes its bin's confidence and accuracy NaN.
 
     Raises:
       TypeError: integer logits, non-integer labels, a non-integer `n_bins`.
-      ValueError: `n_bins < 1`, labels whose shape does not match.
+      ValueError: `n_bins < 1`, an unknown `binning`, labels whose shape does
+        not match.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -247,161 +349,249 @@ def calibration_curve(
       [nan nan nan 1.  0.5]
       [0 0 0 2 2]
     """
-    n_bins = _checks.positive_integer("n_bins", n_bins)
-    x, classes, mask, bad = _prepare(logits, labels, axis, where)
-    conf_sum, correct_sum, count = _bin_sums(x, classes, mask, bad, n_bins)
-    empty = count == 0
-    n = jnp.where(empty, 1, count).astype(x.dtype)
-    confidence = jnp.where(empty, jnp.nan, conf_sum / n)
-    # The poisoned-bin NaN of conf_sum carries over to the accuracy.
-    accuracy = jnp.where(empty | jnp.isnan(conf_sum), jnp.nan, correct_sum.astype(x.dtype) / n)
-    return CalibrationCurve(confidence, accuracy, count)
+    return _calibration_curve(
+        logits, labels, where, _bins.options(n_bins, binning=binning, axis=axis)
+    )
 
 
-def _temperature_bound(name: str, value: Any) -> float:
-    result = _checks.static_float(name, value)
-    if result <= 0:
-        raise ValueError(f"{name} must be > 0; got {result}.")
-    return result
+# Brier scores.
 
 
-def _nll_derivatives(beta, x, target, mask, n):
-    """First and second derivative in beta of the mean NLL of softmax(beta * x).
-
-    With d = x - x_y: f'(beta) = mean_i E_p[d], f''(beta) = mean_i Var_p[d]. The
-    centring on x_y makes both exactly 0 for constant logits.
-    """
-    d = x - target
-    z = beta * x
-    p = jnp.exp(z - logsumexp(z, -1))
-    # 0 * (-inf) = 0 for masked (-inf) classes.
-    pd = jnp.where(p > 0, p * d, 0)
-    mean_d = jnp.sum(pd, axis=-1, keepdims=True)
-    centred = jnp.where(p > 0, d - mean_d, 0)
-    var_d = jnp.sum(p * centred * centred, axis=-1, keepdims=True)
-    g = safe_divide(jnp.sum(jnp.where(mask, mean_d, 0)), n)
-    h = safe_divide(jnp.sum(jnp.where(mask, var_d, 0)), n)
-    return g, h
+def _reduce(scores: jax.Array, mask: jax.Array, reduction: str, shape: tuple[int, ...]):
+    scores = jnp.where(mask, scores, 0)
+    if reduction == "none":
+        return scores.reshape(shape)
+    total = jnp.sum(scores)
+    if reduction == "sum":
+        return total
+    return safe_divide(total, jnp.sum(mask).astype(total.dtype))
 
 
-@functools.partial(
-    jax.jit, static_argnames=("axis", "min_temperature", "max_temperature", "num_iterations")
-)
-def fit_temperature(
+@functools.partial(jax.jit, static_argnames=("axis", "reduction"))
+def _brier_score(logits, labels, where, axis: int, reduction: str) -> jax.Array:
+    examples = _bins.multiclass(logits, labels, axis, where)
+    probs, target = _bins.class_probabilities(examples.logits, examples.labels)
+    # With q the probabilities off the label, 1 - p_y = sum(q) exactly, not 1 minus
+    # a rounded p_y: a confident right prediction keeps its small score.
+    q = jnp.where(target > 0, 0, probs)
+    scores = jnp.square(jnp.sum(q, axis=-1)) + jnp.sum(jnp.square(q), axis=-1)
+    scores = jnp.where(examples.bad, jnp.nan, scores)
+    return _reduce(scores, examples.mask, reduction, examples.shape)
+
+
+def brier_score(
     logits: ArrayLike,
     labels: ArrayLike,
     *,
     axis: int = -1,
     where: ArrayLike | None = None,
-    min_temperature: float = 1e-3,
-    max_temperature: float = 1e3,
-    num_iterations: int = 50,
+    reduction: str = "mean",
 ) -> jax.Array:
-    r"""Temperature scaling: the $T > 0$ minimising the mean NLL of `softmax(logits / T)`.
+    r"""Multiclass Brier score of `softmax(logits)`: the mean squared error against one-hot labels.
 
     $$
-    T^\star = \arg\min_{T_{\min} \le T \le T_{\max}} \frac{1}{n}\sum_i m_i
-        \Big[\operatorname{lse}(x_i / T) - x_{i y_i} / T\Big]
+    \mathrm{BS} = \frac{1}{n} \sum_i m_i \sum_{k=1}^{K} \big(p_{ik} - [k = y_i]\big)^2,
+    \qquad p_i = \operatorname{softmax}(x_i),
     $$
 
-    The objective is convex in $\beta = 1/T$, with $f'(\beta) =
-    \overline{\mathbb{E}_{p}[x] - x_y}$ and $f''(\beta) = \overline{\operatorname{Var}_p[x]}$
-    ($p = \operatorname{softmax}(\beta x)$). The solver keeps a bracket in $\beta$
-    and takes a Newton step when it stays inside the bracket and at least
-    halves the previous step, otherwise a geometric bisection of the bracket,
-    for a fixed `num_iterations` (a `lax.fori_loop`): it always converges and
-    the result is always finite and within the bounds.
-
-    Edge cases: when every counted prediction is right and confident the NLL
-    keeps falling as $T \to 0$, and the result is `min_temperature`; when the
-    labels are anti-correlated with the logits (e.g. every label is the
-    least likely class) the optimum is $T \to \infty$ and the result is
-    `max_temperature`. Logits that carry no information (constant rows, a
-    single class) or no counted example give $T = 1$.
-
-    Fit on held-out data (a validation split), then evaluate with
-    `softmax(logits, temperature=T)` or `softmax_cross_entropy(logits / T,
-    labels)`.
+    over the $n$ counted examples; between 0 and 2. It is a proper scoring
+    rule: calibration and sharpness together, with no bins. Per example it is
+    computed as $(\sum_{k \ne y} p_k)^2 + \sum_{k \ne y} p_k^2$, so a confident
+    right prediction is not lost to rounding of $1 - p_y$. torchmetrics and
+    scikit-learn's multiclass `brier_score_loss` use this sum over classes.
 
     Args:
-      logits: floating array with the classes on `axis`, e.g. `(N, K)`; `-inf`
-        marks a masked class.
+      logits: floating array with the classes on `axis`, e.g. `(N, K)`.
       labels: integer class indices, shape = logits shape without `axis`.
       axis: the class axis; all other axes are examples.
       where: boolean mask broadcastable to the examples' shape.
-      min_temperature: lower bound $T_{\min} > 0$.
-      max_temperature: upper bound $T_{\max} > T_{\min}$.
-      num_iterations: solver iterations (static). Newton usually converges in
-        under ten; 50 reach float32 precision over the default bounds even by
-        bisection alone.
+      reduction: `"mean"` over the counted examples, `"sum"`, or `"none"`
+        (per example, 0 where masked).
 
     Returns:
-      A scalar $T$: float32 for half-precision logits, otherwise the logits'
-      dtype. NaN if a counted label lies outside `[0, K)`.
+      A scalar (or the examples' shape for `"none"`): float32 for
+      half-precision logits, otherwise the logits' dtype. 0 if no example
+      counts; NaN for a counted label outside `[0, K)`.
 
     Raises:
       TypeError: integer logits, non-integer labels, a non-boolean `where`.
-      ValueError: mismatched shapes, bounds not with $0 < T_{\min} < T_{\max}$,
-        `num_iterations < 1`.
+      ValueError: mismatched shapes, an unknown `reduction`.
 
     Examples:
       >>> import jax.numpy as jnp
       >>> import jaxce
-      >>> logits = jnp.array([[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0], [4.0, 0.0, 0.0]])
-      >>> labels = jnp.array([0, 1, 2, 1])
-      >>> t = jaxce.fit_temperature(logits, labels)
-      >>> print(f"{t:.4f}")
-      2.2324
-      >>> nll = jaxce.softmax_cross_entropy(logits, labels)
-      >>> print(f"{nll:.4f} -> {jaxce.softmax_cross_entropy(logits / t, labels):.4f}")
-      1.0360 -> 0.7356
+      >>> logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+      >>> print(f"{jaxce.brier_score(logits, jnp.array([0, 2])):.4f}")
+      0.5330
 
     References:
-      Guo, Pleiss, Sun and Weinberger, "On Calibration of Modern Neural
-      Networks", ICML 2017.
+      Brier, "Verification of Forecasts Expressed in Terms of Probability",
+      Monthly Weather Review 1950.
     """
-    t_min = _temperature_bound("min_temperature", min_temperature)
-    t_max = _temperature_bound("max_temperature", max_temperature)
-    if not t_min < t_max:
-        raise ValueError(f"max_temperature must be > min_temperature = {t_min}; got {t_max}.")
-    iterations = _checks.positive_integer("num_iterations", num_iterations)
-    x, classes, mask, bad = _prepare(logits, labels, axis, where)
-    x = lax.stop_gradient(x)
-    onehot = _labels.target_mask(classes, x.shape, 1)
-    target = _labels.pick(x, onehot, 1)
-    m = mask[:, None]
-    n = jnp.sum(mask).astype(x.dtype)
-    dtype = x.dtype
-    lo0, hi0 = jnp.asarray(1 / t_max, dtype), jnp.asarray(1 / t_min, dtype)
+    return _brier_score(
+        logits, labels, where, _checks.integer("axis", axis), _checks.reduction(reduction)
+    )
 
-    tiny = 16 * jnp.finfo(dtype).eps
 
-    def body(_, state):
-        beta, lo, hi, last_step = state
-        g, h = _nll_derivatives(beta, x, target, m, n)
-        # f is convex: f'(beta) > 0 puts the minimiser below beta, < 0 above it.
-        lo = jnp.where(g <= 0, beta, lo)
-        hi = jnp.where(g >= 0, beta, hi)
-        newton = beta - g / h
-        step = jnp.abs(newton - beta)
-        # Newton must stay in the bracket and at least halve the step (or be at
-        # rounding level, once converged); otherwise bisect the bracket in log space.
-        use_newton = (
-            jnp.isfinite(newton)
-            & (newton >= lo)
-            & (newton <= hi)
-            & (step <= jnp.maximum(last_step / 2, tiny * beta))
-        )
-        new_beta = jnp.where(use_newton, newton, jnp.sqrt(lo * hi))
-        return new_beta, lo, hi, jnp.abs(new_beta - beta)
+@functools.partial(jax.jit, static_argnames=("reduction",))
+def _sigmoid_brier_score(logits, labels, where, reduction: str) -> jax.Array:
+    examples = _bins.binary(logits, labels, where)
+    x, y = examples.logits, examples.labels
+    # p - y = (1 - y) sigmoid(x) - y sigmoid(-x): exact for 0/1 labels at any logit.
+    error = (1 - y) * jax.nn.sigmoid(x) - y * jax.nn.sigmoid(-x)
+    scores = jnp.where(examples.bad, jnp.nan, jnp.square(error))
+    return _reduce(scores, examples.mask, reduction, examples.shape)
 
-    beta0 = jnp.clip(jnp.asarray(1, dtype), lo0, hi0)
-    beta = lax.fori_loop(0, iterations, body, (beta0, lo0, hi0, hi0 - lo0))[0]
-    t = 1 / jnp.clip(beta, lo0, hi0)
-    # The minimiser sits on a bound when f' keeps one sign over the whole range
-    # (f' == 0 throughout, as for constant logits, keeps T = 1).
-    g_lo, _ = _nll_derivatives(lo0, x, target, m, n)
-    g_hi, _ = _nll_derivatives(hi0, x, target, m, n)
-    t = jnp.where((g_hi <= 0) & (g_lo < 0), jnp.asarray(t_min, dtype), t)
-    t = jnp.where((g_lo >= 0) & (g_hi > 0), jnp.asarray(t_max, dtype), t)
-    return jnp.where(jnp.any(bad), jnp.nan, t)
+
+def sigmoid_brier_score(
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    where: ArrayLike | None = None,
+    reduction: str = "mean",
+) -> jax.Array:
+    r"""Brier score of sigmoid outputs: the mean of $(\sigma(x) - y)^2$ over the counted elements.
+
+    $$
+    \mathrm{BS} = \frac{1}{n} \sum_i m_i\,\big(\sigma(x_i) - y_i\big)^2,
+    $$
+
+    scikit-learn's `brier_score_loss(y, sigmoid(x))` for binary labels, between
+    0 and 1. Computed as $(1 - y)\,\sigma(x) - y\,\sigma(-x)$, so that
+    $\sigma(x) - 1$ keeps its precision at large logits.
+
+    Args:
+      logits: floating array of any shape; one prediction per element.
+      labels: 0/1 targets of the same shape (bool, integer or float).
+      where: boolean mask broadcastable to the logits' shape.
+      reduction: `"mean"`, `"sum"` or `"none"` (per element, 0 where masked).
+
+    Returns:
+      A scalar (or the logits' shape for `"none"`): float32 for half-precision
+      logits, otherwise the logits' dtype. 0 if no element counts; NaN for a
+      counted label outside [0, 1].
+
+    Raises:
+      TypeError: integer logits, non-numeric labels, a non-boolean `where`.
+      ValueError: labels of another shape, an unknown `reduction`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxce
+      >>> logits = jnp.array([2.0, -1.0, 0.0, 3.0])
+      >>> print(f"{jaxce.sigmoid_brier_score(logits, jnp.array([1, 0, 1, 0])):.4f}")
+      0.3110
+    """
+    return _sigmoid_brier_score(logits, labels, where, _checks.reduction(reduction))
+
+
+# The bootstrap interval.
+
+
+@functools.partial(jax.jit, static_argnames=("options", "num_resamples", "confidence"))
+def _bootstrap(key, logits, labels, where, options, num_resamples, confidence):
+    examples = _bins.multiclass(logits, labels, options.axis, where)
+    conf, outcome = _bins.outcomes(examples, options.classwise)
+
+    def error(conf, outcome, mask, bad):
+        sums = _bins.bin_sums(conf, outcome, mask, bad, options.n_bins, options.binning)
+        return _bins.calibration_error(sums, options.norm, options.debiased)
+
+    estimate = error(conf, outcome, examples.mask, examples.bad)
+    size = conf.shape[0]
+    if size == 0:
+        return estimate, estimate, estimate
+    n = jnp.sum(examples.mask, dtype=jnp.int32)
+    position = lax.iota(jnp.int32, size)
+    # The counted examples first, in batch order; a resample draws n of them.
+    _, counted = lax.sort(((~examples.mask).astype(jnp.int32), position), num_keys=1)
+    resampled_mask = position < n
+
+    def resample(k):
+        index = counted[jax.random.randint(k, (size,), 0, jnp.maximum(n, 1))]
+        return error(conf[index], outcome[index], resampled_mask, examples.bad[index])
+
+    estimates = jax.vmap(resample)(jax.random.split(key, num_resamples))
+    tail = (1 - confidence) / 2
+    low, high = jnp.quantile(estimates, jnp.array([tail, 1 - tail], estimates.dtype))
+    return estimate, low, high
+
+
+def bootstrap_calibration_error(
+    key: ArrayLike,
+    logits: ArrayLike,
+    labels: ArrayLike,
+    *,
+    num_resamples: int = 200,
+    confidence: float = 0.95,
+    **options: Any,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    r"""Calibration error with a percentile bootstrap confidence interval.
+
+    With $\hat E$ = `expected_calibration_error(logits, labels, **options)` on
+    the $n$ counted examples, and $\hat E^{*}_1, \dots, \hat E^{*}_R$ the same
+    error on $R$ resamples of $n$ counted examples drawn with replacement, the
+    interval at level $1 - \alpha$ is
+
+    $$
+    \big[\,q_{\alpha/2}(\hat E^{*}),\ q_{1 - \alpha/2}(\hat E^{*})\,\big],
+    $$
+
+    with $q$ the empirical quantiles (linear interpolation, as
+    `numpy.quantile`). The resamples are evaluated together under `jax.vmap`
+    (memory: $R$ copies of the per-example confidences, $R \times N$, or
+    $R \times N \times K$ with `classwise=True`) and are reproducible: the same
+    `key` gives the same interval. Bins follow the options as in
+    [`expected_calibration_error`][jaxce.expected_calibration_error]
+    (equal-width by default: bin $\min(\lfloor cB \rfloor, B - 1)$).
+
+    The plug-in ECE is biased upwards, and more so on a resample, which repeats
+    examples: for a well-calibrated model the interval can lie above the
+    estimate. `debiased=True` (with `norm="l2"`) corrects that bias.
+
+    Args:
+      key: a `jax.random` key.
+      logits: floating array with the classes on `axis`, e.g. `(N, K)`.
+      labels: integer class indices, shape = logits shape without `axis`.
+      num_resamples: $R \ge 1$ (static).
+      confidence: the level $1 - \alpha$, in (0, 1) (static).
+      **options: `n_bins`, `norm`, `binning`, `classwise`, `debiased`, `axis`
+        and `where`, as in `expected_calibration_error`.
+
+    Returns:
+      `(estimate, low, high)`, scalars: float32 for half-precision logits,
+      otherwise the logits' dtype. All 0 when no example counts.
+
+    Raises:
+      TypeError: an unknown option, and whatever `expected_calibration_error`
+        raises.
+      ValueError: `num_resamples < 1`, `confidence` outside (0, 1).
+
+    Examples:
+      >>> import jax
+      >>> import jaxce
+      >>> key_logits, key_labels, key = jax.random.split(jax.random.key(0), 3)
+      >>> logits = 3.0 * jax.random.normal(key_logits, (2000, 5))
+      >>> labels = jax.random.categorical(key_labels, logits / 3.0)
+      >>> estimate, low, high = jaxce.bootstrap_calibration_error(key, logits, labels)
+      >>> print(f"ECE {estimate:.3f}, 95% interval [{low:.3f}, {high:.3f}]")
+      ECE 0.287, 95% interval [0.266, 0.306]
+
+    References:
+      Efron and Tibshirani, "An Introduction to the Bootstrap", 1993. Kumar,
+      Liang and Ma, "Verified Uncertainty Calibration", NeurIPS 2019.
+    """
+    unknown = sorted(set(options) - set(_bins.Options._fields) - {"where"})
+    if unknown:
+        expected = (*_bins.Options._fields, "where")
+        raise TypeError(f"unknown option {unknown[0]!r}; expected one of {expected}.")
+    where = options.pop("where", None)
+    return _bootstrap(
+        key,
+        logits,
+        labels,
+        where,
+        _bins.options(**options),
+        _checks.positive_integer("num_resamples", num_resamples),
+        _bins.static_float("confidence", confidence, 0.0, 1.0, closed=False),
+    )
