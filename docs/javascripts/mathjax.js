@@ -7,8 +7,9 @@ window.MathJax = {
     processEnvironments: true,
   },
   options: {
+    // Formulas marked by arithmatex, and a heading's formula in the navigation.
     ignoreHtmlClass: ".*|",
-    processHtmlClass: "arithmatex",
+    processHtmlClass: "arithmatex|md-ellipsis",
   },
 };
 
