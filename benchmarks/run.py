@@ -45,6 +45,11 @@ GPU_CE = (8192, 131072)
 GPU_LINEAR = (8192, 4096, 131072)
 
 
+def progress(step: str, message: str) -> None:
+    """One line per stage of a row, flushed, so a long run shows where it is."""
+    print(f"{step} {message}", flush=True)
+
+
 def _time_once(fn: Callable[[], Any]) -> float:
     start = time.perf_counter()
     jax.block_until_ready(fn())
@@ -128,13 +133,16 @@ def torch_call(x: jax.Array, y: jax.Array) -> Callable[[], Any] | None:
     return call
 
 
-def bench_ce(n: int, v: int, dtype: Any, rounds: int) -> dict[str, Any]:
+def bench_ce(n: int, v: int, dtype: Any, rounds: int, step: str = "") -> dict[str, Any]:
+    step = f"{step} ce {jnp.dtype(dtype).name} N={n} V={v}".lstrip()
+    start = time.perf_counter()
     x, y = make_data(n, v, dtype)
     itemsize = jnp.dtype(dtype).itemsize
     row: dict[str, Any] = {"N": n, "V": v, "dtype": jnp.dtype(dtype).name, "impls": {}}
     calls: dict[str, Callable[[], Any]] = {}
     ref = reference_loss(x, y)
     for name, loss in JAX_IMPLS.items():
+        progress(step, f"{name}: compile")
         compiled, seconds, temp = compile_fn(loss, x, y)
         value = float(compiled(x, y)[0])
         row["impls"][name] = {
@@ -149,6 +157,7 @@ def bench_ce(n: int, v: int, dtype: Any, rounds: int) -> dict[str, Any]:
         calls["torch"] = torch_fn
     copy = jax.jit(lambda a: a * 2).lower(x).compile()
     calls["copy"] = lambda: copy(x)
+    progress(step, f"timing {', '.join(calls)}: {rounds} rounds")
     times = time_alternating(calls, rounds)
     nbytes = n * v * itemsize
     row["copy_s"] = times.pop("copy")
@@ -157,10 +166,12 @@ def bench_ce(n: int, v: int, dtype: Any, rounds: int) -> dict[str, Any]:
         entry = row["impls"][name]
         entry["time_s"] = seconds
         entry["bytes_per_s"] = 3 * nbytes / seconds
+    progress(step, f"done in {time.perf_counter() - start:.1f} s")
     return row
 
 
-def bench_linear(n: int, d: int, v: int, rounds: int) -> dict[str, Any]:
+def bench_linear(n: int, d: int, v: int, rounds: int, step: str = "") -> dict[str, Any]:
+    step = f"{step} linear float32 N={n} D={d} V={v}".lstrip()
     row: dict[str, Any] = {"N": n, "D": d, "V": v}
     fused = getattr(jaxce, "linear_softmax_cross_entropy", None)
     if fused is None:
@@ -179,6 +190,7 @@ def bench_linear(n: int, d: int, v: int, rounds: int) -> dict[str, Any]:
 
     calls = {}
     for name, loss in (("materialised", head), ("fused", fused_head)):
+        progress(step, f"{name}: compile")
         start = time.perf_counter()
         compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(h, w).compile()
         memory = compiled.memory_analysis()
@@ -188,6 +200,7 @@ def bench_linear(n: int, d: int, v: int, rounds: int) -> dict[str, Any]:
             "loss": float(compiled(h, w)[0]),
         }
         calls[name] = functools.partial(compiled, h, w)
+    progress(step, f"timing {', '.join(calls)}: {rounds} rounds")
     for name, seconds in time_alternating(calls, rounds).items():
         row[name]["time_s"] = seconds
     return row
@@ -461,10 +474,14 @@ def run(quick: bool, out: Path, rounds: int | None = None) -> dict[str, Any]:
         "rounds": rounds,
         "ce": [],
     }
-    for n, v in shapes:
-        for dtype in (jnp.float32, jnp.bfloat16):
-            results["ce"].append(bench_ce(n, v, dtype, rounds))
-    results["linear"] = bench_linear(*(LINEAR_QUICK if quick else LINEAR_FULL), rounds)
+    total = 2 * len(shapes) + 2
+    for i, (n, v) in enumerate(shapes):
+        for j, dtype in enumerate((jnp.float32, jnp.bfloat16)):
+            step = f"[{2 * i + j + 1}/{total}]"
+            results["ce"].append(bench_ce(n, v, dtype, rounds, step))
+    linear = LINEAR_QUICK if quick else LINEAR_FULL
+    results["linear"] = bench_linear(*linear, rounds, f"[{total - 1}/{total}]")
+    progress(f"[{total}/{total}]", f"accelerator rows on {jax.default_backend()}")
     results["gpu"] = bench_gpu(rounds)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -113,7 +113,13 @@ def run(*, steps: int, hidden: int, rare_fraction: float, seed: int) -> dict[str
     # "Balanced" weights n / (K n_c): every class carries the same total weight.
     class_weights = jnp.asarray(len(y_train) / (10 * counts), jnp.float32)
     results = {}
-    for name, loss in losses(class_weights).items():
+    named_losses = losses(class_weights)
+    for i, (name, loss) in enumerate(named_losses.items(), 1):
+        print(
+            f"[{i}/{len(named_losses)}] {name}: {steps} Adam steps on {len(y_train)} digits, "
+            "then the temperature fit on the validation split",
+            flush=True,
+        )
         model = train(loss, x_train, y_train, steps=steps, hidden=hidden, seed=seed)
         val_logits, test_logits = (model(jnp.asarray(data[s][0])) for s in ("val", "test"))
         y_val, y_test = data["val"][1], data["test"][1]

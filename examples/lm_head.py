@@ -83,6 +83,8 @@ def train(args, fused: bool) -> dict:
         optimizer.update(model, grads)
         return loss
 
+    head = "fused" if fused else "materialised"
+    print(f"{head} head: compiling, then {args.steps} steps of {args.batch} tokens", flush=True)
     rng = np.random.default_rng(1)
     batches = [rng.integers(0, len(xs), args.batch) for _ in range(args.steps)]
     memory = step.lower(model, optimizer, xs[batches[0]], ys[batches[0]]).compile()
@@ -92,6 +94,7 @@ def train(args, fused: bool) -> dict:
     for b in batches[1:]:
         losses.append(float(step(model, optimizer, xs[b], ys[b])))
     elapsed = time.perf_counter() - start
+    print(f"{head} head: loss {losses[0]:.3f} -> {losses[-1]:.3f} in {elapsed:.1f} s", flush=True)
     return {
         "losses": losses,
         "tokens_per_s": args.batch * (args.steps - 1) / elapsed,

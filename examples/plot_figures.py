@@ -187,7 +187,10 @@ def main(argv: list[str] | None = None) -> list[pathlib.Path]:
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("docs/figures"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    paths = [draw(args.out) for draw in FIGURES]
+    paths = []
+    for i, draw in enumerate(FIGURES, 1):
+        print(f"[{i}/{len(FIGURES)}] drawing {draw.__name__}", flush=True)
+        paths.append(draw(args.out))
     for path in paths:
         print(f"wrote {path} ({path.stat().st_size // 1024} KiB)")
     assert all(p.is_file() and p.stat().st_size > 0 for p in paths), "a figure is missing"
