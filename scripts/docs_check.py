@@ -357,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             browser.close()
     seconds = time.monotonic() - start
-    print(f"docs-check: {passed} passed, {failed} failed in {seconds:.1f}s")
+    print(f"checked {passed + failed} pages in {seconds:.1f} s")
+    print(f"docs-check: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
 
