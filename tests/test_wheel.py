@@ -13,10 +13,12 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
 import zipfile
+from collections.abc import Iterator
 
 import pytest
 
@@ -126,8 +128,11 @@ def wheel(tmp_path_factory) -> pathlib.Path:
 
 
 @pytest.fixture(scope="module")
-def env(wheel, tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
-    """(python of the fresh environment, an empty working folder outside the checkout)."""
+def env(wheel, tmp_path_factory) -> Iterator[tuple[pathlib.Path, pathlib.Path]]:
+    """(python of the fresh environment, an empty working folder outside the checkout).
+
+    The environment (about 600 MB with jaxlib) is removed when the module is done.
+    """
     base = tmp_path_factory.mktemp("installed")
     assert ROOT not in base.parents, "the environment must lie outside the checkout"
     venv, work = base / "venv", base / "work"
@@ -139,7 +144,8 @@ def env(wheel, tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path]:
         check=True,
         timeout=600,
     )
-    return python, work
+    yield python, work
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def test_wheel_holds_the_library_only(wheel):
