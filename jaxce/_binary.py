@@ -8,129 +8,91 @@ values it needs from the logits.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from . import _checks
-from ._options import LossOptions
+from . import _checks, _labels, _numerics
+from ._options import LossOptions, entry_point
 from ._reduce import reduce_loss
+from ._rule import per_example_rule
 
 # PyTorch's floor on p (1 - p) in the backward of `binary_cross_entropy`.
 _BCE_GRAD_EPS = 1e-12
 
 
 class _Config(NamedTuple):
-    smoothing: float
-
-
-def times(a: jax.Array, b: jax.Array) -> jax.Array:
-    """`a * b` with `0 * inf = 0`: a term with no weight contributes nothing."""
-    return jnp.where(a == 0, 0, a * b)
-
-
-def elementwise(name: str, x: ArrayLike | None, shape: tuple[int, ...]) -> jax.Array | None:
-    """A floating array broadcast to `shape` (its cotangent sums back under autodiff)."""
-    if x is None:
-        return None
-    x = _checks.floating(name, x)
-    try:
-        return jnp.broadcast_to(x, shape)
-    except ValueError:
-        raise ValueError(
-            f"{name} must be broadcastable to logits shape {shape}; got {x.shape}."
-        ) from None
-
-
-def binary_labels(labels: ArrayLike, shape: tuple[int, ...], dtype: Any, name: str) -> jax.Array:
-    """Targets of the inputs' shape; integer and boolean 0/1 labels become `dtype`."""
-    labels = jnp.asarray(labels)
-    if labels.dtype == jnp.bool_ or jnp.issubdtype(labels.dtype, jnp.integer):
-        labels = labels.astype(dtype)
-    elif not jnp.issubdtype(labels.dtype, jnp.floating):
-        raise TypeError(f"labels must be floating (or 0/1 integer) targets; got {labels.dtype}.")
-    _checks.same_shape("labels", labels, shape, f"same as {name}")
-    return labels
+    axis: None = None  # every element is an example
 
 
 def _dtype(*arrays: jax.Array | None) -> Any:
     return _checks.compute_dtype(*(a.dtype for a in arrays if a is not None))
 
 
-def _cast(x: jax.Array | None, like: jax.Array | None) -> jax.Array | None:
-    return None if x is None or like is None else x.astype(like.dtype)
-
-
-def _masked(mask: jax.Array, d: jax.Array | None) -> jax.Array | None:
-    """Exactly zero on masked elements, whatever their inputs hold."""
-    return None if d is None else jnp.where(mask, d, 0)
-
-
 # From logits.
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _bce_logits(cfg, logits, labels, weights, pos_weight, mask):
-    return _bce_logits_fwd(cfg, logits, labels, weights, pos_weight, mask)[0]
+class _LogitInputs(NamedTuple):
+    logits: jax.Array
+    labels: jax.Array
+    weights: jax.Array | None
+    pos_weight: jax.Array | None
+    smoothing: Any
 
 
-def _bce_logits_terms(cfg, logits, labels, pos_weight):
-    x = logits.astype(_dtype(logits, labels, pos_weight))
-    y = labels.astype(x.dtype)
-    if cfg.smoothing:
-        y = (1 - cfg.smoothing) * y + cfg.smoothing / 2
-    py = y if pos_weight is None else pos_weight.astype(x.dtype) * y
-    return x, y, py
+def _logit_terms(inp):
+    """`x`, the smoothed target `y~`, and `p y~` (the positive term's weight)."""
+    x = inp.logits.astype(_dtype(inp.logits, inp.labels, inp.pos_weight))
+    y = inp.labels.astype(x.dtype)
+    if inp.smoothing is not None:
+        y = (1 - inp.smoothing) * y + inp.smoothing / 2
+    p = 1 if inp.pos_weight is None else inp.pos_weight.astype(x.dtype)
+    return x, y, p
 
 
-def _bce_logits_fwd(cfg, logits, labels, weights, pos_weight, mask):
-    x, y, py = _bce_logits_terms(cfg, logits, labels, pos_weight)
+def _bce_logits_fwd(cfg, inp):
+    x, y, p = _logit_terms(inp)
     # -[p y log s(x) + (1 - y) log s(-x)]: finite at x = +-inf whenever its weight is 0.
-    loss = times(1 - y, jax.nn.softplus(x)) + times(py, jax.nn.softplus(-x))
-    if weights is not None:
-        loss = times(weights.astype(x.dtype), loss)
-    return jnp.where(mask, loss, 0), (logits, labels, weights, pos_weight, mask)
+    loss = _numerics.times(1 - y, jax.nn.softplus(x)) + _numerics.times(p * y, jax.nn.softplus(-x))
+    if inp.weights is not None:
+        loss = _numerics.times(inp.weights.astype(x.dtype), loss)
+    return loss, None
 
 
-def _bce_logits_bwd(cfg, res, g):
-    logits, labels, weights, pos_weight, mask = res
-    x, y, py = _bce_logits_terms(cfg, logits, labels, pos_weight)
-    g = jnp.where(mask, g, 0)
-    gw = g if weights is None else g * weights.astype(x.dtype)
+def _bce_logits_bwd(cfg, inp, res, g):
+    x, y, p = _logit_terms(inp)
+    times = _numerics.times
+    gw = g if inp.weights is None else g * inp.weights.astype(x.dtype)
     sp_pos, sp_neg = jax.nn.softplus(x), jax.nn.softplus(-x)
-    # (1 - y) s(x) - p y s(-x) = s(x) (1 + (p - 1) y) - p y
-    dx = gw * ((1 - y) * jax.nn.sigmoid(x) - py * jax.nn.sigmoid(-x))
-    p = 1 if pos_weight is None else pos_weight.astype(x.dtype)
-    dy = (1 - cfg.smoothing) * times(gw, times(p, sp_neg) - sp_pos)
+    # d/dx = (1 - y) s(x) - p y s(-x)
+    dx = gw * ((1 - y) * jax.nn.sigmoid(x) - p * y * jax.nn.sigmoid(-x))
+    # d/dy~ = p sp(-x) - sp(x), and dy~/dy = 1 - eps, dy~/deps = 1/2 - y.
+    dy_smoothed = times(gw, times(p, sp_neg) - sp_pos)
+    dy = dy_smoothed if inp.smoothing is None else (1 - inp.smoothing) * dy_smoothed
+    d_eps = None
+    if inp.smoothing is not None:
+        d_eps = times(0.5 - inp.labels.astype(x.dtype), dy_smoothed)
     dw = dpw = None
-    if weights is not None:
-        dw = times(g, times(1 - y, sp_pos) + times(py, sp_neg))
-    if pos_weight is not None:
+    if inp.weights is not None:
+        dw = times(g, times(1 - y, sp_pos) + times(p * y, sp_neg))
+    if inp.pos_weight is not None:
         dpw = times(gw, times(y, sp_neg))
-    dx, dy, dw, dpw = (_masked(mask, d) for d in (dx, dy, dw, dpw))
-    return (
-        dx.astype(logits.dtype),
-        _cast(dy, labels),
-        _cast(dw, weights),
-        _cast(dpw, pos_weight),
-        None,
-    )
+    return _LogitInputs(dx, dy, dw, dpw, d_eps)
 
 
-_bce_logits.defvjp(_bce_logits_fwd, _bce_logits_bwd)
+_bce_logits = per_example_rule(_bce_logits_fwd, _bce_logits_bwd)
 
 
-@functools.partial(jax.jit, static_argnames=("label_smoothing", "reduction"))
+@entry_point(static=("reduction",), hyperparameters={"label_smoothing": _checks.UNIT})
 def sigmoid_binary_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
     *,
     weights: ArrayLike | None = None,
     pos_weight: ArrayLike | None = None,
-    label_smoothing: float = 0.0,
+    label_smoothing: ArrayLike = 0.0,
     where: ArrayLike | None = None,
     reduction: str = "mean",
 ) -> jax.Array:
@@ -195,58 +157,55 @@ def sigmoid_binary_cross_entropy(
       [[0.1269 0.3133]
        [0.9741 0.1458]]
     """
-    logits = _checks.floating("logits", logits)
-    shape = logits.shape
-    eps = _checks.unit_interval("label_smoothing", label_smoothing)
-    _checks.reduction(reduction)
-    weights = elementwise("weights", weights, shape)
-    pos_weight = elementwise("pos_weight", pos_weight, shape)
-    labels = binary_labels(labels, shape, _dtype(logits, weights, pos_weight), "logits")
-    mask = _checks.example_mask(where, shape)
-    losses = _bce_logits(_Config(eps), logits, labels, weights, pos_weight, mask)
+    shape = _checks.floating("logits", logits).shape
+    weights = _checks.broadcast_option("weights", weights, shape)
+    pos_weight = _checks.broadcast_option("pos_weight", pos_weight, shape)
+    logits, labels, mask, bad = _labels.binary(
+        logits, labels, where, name="logits", options=(weights, pos_weight)
+    )
+    inputs = _LogitInputs(logits, labels, weights, pos_weight, label_smoothing)
+    losses = _bce_logits(_Config(), mask, bad, inputs)
     return reduce_loss(losses, mask.astype(losses.dtype), reduction)
 
 
 # From probabilities.
 
 
-@jax.custom_vjp
-def _bce_probs(probs, labels, weights, mask):
-    return _bce_probs_fwd(probs, labels, weights, mask)[0]
+class _ProbInputs(NamedTuple):
+    probs: jax.Array
+    labels: jax.Array
+    weights: jax.Array | None
 
 
-def _clamped_logs(probs, labels):
-    p = probs.astype(_dtype(probs, labels))
+def _clamped_logs(inp):
+    p = inp.probs.astype(_dtype(inp.probs, inp.labels))
     log_p = jnp.maximum(jnp.log(p), -100)
     log_q = jnp.maximum(jnp.log1p(-p), -100)
-    return p, labels.astype(p.dtype), log_p, log_q
+    return p, inp.labels.astype(p.dtype), log_p, log_q
 
 
-def _bce_probs_fwd(probs, labels, weights, mask):
-    _, y, log_p, log_q = _clamped_logs(probs, labels)
+def _bce_probs_fwd(cfg, inp):
+    _, y, log_p, log_q = _clamped_logs(inp)
     loss = -y * log_p - (1 - y) * log_q
-    if weights is not None:
-        loss = weights.astype(loss.dtype) * loss
-    return jnp.where(mask, loss, 0), (probs, labels, weights, mask)
+    if inp.weights is not None:
+        loss = inp.weights.astype(loss.dtype) * loss
+    return loss, None
 
 
-def _bce_probs_bwd(res, g):
-    probs, labels, weights, mask = res
-    p, y, log_p, log_q = _clamped_logs(probs, labels)
-    g = jnp.where(mask, g, 0)
-    gw = g if weights is None else g * weights.astype(p.dtype)
+def _bce_probs_bwd(cfg, inp, res, g):
+    p, y, log_p, log_q = _clamped_logs(inp)
+    gw = g if inp.weights is None else g * inp.weights.astype(p.dtype)
     # PyTorch's rule: (p - y) / max(p (1 - p), 1e-12), so p = 0 or 1 gives +-1e12, not 0.
     dp = gw * (p - y) / jnp.maximum(p * (1 - p), _BCE_GRAD_EPS)
     dy = gw * (log_q - log_p)
-    dw = None if weights is None else g * (-y * log_p - (1 - y) * log_q)
-    dp, dy, dw = (_masked(mask, d) for d in (dp, dy, dw))
-    return dp.astype(probs.dtype), _cast(dy, labels), _cast(dw, weights), None
+    dw = None if inp.weights is None else g * (-y * log_p - (1 - y) * log_q)
+    return _ProbInputs(dp, dy, dw)
 
 
-_bce_probs.defvjp(_bce_probs_fwd, _bce_probs_bwd)
+_bce_probs = per_example_rule(_bce_probs_fwd, _bce_probs_bwd)
 
 
-@functools.partial(jax.jit, static_argnames=("reduction",))
+@entry_point(static=("reduction",))
 def binary_cross_entropy(
     probs: ArrayLike,
     labels: ArrayLike,
@@ -300,13 +259,12 @@ def binary_cross_entropy(
       ...     print(jaxce.binary_cross_entropy(probs, labels, reduction="none"))
       [  0.1054   0.2231 100.       0.    ]
     """
-    probs = _checks.floating("probs", probs)
-    shape = probs.shape
-    _checks.reduction(reduction)
-    weights = elementwise("weights", weights, shape)
-    labels = binary_labels(labels, shape, _dtype(probs, weights), "probs")
-    mask = _checks.example_mask(where, shape)
-    losses = _bce_probs(probs, labels, weights, mask)
+    shape = _checks.floating("probs", probs).shape
+    weights = _checks.broadcast_option("weights", weights, shape)
+    probs, labels, mask, bad = _labels.binary(
+        probs, labels, where, name="probs", options=(weights,)
+    )
+    losses = _bce_probs(_Config(), mask, bad, _ProbInputs(probs, labels, weights))
     return reduce_loss(losses, mask.astype(losses.dtype), reduction)
 
 
@@ -340,8 +298,3 @@ class BCEWithLogitsLoss(LossOptions):
     loss = staticmethod(sigmoid_binary_cross_entropy)
     array_options = ("weights", "pos_weight")
     array_ndim = None
-
-    def __post_init__(self) -> None:
-        self._freeze_arrays()
-        _checks.unit_interval("label_smoothing", self.label_smoothing)
-        _checks.reduction(self.reduction)

@@ -1,19 +1,22 @@
-"""Argument validation shared by every loss.
+"""Argument validation shared by every loss; the bottom layer, importable by every module.
 
-Every check runs at trace time on static information (shapes, dtypes, Python
+Every check runs at trace time on static information (shapes, dtypes, concrete
 hyperparameters), so a bad call fails with a message naming the argument, what
-was expected and what came, also under `jax.jit`.
+was expected and what came, also under `jax.jit`. A traced hyperparameter
+cannot be checked then: `Interval.check` turns an out-of-range value into NaN
+and a `checkify` error naming it, as the label path does for a bad label.
 """
 
 from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 from jax.typing import ArrayLike
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -57,42 +60,10 @@ def reduction(value: str) -> str:
 
 
 def static_float(name: str, value: Any) -> float:
-    """Hyperparameters that change the traced program must be Python numbers."""
-    if isinstance(value, jax.core.Tracer):
+    """A concrete, finite Python float (for options that are not hyperparameters)."""
+    if is_traced(value):
         raise TypeError(f"{name} must be a Python number (it is static); got a traced value.")
-    try:
-        result = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a real number; got {value!r}.") from None
-    if not np.isfinite(result):
-        raise ValueError(f"{name} must be finite; got {result}.")
-    return result
-
-
-def unit_interval(name: str, value: Any) -> float:
-    result = static_float(name, value)
-    if not 0.0 <= result <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1]; got {result}.")
-    return result
-
-
-def non_negative(name: str, value: Any) -> float:
-    result = static_float(name, value)
-    if result < 0.0:
-        raise ValueError(f"{name} must be >= 0; got {result}.")
-    return result
-
-
-def positive(name: str, value: Any) -> Any:
-    """Checks `value > 0` when it is concrete; a traced value passes through."""
-    if isinstance(value, jax.core.Tracer):
-        return value
-    array = np.asarray(value)
-    if not np.issubdtype(array.dtype, np.number) or array.dtype.kind == "c":
-        raise TypeError(f"{name} must be a real number; got {value!r}.")
-    if not np.all(array > 0) or not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be finite and > 0; got {value!r}.")
-    return value
+    return _concrete_float(name, value)
 
 
 def integer(name: str, value: Any, *, optional: bool = False) -> int | None:
@@ -164,4 +135,101 @@ def example_mask(
     except ValueError:
         raise ValueError(
             f"where must be broadcastable to {of} {shape}; got {where.shape}."
+        ) from None
+
+
+def is_traced(value: Any) -> bool:
+    return isinstance(value, jax.core.Tracer)
+
+
+def _concrete_float(name: str, value: Any) -> float:
+    array = np.asarray(value)
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
+        raise TypeError(f"{name} must be a real number; got {value!r}.")
+    if array.dtype.kind == "c":
+        raise TypeError(f"{name} must be a real number; got {value!r}.")
+    if array.ndim != 0:
+        raise ValueError(f"{name} must be a scalar; got shape {array.shape}.")
+    result = float(array)
+    if not np.isfinite(result):
+        raise ValueError(f"{name} must be finite; got {result}.")
+    return result
+
+
+class Interval(NamedTuple):
+    """The valid range of a float hyperparameter, and the value that switches its term off.
+
+    A hyperparameter is a Python number or a scalar array; it may be traced.
+    `check` returns None for the `off` value (the loss then skips that term's
+    work and compiles a program without it), a float for any other concrete
+    value, and a traced value unchanged except that it becomes NaN outside the
+    interval, reported by `checkify` under the argument's name.
+    """
+
+    low: float
+    high: float = np.inf
+    low_open: bool = False
+    off: float | None = 0.0
+    optional: bool = False  # None is accepted and means off
+    hint: str = ""
+
+    def describe(self) -> str:
+        low = "(" if self.low_open else "["
+        if self.high == np.inf:
+            text = f"> {self.low:g}" if self.low_open else f">= {self.low:g}"
+        else:
+            text = f"in {low}{self.low:g}, {self.high:g}]"
+        return text + self.hint
+
+    def contains(self, value: Any) -> Any:
+        above = value > self.low if self.low_open else value >= self.low
+        return above & (value <= self.high)
+
+    def check(self, name: str, value: Any) -> Any:
+        if value is None:
+            if self.optional:
+                return None
+            raise TypeError(f"{name} must be a real number; got None.")
+        if is_traced(value):
+            value = jnp.asarray(value)
+            if not jnp.issubdtype(value.dtype, jnp.floating) or value.ndim != 0:
+                raise TypeError(
+                    f"{name} must be a real scalar; got a traced {value.dtype}{list(value.shape)}."
+                )
+            inside = self.contains(value)
+            checkify.debug_check(
+                inside, f"{name} must be {self.describe()}; got {{value}}.", value=value
+            )
+            return jnp.where(inside, value, jnp.nan)
+        result = _concrete_float(name, value)
+        if not self.contains(result):
+            raise ValueError(f"{name} must be {self.describe()}; got {result}.")
+        return None if result == self.off else result
+
+
+UNIT = Interval(0.0, 1.0)
+NON_NEGATIVE = Interval(0.0)
+POSITIVE = Interval(0.0, low_open=True, off=None)
+
+
+def static_option(name: str, value: Any) -> Any:
+    """Rejects an array for an option that sets shapes or the program's structure."""
+    if is_traced(value) or isinstance(value, jax.Array | np.ndarray):
+        raise TypeError(
+            f"{name} is static (it sets shapes or the program's structure): pass a Python "
+            f"value, not an array; got {type(value).__name__}."
+        )
+    return value
+
+
+def broadcast_option(name: str, x: ArrayLike | None, shape: tuple[int, ...]) -> jax.Array | None:
+    """A floating option (element weights) broadcast to `shape`; autodiff sums its cotangent back."""
+    if x is None:
+        return None
+    x = floating(name, x)
+    try:
+        return jnp.broadcast_to(x, shape)
+    except ValueError:
+        raise ValueError(
+            f"{name} must be broadcastable to logits shape {shape}; got {x.shape}."
         ) from None

@@ -16,151 +16,144 @@ backward is itself differentiated.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from . import _checks, _labels
+from . import _checks, _labels, _numerics
+from ._options import entry_point
 from ._reduce import reduce_loss
-from ._softmax import log_normaliser
+from ._rule import per_example_rule
 
 _PROBS, _LOG_PROBS, _LOGITS = "probs", "log_probs", "logits"
+_TEMPERATURE = _checks.Interval(0.0, low_open=True, off=1.0)
+where_mass = _numerics.where_mass
 
 
 class _Config(NamedTuple):
     axis: int
-    targets: str  # _PROBS, _LOG_PROBS or _LOGITS (teacher logits)
-    temperature: float  # divides the logits (and teacher logits); the loss is scaled by T^2
+    targets: str = _PROBS  # _PROBS, _LOG_PROBS or _LOGITS (teacher logits)
 
 
-def _scaled(x: jax.Array, temperature: float) -> jax.Array:
-    return x if temperature == 1.0 else x / temperature
+class _KLInputs(NamedTuple):
+    logits: jax.Array
+    targets: jax.Array
+    temperature: Any  # divides the logits (and teacher logits), scales the loss by T^2
 
 
-def _where_mass(p: jax.Array, value: jax.Array) -> jax.Array:
-    """`value` where the target has mass, else 0 (also in every derivative)."""
-    return jnp.where(p != 0, value, 0)
+class _KLResiduals(NamedTuple):
+    shift: jax.Array  # of x / T
+    log_sum: jax.Array
+    kl: jax.Array
+    p_sum: jax.Array | None  # the target mass: 1 for teacher logits, anything for given targets
 
 
-def _log_targets(cfg: _Config, targets: jax.Array, dtype: Any):
+def _scaled(x: jax.Array, temperature: Any) -> jax.Array:
+    return x if temperature is None else x / temperature
+
+
+def _log_targets(cfg: _Config, inp: _KLInputs, dtype: Any):
     """`(p, log p)` of the targets; `log p` is 0 (not -inf) where `p == 0`.
 
     Teacher logits are normalised again in the backward rather than saving
     their log-normaliser: it costs one pass over the logits, but keeps the
-    residuals to the inputs plus a few numbers per example for every kind.
+    residuals to a few numbers per example for every kind of target.
     """
-    t = targets.astype(dtype)
+    t = inp.targets.astype(dtype)
     if cfg.targets == _PROBS:
-        p = t
-        log_p = jnp.log(jnp.where(p == 0, 1, p))
-        return p, log_p
+        return t, jnp.log(jnp.where(t == 0, 1, t))
     if cfg.targets == _LOG_PROBS:
         p = jnp.exp(t)
-        return p, _where_mass(p, t)
-    u = _scaled(t, cfg.temperature)
-    m, lse = log_normaliser(u, cfg.axis)
+        return p, where_mass(p, t)
+    u = _scaled(t, inp.temperature)
+    m, lse = _numerics.log_normaliser(u, cfg.axis)
     log_p = u - m - lse
     p = jnp.exp(log_p)
-    return p, _where_mass(p, log_p)
+    return p, where_mass(p, log_p)
 
 
-def _class_sum(x: jax.Array, axis: int) -> jax.Array:
-    return jnp.sum(x, axis=axis, keepdims=True)
+def _soft_kl_fwd(cfg, inp):
+    dtype = _checks.compute_dtype(inp.logits.dtype, inp.targets.dtype)
+    x = _scaled(inp.logits.astype(dtype), inp.temperature)
+    shift, log_sum = _numerics.log_normaliser(x, cfg.axis)
+    p, log_p = _log_targets(cfg, inp, dtype)
+    log_q = where_mass(p, x - shift - log_sum)
+    kl = jnp.sum(where_mass(p, p * (log_p - log_q)), cfg.axis, keepdims=True)
+    p_sum = None if cfg.targets == _LOGITS else jnp.sum(p, cfg.axis, keepdims=True)
+    loss = kl if inp.temperature is None else kl * inp.temperature**2
+    return loss, _KLResiduals(shift, log_sum, kl, p_sum)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _soft_kl(cfg, logits, targets, mask):
-    return _soft_kl_fwd(cfg, logits, targets, mask)[0]
-
-
-def _soft_kl_fwd(cfg, logits, targets, mask):
-    axis, temperature = cfg.axis, cfg.temperature
-    dtype = _checks.compute_dtype(logits.dtype, targets.dtype)
-    x = _scaled(logits.astype(dtype), temperature)
-    m = jnp.expand_dims(mask, axis)
-    shift, lse = log_normaliser(x, axis)
-    p, log_p = _log_targets(cfg, targets, dtype)
-    log_q = _where_mass(p, x - shift - lse)
-    kl = _class_sum(_where_mass(p, p * (log_p - log_q)), axis)
-    # Sum of the target mass: 1 for teacher logits, anything for given targets.
-    p_sum = None if cfg.targets == _LOGITS else _class_sum(p, axis)
-    loss = jnp.where(m, kl * temperature**2, 0)
-    out = (jnp.squeeze(loss, axis), mask.astype(dtype))
-    return out, (logits, targets, mask, shift, lse, kl, p_sum)
-
-
-def _soft_kl_bwd(cfg, res, cts):
-    logits, targets, mask, shift, lse, kl, p_sum = res
-    axis, temperature = cfg.axis, cfg.temperature
-    x = _scaled(logits.astype(lse.dtype), temperature)
-    m = jnp.expand_dims(mask, axis)
+def _soft_kl_bwd(cfg, inp, res, g):
+    temperature = inp.temperature
+    x = _scaled(inp.logits.astype(res.log_sum.dtype), temperature)
     # d(T^2 KL(x/T))/dx = T dKL/d(x/T); the T^2 and 1/T cancel to T.
-    g = jnp.where(m, jnp.expand_dims(cts[0], axis), 0) * temperature
-    p, log_p = _log_targets(cfg, targets, lse.dtype)
-    log_q = x - shift - lse
+    g_t = g if temperature is None else g * temperature
+    p, log_p = _log_targets(cfg, inp, res.log_sum.dtype)
+    log_q = x - res.shift - res.log_sum
     q = jnp.exp(log_q)
     # dKL/dx_c = (sum_j p_j) q_c - p_c.
-    dx = g * (q if p_sum is None else p_sum * q) - g * p
-    log_ratio = log_p - _where_mass(p, log_q)
+    dx = g_t * (q if res.p_sum is None else res.p_sum * q) - g_t * p
+    log_ratio = log_p - where_mass(p, log_q)
+    d_temperature = None
     if cfg.targets == _PROBS:
         # log p - log q + 1 where p > 0; 0 where p == 0 (see kl_divergence).
-        dt = _where_mass(p, g * (log_ratio + 1))
+        dt = where_mass(p, g_t * (log_ratio + 1))
     elif cfg.targets == _LOG_PROBS:
-        dt = _where_mass(p, g * p * (log_ratio + 1))
+        dt = where_mass(p, g_t * p * (log_ratio + 1))
     else:
         # Through p = softmax(t/T): dKL/du_c = p_c (log p_c - log q_c - KL).
-        dt = _where_mass(p, g * p * (log_ratio - kl))
-    dx = jnp.where(m, dx, 0).astype(logits.dtype)
-    dt = jnp.where(m, dt, 0).astype(targets.dtype)
-    return dx, dt, None
+        dt = where_mass(p, g_t * p * (log_ratio - res.kl))
+        if temperature is not None:
+            # d(T^2 KL)/dT = T [2 KL - sum_c (q_c - p_c) log q_c - sum_c p_c (log p_c -
+            # log q_c - KL) log p_c]: the logits enter as x/T and t/T, and centring them by
+            # their log-normalisers changes neither sum (each weight sums to 0 over c).
+            centred = jnp.sum(
+                _numerics.times(q - p, log_q) + where_mass(p, p * (log_ratio - res.kl) * log_p),
+                cfg.axis,
+                keepdims=True,
+            )
+            d_temperature = g * temperature * (2 * res.kl - centred)
+    return _KLInputs(dx, dt, d_temperature)
 
 
-_soft_kl.defvjp(_soft_kl_fwd, _soft_kl_bwd)
+_soft_kl = per_example_rule(_soft_kl_fwd, _soft_kl_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _entropy(axis, logits, mask):
-    return _entropy_fwd(axis, logits, mask)[0]
-
-
-def _entropy_fwd(axis, logits, mask):
+def _entropy_fwd(cfg, logits):
     x = logits.astype(_checks.compute_dtype(logits.dtype))
-    m = jnp.expand_dims(mask, axis)
-    shift, lse = log_normaliser(x, axis)
-    log_q = x - shift - lse
+    shift, log_sum = _numerics.log_normaliser(x, cfg.axis)
+    log_q = x - shift - log_sum
     q = jnp.exp(log_q)
-    h = -_class_sum(_where_mass(q, q * _where_mass(q, log_q)), axis)
-    loss = jnp.where(m, h, 0)
-    out = (jnp.squeeze(loss, axis), mask.astype(x.dtype))
-    return out, (logits, mask, shift, lse, h)
+    h = -jnp.sum(where_mass(q, q * where_mass(q, log_q)), cfg.axis, keepdims=True)
+    return h, (shift, log_sum, h)
 
 
-def _entropy_bwd(axis, res, cts):
-    logits, mask, shift, lse, h = res
-    x = logits.astype(lse.dtype)
-    m = jnp.expand_dims(mask, axis)
-    g = jnp.where(m, jnp.expand_dims(cts[0], axis), 0)
-    log_q = x - shift - lse
+def _entropy_bwd(cfg, logits, res, g):
+    shift, log_sum, h = res
+    log_q = logits.astype(log_sum.dtype) - shift - log_sum
     q = jnp.exp(log_q)
     # dH/dx_c = -q_c (log q_c + H).
-    dx = _where_mass(q, -g * q * (_where_mass(q, log_q) + h))
-    return jnp.where(m, dx, 0).astype(logits.dtype), None
+    return (where_mass(q, -g * q * (where_mass(q, log_q) + h)),)
 
 
-_entropy.defvjp(_entropy_fwd, _entropy_bwd)
+class _EntropyInputs(NamedTuple):
+    logits: jax.Array
 
 
-def _prepare(logits, targets, axis, where, reduction, *, logits_name, targets_name):
+_entropy = per_example_rule(
+    lambda cfg, inp: _entropy_fwd(cfg, inp.logits),
+    lambda cfg, inp, res, g: _EntropyInputs(*_entropy_bwd(cfg, inp.logits, res, g)),
+)
+
+
+def _prepare(logits, targets, axis, where, *, logits_name, targets_name):
     logits = _checks.floating(logits_name, logits)
     axis = _checks.class_axis(axis, logits.ndim, name=logits_name)
-    _checks.reduction(reduction)
     example_shape = _checks.without_axis(logits.shape, axis)
-    mask, _ = _labels.example_mask(
-        None, example_shape, logits.shape[axis], ignore_index=None, where=where
-    )
+    mask = _checks.example_mask(where, example_shape)
     if targets is None:
         return logits, None, axis, mask
     targets = _checks.floating(targets_name, targets)
@@ -168,7 +161,13 @@ def _prepare(logits, targets, axis, where, reduction, *, logits_name, targets_na
     return logits, targets, axis, mask
 
 
-@functools.partial(jax.jit, static_argnames=("axis", "log_targets", "reduction"))
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool; got {value!r}.")
+    return value
+
+
+@entry_point(static=("axis", "log_targets", "reduction"), checks={"log_targets": _bool})
 def kl_divergence(
     logits: ArrayLike,
     targets: ArrayLike,
@@ -251,17 +250,15 @@ def kl_divergence(
       [0.0052 1.8136]
       0.9094
     """
-    if not isinstance(log_targets, bool):
-        raise TypeError(f"log_targets must be a bool; got {log_targets!r}.")
     logits, targets, axis, mask = _prepare(
-        logits, targets, axis, where, reduction, logits_name="logits", targets_name="targets"
+        logits, targets, axis, where, logits_name="logits", targets_name="targets"
     )
-    cfg = _Config(axis, _LOG_PROBS if log_targets else _PROBS, 1.0)
-    losses, norm = _soft_kl(cfg, logits, targets, mask)
-    return reduce_loss(losses, norm, reduction)
+    cfg = _Config(axis, _LOG_PROBS if log_targets else _PROBS)
+    losses = _soft_kl(cfg, mask, None, _KLInputs(logits, targets, None))
+    return reduce_loss(losses, mask.astype(losses.dtype), reduction)
 
 
-@functools.partial(jax.jit, static_argnames=("axis", "reduction"))
+@entry_point(static=("axis", "reduction"))
 def entropy(
     logits: ArrayLike,
     *,
@@ -317,41 +314,17 @@ def entropy(
       [1.3863 0.1773]
       0.7818
     """
-    logits, _, axis, mask = _prepare(
-        logits, None, axis, where, reduction, logits_name="logits", targets_name=""
-    )
-    losses, norm = _entropy(axis, logits, mask)
-    return reduce_loss(losses, norm, reduction)
+    logits, _, axis, mask = _prepare(logits, None, axis, where, logits_name="logits", targets_name="")
+    losses = _entropy(_Config(axis), mask, None, _EntropyInputs(logits))
+    return reduce_loss(losses, mask.astype(losses.dtype), reduction)
 
 
-def _temperature(value: Any) -> float:
-    temperature = _checks.static_float("temperature", value)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0; got {temperature}.")
-    return temperature
-
-
-@functools.partial(jax.jit, static_argnames=("temperature", "axis", "reduction"))
-def _distillation_loss(student_logits, teacher_logits, *, temperature, axis, where, reduction):
-    student_logits, teacher_logits, axis, mask = _prepare(
-        student_logits,
-        teacher_logits,
-        axis,
-        where,
-        reduction,
-        logits_name="student_logits",
-        targets_name="teacher_logits",
-    )
-    cfg = _Config(axis, _LOGITS, temperature)
-    losses, norm = _soft_kl(cfg, student_logits, teacher_logits, mask)
-    return reduce_loss(losses, norm, reduction)
-
-
+@entry_point(static=("axis", "reduction"), hyperparameters={"temperature": _TEMPERATURE})
 def distillation_loss(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
     *,
-    temperature: float = 1.0,
+    temperature: ArrayLike = 1.0,
     axis: int = -1,
     where: ArrayLike | None = None,
     reduction: str = "mean",
@@ -378,14 +351,17 @@ def distillation_loss(
     `-inf` contributes nothing and gets zero gradient for both, also where
     the student logit is `-inf` too.
 
-    `temperature` is a static Python number: each value compiles once, and
-    a traced (learned) temperature is not supported; it is rejected with a
-    `TypeError` naming it. Forward mode (`jax.jvp`) is not supported.
+    `temperature` may be a Python number or a traced scalar: a schedule
+    compiles once, and a learned temperature gets its exact gradient,
+    $T\big[2\,\mathrm{KL}_i - \sum_c (q_{ic} - p_{ic})\log q_{ic}
+    - \sum_c p_{ic}(\log p_{ic} - \log q_{ic} - \mathrm{KL}_i)\log p_{ic}\big]$
+    per example. Forward mode (`jax.jvp`) is not supported.
 
     Args:
       student_logits: floating array with the classes on `axis`.
       teacher_logits: floating array of the same shape.
-      temperature: $T > 0$, a Python number.
+      temperature: $T > 0$, a Python number or a traced scalar (NaN, and a
+        `checkify` error naming it, if a traced value is not positive).
       axis: the class axis.
       where: boolean mask broadcastable to the examples' shape; False excludes
         an example.
@@ -396,9 +372,9 @@ def distillation_loss(
       inputs, otherwise the widest input floating type.
 
     Raises:
-      TypeError: non-floating logits, a non-numeric or traced `temperature`,
-        a non-boolean `where`.
-      ValueError: `temperature <= 0` or not finite, mismatched shapes, a bad
+      TypeError: non-floating logits, a non-numeric `temperature`, a
+        non-boolean `where`.
+      ValueError: a concrete `temperature <= 0` or not finite, mismatched shapes, a bad
         `axis`, a `where` that does not broadcast, an unknown `reduction`.
 
     Examples:
@@ -418,11 +394,14 @@ def distillation_loss(
       Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural
       Network", 2015. https://arxiv.org/abs/1503.02531
     """
-    return _distillation_loss(
+    student_logits, teacher_logits, axis, mask = _prepare(
         student_logits,
         teacher_logits,
-        temperature=_temperature(temperature),
-        axis=axis,
-        where=where,
-        reduction=reduction,
+        axis,
+        where,
+        logits_name="student_logits",
+        targets_name="teacher_logits",
     )
+    inputs = _KLInputs(student_logits, teacher_logits, temperature)
+    losses = _soft_kl(_Config(axis, _LOGITS), mask, None, inputs)
+    return reduce_loss(losses, mask.astype(losses.dtype), reduction)

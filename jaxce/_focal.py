@@ -17,102 +17,104 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from . import _checks, _labels, _softmax
-from ._binary import binary_labels, times
-from ._options import LossOptions
+from . import _checks, _labels, _numerics
+from ._options import LossOptions, entry_point
 from ._reduce import reduce_loss
+from ._rule import per_example_rule
+from ._softmax import softmax_cross_entropy
+
+_ALPHA = _checks.Interval(0.0, 1.0, off=None, optional=True)
+_GAMMA = _checks.NON_NEGATIVE
 
 
-def _log_or_neg_inf(a: jax.Array, log: object = jnp.log) -> jax.Array:
-    """`log(a)` for `a > 0`, `-inf` at 0, without a NaN in either branch."""
-    positive = a > 0
-    return jnp.where(positive, log(jnp.where(positive, a, 1)), -jnp.inf)  # type: ignore[operator]
-
-
-def _class_sum(x: jax.Array, axis: int) -> jax.Array:
-    return jnp.sum(x, axis=tuple(a for a in range(x.ndim) if a != axis))
+class _Config(NamedTuple):
+    axis: int | None
 
 
 # Sigmoid focal loss.
 
 
-class _SigmoidConfig(NamedTuple):
-    alpha: float | None
-    gamma: float
+class _SigmoidInputs(NamedTuple):
+    logits: jax.Array
+    labels: jax.Array
+    alpha: Any  # None: no alpha_t
+    gamma: Any  # None: gamma = 0
 
 
-def _sigmoid_terms(cfg, logits, labels):
-    x = logits.astype(_checks.compute_dtype(logits.dtype, labels.dtype))
-    y = labels.astype(x.dtype)
-    sp_pos, sp_neg = jax.nn.softplus(x), jax.nn.softplus(-x)  # -log s(-x), -log s(x)
-    log_y = _log_or_neg_inf(y)
-    log_not_y = _log_or_neg_inf(1 - y)
+class _SigmoidTerms(NamedTuple):
+    x: jax.Array
+    y: jax.Array
+    sp_pos: jax.Array  # softplus(x) = -log s(-x)
+    sp_neg: jax.Array  # softplus(-x) = -log s(x)
+    log_y: jax.Array
+    log_not_y: jax.Array
+    log_u: jax.Array  # log(1 - p_t)
+    factor: jax.Array  # (1 - p_t)^gamma
+    alpha_t: jax.Array | None
+    ce: jax.Array
+
+
+def _sigmoid_terms(inp):
+    x = inp.logits.astype(_checks.compute_dtype(inp.logits.dtype, inp.labels.dtype))
+    y = inp.labels.astype(x.dtype)
+    sp_pos, sp_neg = jax.nn.softplus(x), jax.nn.softplus(-x)
+    log_y = _numerics.log_or_neg_inf(y)
+    log_not_y = _numerics.log_or_neg_inf(1 - y)
     # 1 - p_t = y s(-x) + (1 - y) s(x), in log space.
     log_u = jnp.logaddexp(log_y - sp_pos, log_not_y - sp_neg)
-    factor = jnp.ones_like(x) if cfg.gamma == 0 else jnp.exp(cfg.gamma * log_u)
-    alpha_t = None if cfg.alpha is None else cfg.alpha * y + (1 - cfg.alpha) * (1 - y)
-    ce = times(y, sp_neg) + times(1 - y, sp_pos)
-    return x, y, sp_pos, sp_neg, log_y, log_not_y, log_u, factor, alpha_t, ce
+    gamma, alpha = inp.gamma, inp.alpha
+    factor = jnp.ones_like(x) if gamma is None else jnp.exp(_numerics.times(gamma, log_u))
+    alpha_t = None if alpha is None else alpha * y + (1 - alpha) * (1 - y)
+    ce = _numerics.times(y, sp_neg) + _numerics.times(1 - y, sp_pos)
+    return _SigmoidTerms(x, y, sp_pos, sp_neg, log_y, log_not_y, log_u, factor, alpha_t, ce)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _sigmoid_focal(cfg, logits, labels, mask):
-    return _sigmoid_focal_fwd(cfg, logits, labels, mask)[0]
+def _sigmoid_focal_fwd(cfg, inp):
+    t = _sigmoid_terms(inp)
+    loss = t.factor * t.ce
+    return (loss if t.alpha_t is None else _numerics.times(t.alpha_t, loss)), None
 
 
-def _sigmoid_focal_fwd(cfg, logits, labels, mask):
-    *_, factor, alpha_t, ce = _sigmoid_terms(cfg, logits, labels)
-    loss = factor * ce
-    if alpha_t is not None:
-        loss = times(alpha_t, loss)
-    return jnp.where(mask, loss, 0), (logits, labels, mask)
-
-
-def _sigmoid_focal_bwd(cfg, res, g):
-    logits, labels, mask = res
-    x, y, sp_pos, sp_neg, log_y, log_not_y, log_u, factor, alpha_t, ce = _sigmoid_terms(
-        cfg, logits, labels
-    )
-    gamma = cfg.gamma
-    g = jnp.where(mask, g, 0)
+def _sigmoid_focal_bwd(cfg, inp, res, g):
+    t = _sigmoid_terms(inp)
+    times, gamma, y = _numerics.times, inp.gamma, t.y
     # d(1 - p_t)^gamma / dx = gamma (1 - p_t)^gamma (1 - 2y) r with
     # r = s(x) s(-x) / (1 - p_t) = 1 / (1 + y e^-x + (1 - y) e^x) in [0, 1].
-    dx = jax.nn.sigmoid(x) - y
-    if gamma:
-        t_pos = jnp.where(y > 0, log_y - x, -jnp.inf)
-        t_neg = jnp.where(y < 1, log_not_y + x, -jnp.inf)
+    dx = jax.nn.sigmoid(t.x) - y
+    if gamma is not None:
+        t_pos = jnp.where(y > 0, t.log_y - t.x, -jnp.inf)
+        t_neg = jnp.where(y < 1, t.log_not_y + t.x, -jnp.inf)
         r = jnp.exp(-jnp.logaddexp(0, jnp.logaddexp(t_pos, t_neg)))
-        dx = dx + gamma * (1 - 2 * y) * times(r, ce)
-    dx = factor * dx
+        dx = dx + gamma * (1 - 2 * y) * times(r, t.ce)
+    dx = t.factor * dx
     # d/dy: ce' = -x, (1 - p_t)^gamma' = gamma (1 - p_t)^(gamma - 1) (s(-x) - s(x)).
-    dy = times(factor, -x)
-    if gamma:
-        scale = 0 if gamma == 1 else (gamma - 1) * log_u
-        dfactor = gamma * (jnp.exp(scale - sp_pos) - jnp.exp(scale - sp_neg))
-        dy = dy + times(ce, dfactor)
-    if alpha_t is not None:
-        assert cfg.alpha is not None
-        dx = alpha_t * dx
-        dy = times(alpha_t, dy) + (2 * cfg.alpha - 1) * factor * ce
-    dx = jnp.where(mask, g * dx, 0)
-    dy = jnp.where(mask, times(g, dy), 0)
-    return dx.astype(logits.dtype), dy.astype(labels.dtype), None
+    dy = times(t.factor, -t.x)
+    d_gamma = d_alpha = None
+    if gamma is not None:
+        scale = times(gamma - 1, t.log_u)
+        dfactor = gamma * (jnp.exp(scale - t.sp_pos) - jnp.exp(scale - t.sp_neg))
+        dy = dy + times(t.ce, dfactor)
+        # d/dgamma = (1 - p_t)^gamma log(1 - p_t) ce
+        d_gamma = times(t.factor * t.ce, t.log_u)
+    if t.alpha_t is not None:
+        d_alpha = g * (2 * y - 1) * t.factor * t.ce
+        dx = t.alpha_t * dx
+        dy = times(t.alpha_t, dy) + (2 * inp.alpha - 1) * t.factor * t.ce
+        d_gamma = None if d_gamma is None else times(t.alpha_t, d_gamma)
+    d_gamma = None if d_gamma is None else times(g, d_gamma)
+    return _SigmoidInputs(g * dx, times(g, dy), d_alpha, d_gamma)
 
 
-_sigmoid_focal.defvjp(_sigmoid_focal_fwd, _sigmoid_focal_bwd)
+_sigmoid_focal = per_example_rule(_sigmoid_focal_fwd, _sigmoid_focal_bwd)
 
 
-def _alpha(alpha: float | None) -> float | None:
-    return None if alpha is None else _checks.unit_interval("alpha", alpha)
-
-
-@functools.partial(jax.jit, static_argnames=("alpha", "gamma", "reduction"))
+@entry_point(static=("reduction",), hyperparameters={"alpha": _ALPHA, "gamma": _GAMMA})
 def sigmoid_focal_loss(
     logits: ArrayLike,
     labels: ArrayLike,
     *,
-    alpha: float | None = 0.25,
-    gamma: float = 2.0,
+    alpha: ArrayLike | None = 0.25,
+    gamma: ArrayLike = 2.0,
     where: ArrayLike | None = None,
     reduction: str = "mean",
 ) -> jax.Array:
@@ -170,89 +172,90 @@ def sigmoid_focal_loss(
       Lin, Goyal, Girshick, He, Dollár. Focal Loss for Dense Object Detection.
       ICCV 2017. https://arxiv.org/abs/1708.02002
     """
-    logits = _checks.floating("logits", logits)
-    shape = logits.shape
-    cfg = _SigmoidConfig(_alpha(alpha), _checks.non_negative("gamma", gamma))
-    _checks.reduction(reduction)
-    labels = binary_labels(labels, shape, _checks.compute_dtype(logits.dtype), "logits")
-    mask = _checks.example_mask(where, shape)
-    losses = _sigmoid_focal(cfg, logits, labels, mask)
+    logits, labels, mask, bad = _labels.binary(logits, labels, where, name="logits")
+    inputs = _SigmoidInputs(logits, labels, alpha, gamma)
+    losses = _sigmoid_focal(_Config(None), mask, bad, inputs)
     return reduce_loss(losses, mask.astype(losses.dtype), reduction)
 
 
 # Softmax focal loss.
 
 
-class _SoftmaxConfig(NamedTuple):
-    axis: int
-    gamma: float
+class _FocalInputs(NamedTuple):
+    logits: jax.Array
+    classes: jax.Array
+    weights: jax.Array | None  # per class, shaped along the class axis
+    gamma: Any
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _softmax_focal(cfg, logits, classes, weights, mask, bad):
-    return _softmax_focal_fwd(cfg, logits, classes, weights, mask, bad)[0]
+class _FocalResiduals(NamedTuple):
+    lse: jax.Array  # over all classes
+    lse_other: jax.Array  # over the classes other than the target
 
 
-def _focal_terms(cfg, logits, classes, weights, lse=None, lse_other=None):
-    axis = cfg.axis
-    dtype = _checks.compute_dtype(logits.dtype, *([] if weights is None else [weights.dtype]))
-    x = logits.astype(dtype)
-    onehot = _labels.target_mask(classes, x.shape, axis)
+class _FocalTerms(NamedTuple):
+    x: jax.Array
+    onehot: jax.Array
+    others: jax.Array  # the logits with the target's set to -inf
+    log_q: jax.Array  # log q_y
+    log_not_q: jax.Array  # log(1 - q_y)
+    factor: jax.Array  # (1 - q_y)^gamma
+    w_y: Any
+
+
+def _focal_terms(cfg, inp, res=None):
+    axis, w = cfg.axis, inp.weights
+    x = inp.logits.astype(_checks.compute_dtype(*(a.dtype for a in (inp.logits, w) if a is not None)))
+    onehot = _numerics.target_mask(inp.classes, x.shape, axis)
     others = jnp.where(onehot, -jnp.inf, x)
-    if lse is None:
-        lse, lse_other = _softmax.logsumexp(x, axis), _softmax.logsumexp(others, axis)
-    log_q = _labels.pick(x, onehot, axis) - lse
+    if res is None:
+        logsumexp = functools.partial(jax.nn.logsumexp, axis=axis, keepdims=True)
+        res = _FocalResiduals(logsumexp(x), logsumexp(others))
+    log_q = _numerics.target_logit(x, inp.classes, axis, x.dtype) - res.lse
     # log(1 - q_y) = logsumexp over the other classes - lse: no cancellation as q_y -> 1.
-    factor = jnp.ones_like(lse) if cfg.gamma == 0 else jnp.exp(cfg.gamma * (lse_other - lse))
-    w = None if weights is None else _labels.along_axis(weights.astype(dtype), x.ndim, axis)
-    w_y = jnp.ones_like(lse) if w is None else _labels.pick(w, onehot, axis)
-    return x, onehot, others, lse, lse_other, log_q, factor, w_y
+    log_not_q = res.lse_other - res.lse
+    gamma = inp.gamma
+    factor = jnp.ones_like(log_q) if gamma is None else jnp.exp(_numerics.times(gamma, log_not_q))
+    w_y = 1
+    if w is not None:
+        w_y = jnp.expand_dims(_numerics.class_value(w.astype(x.dtype).reshape(-1), inp.classes), axis)
+    return res, _FocalTerms(x, onehot, others, log_q, log_not_q, factor, w_y)
 
 
-def _softmax_focal_fwd(cfg, logits, classes, weights, mask, bad):
-    axis = cfg.axis
-    _, _, _, lse, lse_other, log_q, factor, w_y = _focal_terms(cfg, logits, classes, weights)
-    m = jnp.expand_dims(mask, axis)
-    loss = _softmax._nan_where(jnp.expand_dims(bad, axis), jnp.where(m, -w_y * factor * log_q, 0))
-    norm = jnp.where(m, w_y, 0)
-    out = (jnp.squeeze(loss, axis), jnp.squeeze(norm, axis))
-    return out, (logits, classes, weights, mask, bad, lse, lse_other)
+def _softmax_focal_fwd(cfg, inp):
+    res, t = _focal_terms(cfg, inp)
+    return -t.w_y * t.factor * t.log_q, res
 
 
-def _softmax_focal_bwd(cfg, res, cts):
-    logits, classes, weights, mask, bad, lse, lse_other = res
-    axis = cfg.axis
-    x, onehot, others, _, _, log_q, factor, w_y = _focal_terms(
-        cfg, logits, classes, weights, lse, lse_other
-    )
-    m = jnp.expand_dims(mask, axis)
-    g, h = (jnp.expand_dims(c, axis) for c in cts)
-    g = _softmax._nan_where(jnp.expand_dims(bad, axis), jnp.where(m, g, 0))
-    p = jnp.exp(x - lse)
+def _softmax_focal_bwd(cfg, inp, res, g):
+    _, t = _focal_terms(cfg, inp, res)
+    p = jnp.exp(t.x - res.lse)
     # d/dx [-(1 - q)^gamma log q] = -(1 - q)^gamma [gamma log q (R - P) + Y - P], with R the
     # softmax over the other classes: d log(1 - q_y) / dx = R - P.
-    inner = onehot.astype(x.dtype) - p
-    if cfg.gamma:
-        r = jnp.where(others > -jnp.inf, jnp.exp(others - lse_other), 0)
+    inner = t.onehot.astype(t.x.dtype) - p
+    d_gamma = None
+    if inp.gamma is not None:
+        r = jnp.where(t.others > -jnp.inf, jnp.exp(t.others - res.lse_other), 0)
         # r - p is exactly 0 when the target logit is -inf (then log q = -inf).
-        inner = inner + cfg.gamma * times(r - p, log_q)
-    dx = jnp.where(m, -g * w_y * factor * inner, 0).astype(logits.dtype)
+        inner = inner + inp.gamma * _numerics.times(r - p, t.log_q)
+        # d/dgamma = -w_y (1 - q)^gamma log(1 - q) log q
+        d_gamma = -g * t.w_y * _numerics.times(t.factor * t.log_q, t.log_not_q)
+    dx = -g * t.w_y * t.factor * inner
     dw = None
-    if weights is not None:
-        per_class = jnp.where(onehot, -g * factor * log_q + h, 0)
-        dw = _class_sum(jnp.where(m, per_class, 0), axis).astype(weights.dtype)
-    return dx, None, dw, None, None
+    if inp.weights is not None:
+        dw = jnp.where(t.onehot, -g * t.factor * t.log_q, 0)
+    return _FocalInputs(dx, None, dw, d_gamma)
 
 
-_softmax_focal.defvjp(_softmax_focal_fwd, _softmax_focal_bwd)
+_softmax_focal = per_example_rule(_softmax_focal_fwd, _softmax_focal_bwd)
 
 
-@functools.partial(jax.jit, static_argnames=("gamma", "ignore_index", "axis", "reduction"))
+@entry_point(static=("ignore_index", "axis", "reduction"), hyperparameters={"gamma": _GAMMA})
 def softmax_focal_loss(
     logits: ArrayLike,
     labels: ArrayLike,
     *,
-    gamma: float = 2.0,
+    gamma: ArrayLike = 2.0,
     weights: ArrayLike | None = None,
     ignore_index: int | None = None,
     axis: int = -1,
@@ -315,9 +318,7 @@ def softmax_focal_loss(
       Lin, Goyal, Girshick, He, Dollár. Focal Loss for Dense Object Detection.
       ICCV 2017. https://arxiv.org/abs/1708.02002
     """
-    gamma = _checks.non_negative("gamma", gamma)
-    _checks.reduction(reduction)
-    logits, axis, parsed, weights, mask, bad = _labels.multiclass(
+    args = _labels.multiclass(
         logits,
         labels,
         axis=axis,
@@ -326,85 +327,90 @@ def softmax_focal_loss(
         weights=weights,
         allow_probs=False,
     )
-    cfg = _SoftmaxConfig(axis, gamma)
-    losses, norm = _softmax_focal(cfg, logits, parsed.classes, weights, mask, bad)
-    return reduce_loss(losses, norm, reduction)
+    assert args.labels.classes is not None
+    weights = None if args.weights is None else _numerics.along_axis(args.weights, args.logits.ndim, args.axis)
+    inputs = _FocalInputs(args.logits, args.labels.classes, weights, gamma)
+    losses = _softmax_focal(_Config(args.axis), args.mask, args.bad, inputs)
+    return reduce_loss(losses, _labels.normaliser(args, losses.dtype), reduction)
 
 
 # Poly-1.
 
 
-def _poly_targets(cfg, x, classes, probs, weights):
-    """`q~` and `w * q~`: the (smoothed) target distribution, as in cross-entropy."""
-    if classes is not None:
-        probs = _labels.target_mask(classes, x.shape, cfg.axis).astype(x.dtype)
-    q, wq, _ = _softmax._smoothed_targets(cfg, x, probs, weights)
-    return q, wq
+class _PolyInputs(NamedTuple):
+    logits: jax.Array
+    classes: jax.Array | None  # integer labels, or
+    probs: jax.Array | None  # probability labels
+    weights: jax.Array | None
+    smoothing: Any
 
 
-def _poly_dtype(logits, probs, weights):
-    dtypes = [a.dtype for a in (logits, probs, weights) if a is not None]
-    return _checks.compute_dtype(*dtypes)
+class _PolyResiduals(NamedTuple):
+    lse: jax.Array
+    a: jax.Array  # sum_c w_c q~_c P_c
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _poly_term(cfg, logits, classes, probs, weights, mask):
-    return _poly_term_fwd(cfg, logits, classes, probs, weights, mask)[0]
+def _poly_targets(cfg, inp):
+    """`x`, the labels `y`, the (smoothed) targets `q~` and `w q~`, as in cross-entropy."""
+    arrays = (inp.logits, inp.probs, inp.weights)
+    x = inp.logits.astype(_checks.compute_dtype(*(a.dtype for a in arrays if a is not None)))
+    if inp.probs is None:
+        y = _numerics.target_mask(inp.classes, x.shape, cfg.axis).astype(x.dtype)
+    else:
+        y = inp.probs.astype(x.dtype)
+    finite = count = None
+    if inp.smoothing is not None:
+        finite, count = _numerics.finite_classes(x, cfg.axis)
+    q = _numerics.smoothed(y, inp.smoothing, finite, count)
+    w = None if inp.weights is None else inp.weights.astype(x.dtype)
+    return x, y, q, (q if w is None else w * q), w, finite, count
 
 
-def _poly_term_fwd(cfg, logits, classes, probs, weights, mask):
-    axis = cfg.axis
-    x = logits.astype(_poly_dtype(logits, probs, weights))
-    lse = _softmax.logsumexp(x, axis)
-    _, wq = _poly_targets(cfg, x, classes, probs, weights)
-    # sum_c w_c q~_c (1 - softmax_c) = sum_c w_c q~_c - A
-    a = jnp.sum(wq * jnp.exp(x - lse), axis=axis, keepdims=True)
-    term = jnp.sum(wq, axis=axis, keepdims=True) - a
-    term = jnp.where(jnp.expand_dims(mask, axis), term, 0)
-    return jnp.squeeze(term, axis), (logits, classes, probs, weights, mask, lse, a)
+def _poly_term_fwd(cfg, inp):
+    x, _, _, wq, _, _, _ = _poly_targets(cfg, inp)
+    lse = jax.nn.logsumexp(x, axis=cfg.axis, keepdims=True)
+    # sum_c w_c q~_c (1 - P_c) = sum_c w_c q~_c - A
+    a = jnp.sum(wq * jnp.exp(x - lse), axis=cfg.axis, keepdims=True)
+    return jnp.sum(wq, axis=cfg.axis, keepdims=True) - a, _PolyResiduals(lse, a)
 
 
-def _poly_term_bwd(cfg, res, g):
-    logits, classes, probs, weights, mask, lse, a = res
-    axis = cfg.axis
-    x = logits.astype(lse.dtype)
-    m = jnp.expand_dims(mask, axis)
-    g = jnp.where(m, jnp.expand_dims(g, axis), 0)
-    q, wq = _poly_targets(cfg, x, classes, probs, weights)
-    p = jnp.exp(x - lse)
-    dx = jnp.where(m, g * p * (a - wq), 0).astype(logits.dtype)
-    dprobs = dw = None
-    if probs is not None:
-        w = 1 if weights is None else _labels.along_axis(weights.astype(x.dtype), x.ndim, axis)
-        dprobs = jnp.where(m, (1 - cfg.smoothing) * g * w * (1 - p), 0).astype(probs.dtype)
-    if weights is not None:
-        dw = _class_sum(jnp.where(m, g * q * (1 - p), 0), axis).astype(weights.dtype)
-    return dx, None, dprobs, dw, None
+def _poly_term_bwd(cfg, inp, res, g):
+    x, y, q, wq, w, finite, count = _poly_targets(cfg, inp)
+    p = jnp.exp(x - res.lse)
+    dx = g * p * (res.a - wq)
+    w_one_minus_p = (1 - p) if w is None else w * (1 - p)
+    eps = inp.smoothing
+    dprobs = None
+    if inp.probs is not None:
+        dprobs = g * w_one_minus_p * (1 if eps is None else 1 - eps)
+    dw = None if w is None else g * q * (1 - p)
+    d_eps = None
+    if eps is not None:
+        # d q~_c / d eps = [x_c finite] / K' - y_c
+        dq = jnp.where(finite, 1 / count, 0) - y
+        d_eps = g * jnp.sum(dq * w_one_minus_p, axis=cfg.axis, keepdims=True)
+    return _PolyInputs(dx, None, dprobs, dw, d_eps)
 
 
-_poly_term.defvjp(_poly_term_fwd, _poly_term_bwd)
+_poly_term = per_example_rule(_poly_term_fwd, _poly_term_bwd)
 
 
-def _poly_epsilon(epsilon: float) -> float:
-    result = _checks.static_float("epsilon", epsilon)
-    if result < -1:
-        raise ValueError(f"epsilon must be >= -1 (the loss must decrease in p_t); got {result}.")
-    return result
+_POLY_EPSILON = _checks.Interval(-1.0, hint=" (the loss must decrease in p_t)")
 
 
-_POLY_STATIC = ("epsilon", "axis", "ignore_index", "label_smoothing", "reduction")
-
-
-@functools.partial(jax.jit, static_argnames=_POLY_STATIC)
+@entry_point(
+    static=("axis", "ignore_index", "reduction"),
+    hyperparameters={"epsilon": _POLY_EPSILON, "label_smoothing": _checks.UNIT},
+)
 def poly1_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
     *,
-    epsilon: float = 1.0,
+    epsilon: ArrayLike = 1.0,
     axis: int = -1,
     weights: ArrayLike | None = None,
     ignore_index: int | None = None,
-    label_smoothing: float = 0.0,
+    label_smoothing: ArrayLike = 0.0,
     where: ArrayLike | None = None,
     reduction: str = "mean",
 ) -> jax.Array:
@@ -474,19 +480,28 @@ def poly1_cross_entropy(
       Expansion Perspective of Classification Loss Functions. ICLR 2022.
       https://arxiv.org/abs/2204.12511
     """
-    epsilon = _poly_epsilon(epsilon)
-    smoothing = _checks.unit_interval("label_smoothing", label_smoothing)
-    _checks.reduction(reduction)
     args = _labels.multiclass(
         logits, labels, axis=axis, ignore_index=ignore_index, where=where, weights=weights
     )
-    logits, axis, parsed, weights, mask, _ = args
-    cfg = _softmax._Config(axis, smoothing, 0.0)
-    losses, norm = _softmax.per_example(cfg, args)
-    if epsilon:
-        poly = _poly_term(cfg, logits, parsed.classes, parsed.probs, weights, mask)
+    smoothing = 0.0 if label_smoothing is None else label_smoothing
+    losses = softmax_cross_entropy(
+        logits,
+        labels,
+        axis=axis,
+        weights=weights,
+        ignore_index=ignore_index,
+        label_smoothing=smoothing,
+        where=where,
+        reduction="none",
+    )
+    if epsilon is not None:
+        w = args.weights
+        w = None if w is None else _numerics.along_axis(w, args.logits.ndim, args.axis)
+        classes, probs = args.labels
+        inputs = _PolyInputs(args.logits, classes, probs, w, label_smoothing)
+        poly = _poly_term(_Config(args.axis), args.mask, None, inputs)
         losses = losses + epsilon * poly
-    return reduce_loss(losses, norm, reduction)
+    return reduce_loss(losses, _labels.normaliser(args, losses.dtype), reduction)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -518,10 +533,3 @@ class FocalLoss(LossOptions):
     reduction: str = "mean"
 
     loss = staticmethod(softmax_focal_loss)
-
-    def __post_init__(self) -> None:
-        self._freeze_arrays()
-        _checks.non_negative("gamma", self.gamma)
-        _checks.integer("ignore_index", self.ignore_index, optional=True)
-        _checks.integer("axis", self.axis)
-        _checks.reduction(self.reduction)

@@ -1,14 +1,14 @@
-"""The one label path: integer or probability labels, masks, and class picks.
+"""The one label path: integer, probability and binary labels, masks, bad labels, normalisers.
 
-Target values are picked with a comparison against an iota along the class
-axis, never with `take_along_axis`: XLA fuses the comparison into the reduction
-that consumes it, and it stays local when the class axis is sharded (a gather
-along a sharded axis forces an all-gather, or fails under an Explicit mesh).
+Which examples count (`where`, `ignore_index`), which labels are invalid (NaN
+in the loss and a `checkify` error naming the label), and each example's share
+of the mean's denominator. Imports `_checks` and `_numerics`; the family
+modules import it.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +17,7 @@ from jax import lax
 from jax.experimental import checkify
 from jax.typing import ArrayLike
 
-from . import _checks
+from . import _checks, _numerics
 
 
 class Labels(NamedTuple):
@@ -61,27 +61,6 @@ def parse(
     raise TypeError(f"labels must be {expected}; got dtype {labels.dtype}.")
 
 
-def class_iota(shape: tuple[int, ...], axis: int, dtype: jnp.dtype) -> jax.Array:
-    return lax.broadcasted_iota(dtype, shape, axis)
-
-
-def target_mask(classes: jax.Array, shape: tuple[int, ...], axis: int) -> jax.Array:
-    """Boolean one-hot of `classes` along `axis`, fused by XLA into its consumer."""
-    return class_iota(shape, axis, classes.dtype) == jnp.expand_dims(classes, axis)
-
-
-def pick(values: jax.Array, onehot: jax.Array, axis: int) -> jax.Array:
-    """The value at the target class (keepdims); 0 where no class matches."""
-    return jnp.sum(jnp.where(onehot, values, 0), axis=axis, keepdims=True)
-
-
-def along_axis(vector: jax.Array, ndim: int, axis: int) -> jax.Array:
-    """Reshapes a per-class vector to broadcast against logits of rank `ndim`."""
-    shape = [1] * ndim
-    shape[axis] = vector.shape[0]
-    return vector.reshape(shape)
-
-
 def _representable(value: int, dtype: jnp.dtype) -> bool:
     info = np.iinfo(dtype)
     return bool(info.min <= value <= info.max)
@@ -113,15 +92,15 @@ def example_mask(
     if ignore_index is not None and _representable(ignore_index, classes.dtype):
         mask = mask & (classes != ignore_index)
     bad = mask & ((classes < 0) | (classes >= num_classes))
-    # The first bad label, picked with an iota compare (no gather) so that
-    # labels sharded over a mesh stay local.
-    first_bad = _first_where(jnp.ravel(bad), jnp.ravel(classes)) if classes.size else 0
-    checkify.debug_check(
-        ~jnp.any(bad),
-        f"labels must be in [0, {num_classes}) or equal ignore_index; got {{label}}.",
-        label=first_bad,
-    )
+    _report_first(bad, classes, f"labels must be in [0, {num_classes}) or equal ignore_index")
     return mask, bad
+
+
+def _report_first(bad: jax.Array, labels: jax.Array, message: str) -> None:
+    """A `checkify` error naming the first bad label (a no-op unless checkified)."""
+    # Picked with an iota compare, not a gather, so labels sharded over a mesh stay local.
+    first = _first_where(jnp.ravel(bad), jnp.ravel(labels)) if labels.size else labels.sum()
+    checkify.debug_check(~jnp.any(bad), message + "; got {label}.", label=first)
 
 
 class Multiclass(NamedTuple):
@@ -169,3 +148,40 @@ def multiclass(
         where=where,
     )
     return Multiclass(logits, axis, parsed, weights, mask, bad)
+
+
+def normaliser(args: Multiclass, dtype: Any) -> jax.Array:
+    """Each example's share of the `"mean"` denominator `S`.
+
+    `m_i w_{y_i}` for integer labels (1 for `w`, when there are no class
+    weights), `m_i` for probability labels; plain JAX, so autodiff gives the
+    weights their share of the normaliser's gradient.
+    """
+    classes, weights = args.labels.classes, args.weights
+    if classes is None or weights is None:
+        return args.mask.astype(dtype)
+    return jnp.where(args.mask, _numerics.class_value(weights.astype(dtype), classes), 0)
+
+
+def binary(
+    x: ArrayLike, labels: ArrayLike, where: ArrayLike | None, *, name: str, options: tuple = ()
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """An elementwise binary loss's input, targets, mask, and which targets lie outside [0, 1].
+
+    Targets have the input's shape; integer and boolean 0/1 labels become the
+    compute dtype of `x` and the floating `options` (weights). A target outside
+    [0, 1] (2, -1) is never clipped: the loss turns it into NaN, and under
+    `checkify` it raises an error naming the label.
+    """
+    x = _checks.floating(name, x)
+    mask = _checks.example_mask(where, x.shape)
+    labels = jnp.asarray(labels)
+    if labels.dtype == jnp.bool_ or jnp.issubdtype(labels.dtype, jnp.integer):
+        dtypes = (a.dtype for a in (x, *options) if a is not None)
+        labels = labels.astype(_checks.compute_dtype(*dtypes))
+    elif not jnp.issubdtype(labels.dtype, jnp.floating):
+        raise TypeError(f"labels must be floating (or 0/1 integer) targets; got {labels.dtype}.")
+    _checks.same_shape("labels", labels, x.shape, f"same as {name}")
+    bad = mask & ~((labels >= 0) & (labels <= 1))
+    _report_first(bad, labels, "labels must be in [0, 1]")
+    return x, labels, mask, bad

@@ -1,14 +1,18 @@
-"""Frozen option holders that call a loss: `CrossEntropyLoss`, `BCEWithLogitsLoss`, `FocalLoss`.
+"""Options, validated in one place: the jitted entry point of every loss, and the option classes.
 
-Array options (class weights, `pos_weight`) are stored as nested tuples of
-floats, so an instance is hashable and can be a static argument of `jax.jit`;
-they become arrays again, in the loss's compute dtype, on every call.
+`entry_point` turns a loss's body into its public function: static options
+are checked and become `jax.jit` static arguments, float hyperparameters are
+checked against their `Interval` and stay traced (a schedule compiles once).
+`LossOptions` is the base of `CrossEntropyLoss`, `BCEWithLogitsLoss` and
+`FocalLoss`; they validate with the same `check_options`. Imports `_checks`;
+the family modules import it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import jax
@@ -17,6 +21,76 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from . import _checks
+
+
+def _optional_integer(name: str, value: Any) -> int | None:
+    return _checks.integer(name, value, optional=True)
+
+
+def _required_integer(name: str, value: Any) -> int:
+    result = _checks.integer(name, value)
+    assert result is not None
+    return result
+
+
+def _reduction(name: str, value: Any) -> str:
+    return _checks.reduction(value)
+
+
+# Checks of the static options every loss shares; a loss may add its own.
+STATIC_CHECKS: Mapping[str, Callable[[str, Any], Any]] = {
+    "axis": _required_integer,
+    "ignore_index": _optional_integer,
+    "reduction": _reduction,
+}
+
+
+def entry_point(
+    *,
+    static: tuple[str, ...] = (),
+    hyperparameters: Mapping[str, _checks.Interval] | None = None,
+    checks: Mapping[str, Callable[[str, Any], Any]] | None = None,
+) -> Callable[[Callable], Callable]:
+    """Makes `body` a public loss: its options checked, then a cached `jax.jit` call.
+
+    Args:
+      static: keyword options that set shapes or program structure; each is a
+        static argument of `jax.jit`, and an array given for one is an error
+        naming it.
+      hyperparameters: float keyword options and their valid intervals. The
+        body receives None where the value switches its term off, else the
+        value (traced under `jit`, NaN if a traced value is out of range).
+      checks: extra checks of static options, by name, beyond `STATIC_CHECKS`.
+    """
+    hyper = dict(hyperparameters or {})
+    static_checks = {**STATIC_CHECKS, **(checks or {})}
+
+    def decorate(body: Callable) -> Callable:
+        jitted = jax.jit(body, static_argnames=static)
+        defaults = body.__kwdefaults__ or {}
+
+        def check_options(**options: Any) -> dict[str, Any]:
+            """Validates keyword options as the loss does; returns them as the body sees them."""
+            for name in static:
+                if name in options:
+                    value = _checks.static_option(name, options[name])
+                    if name in static_checks:
+                        value = static_checks[name](name, value)
+                    options[name] = value
+            for name, interval in hyper.items():
+                options[name] = interval.check(name, options.get(name, defaults.get(name)))
+            return options
+
+        @functools.wraps(body)
+        def loss(*args: Any, **kwargs: Any) -> Any:
+            return jitted(*args, **check_options(**kwargs))
+
+        loss.check_options = check_options  # type: ignore[attr-defined]
+        loss.lower = jitted.lower  # type: ignore[attr-defined]
+        loss._cache_size = jitted._cache_size  # type: ignore[attr-defined]
+        return loss
+
+    return decorate
 
 
 def frozen_array(name: str, value: Any, *, ndim: int | None = None) -> Any:
@@ -40,23 +114,38 @@ def _nested_tuple(array: np.ndarray) -> Any:
 
 
 class LossOptions:
-    """Base of the frozen option dataclasses: each field is a keyword option of `loss`."""
+    """Base of the frozen option dataclasses: each field is a keyword option of `loss`.
+
+    Fields are validated on construction by the loss's own `check_options`;
+    array options are stored as nested tuples of floats and concrete
+    hyperparameters as floats, so an instance is hashable and can be a static
+    argument of `jax.jit`.
+    """
 
     loss: ClassVar[Callable[..., jax.Array]]
     array_options: ClassVar[tuple[str, ...]] = ("weights",)
     array_ndim: ClassVar[int | None] = 1
 
-    def _freeze_arrays(self) -> None:
+    def _options(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+
+    def __post_init__(self) -> None:
         for name in self.array_options:
             frozen = frozen_array(name, getattr(self, name), ndim=self.array_ndim)
             object.__setattr__(self, name, frozen)
+        options = self._options()
+        type(self).loss.check_options(**options)  # type: ignore[attr-defined]
+        for name, value in options.items():
+            if name not in self.array_options and not _checks.is_traced(value):
+                if isinstance(value, np.generic | jax.Array | np.ndarray):
+                    object.__setattr__(self, name, np.asarray(value).item())
 
     def __call__(self, logits: ArrayLike, labels: ArrayLike, **kwargs: Any) -> jax.Array:
-        """Calls the loss with the stored options; `kwargs` are per call (`where`, ...)."""
+        """Calls the loss with the stored options; `kwargs` (`where`, ...) apply to this call."""
         logits = _checks.floating("logits", logits)
         dtype = _checks.compute_dtype(logits.dtype)
-        options = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        options = self._options()
         for name in self.array_options:
             if options[name] is not None:
                 options[name] = jnp.asarray(options[name], dtype)
-        return type(self).loss(logits, labels, **options, **kwargs)
+        return type(self).loss(logits, labels, **{**options, **kwargs})

@@ -10,81 +10,97 @@ local logits and needs no collective.
 
 from __future__ import annotations
 
-import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _checks, _labels
-from ._linear import _combine_shards, _sum_to, _token_loss
+from . import _checks, _labels, _numerics, _sharding
+from ._options import entry_point
 from ._reduce import reduce_loss
+from ._rule import per_example_rule
 
 
 class _Config(NamedTuple):
     axis_name: str | tuple[str, ...]
-    smoothing: float
-    z_loss: float
+    axis: int  # the class axis, last
 
 
-def _global_classes(cfg, x):
+class _Inputs(NamedTuple):
+    logits: jax.Array  # this shard's classes
+    classes: jax.Array  # global labels
+    smoothing: Any
+    z_loss: Any
+
+
+class _Residuals(NamedTuple):
+    lse: jax.Array  # global, over all shards
+    count: jax.Array | None  # global count of finite logits (smoothing only)
+    target: jax.Array
+    mean_logit: jax.Array | None
+
+
+def _is_target(cfg, inp, x):
     offset = lax.axis_index(cfg.axis_name) * x.shape[-1]
-    return lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1) + offset
+    iota = lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1) + offset
+    return iota == inp.classes[..., None].astype(jnp.int32)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _parallel_ce(cfg, logits, classes, mask, bad):
-    return _parallel_ce_fwd(cfg, logits, classes, mask, bad)[0]
-
-
-def _parallel_ce_fwd(cfg, logits, classes, mask, bad):
-    eps = cfg.smoothing
-    x = logits.astype(_checks.compute_dtype(logits.dtype))
-    onehot = _global_classes(cfg, x) == classes[..., None].astype(jnp.int32)
+def _parallel_ce_fwd(cfg, inp):
+    eps = inp.smoothing
+    x = inp.logits.astype(_checks.compute_dtype(inp.logits.dtype))
     lse = jax.nn.logsumexp(x, axis=-1)
-    z_y = jnp.sum(jnp.where(onehot, x, 0), axis=-1)
-    finite = x > -jnp.inf
-    z_sum = jnp.sum(jnp.where(finite, x, 0), axis=-1) if eps else jnp.zeros_like(lse)
-    count = jnp.sum(finite, axis=-1, dtype=x.dtype) if eps else jnp.zeros_like(lse)
-    lse, z_y, z_sum, count = _combine_shards(lse, (z_y, z_sum, count), cfg.axis_name)
-    loss = _token_loss(cfg, lse, z_y, z_sum, count, mask, bad)
-    return (loss, mask.astype(x.dtype)), (logits, classes, mask, bad, lse, count)
+    target = jnp.sum(jnp.where(_is_target(cfg, inp, x), x, 0), axis=-1)
+    sums = (target,)
+    if eps is not None:
+        finite = x > -jnp.inf
+        sums += (jnp.sum(jnp.where(finite, x, 0), axis=-1), jnp.sum(finite, -1, dtype=x.dtype))
+    lse, target, *rest = (
+        s[..., None] for s in _sharding.combine_shards(lse, sums, cfg.axis_name)
+    )
+    count = mean = None
+    if eps is not None:
+        z_sum, count = rest
+        mean = z_sum / count
+    loss = _numerics.token_cross_entropy(lse, target, eps, mean, inp.z_loss)
+    return loss, _Residuals(lse, count, target, mean)
 
 
-def _parallel_ce_bwd(cfg, res, cts):
-    logits, classes, mask, bad, lse, count = res
-    eps = cfg.smoothing
-    x = logits.astype(lse.dtype)
-    g = jnp.where(bad, jnp.nan, jnp.where(mask, cts[0], 0))[..., None]
-    a = 1 + 2 * cfg.z_loss * lse if cfg.z_loss else jnp.ones_like(lse)
-    onehot = _global_classes(cfg, x) == classes[..., None].astype(jnp.int32)
-    target = jnp.where(onehot, 1 - eps, 0)
-    if eps:
-        target = target + jnp.where(x > -jnp.inf, eps / count[..., None], 0)
-    dx = g * (a[..., None] * jnp.exp(x - lse[..., None]) - target)
-    return _sum_to(dx.astype(logits.dtype), logits), None, None, None
+def _parallel_ce_bwd(cfg, inp, res, g):
+    eps = inp.smoothing
+    x = inp.logits.astype(res.lse.dtype)
+    a = 1 if inp.z_loss is None else 1 + 2 * inp.z_loss * res.lse
+    onehot = _is_target(cfg, inp, x)
+    if eps is None:
+        target = onehot.astype(x.dtype)
+    else:
+        target = jnp.where(onehot, 1 - eps, 0) + jnp.where(x > -jnp.inf, eps / res.count, 0)
+    dx = g * (a * jnp.exp(x - res.lse) - target)
+    d_eps = None if eps is None else g * (res.target - res.mean_logit)
+    d_zeta = None if inp.z_loss is None else g * res.lse**2
+    return _Inputs(dx, None, d_eps, d_zeta)
 
 
-_parallel_ce.defvjp(_parallel_ce_fwd, _parallel_ce_bwd)
+_parallel_ce = per_example_rule(_parallel_ce_fwd, _parallel_ce_bwd)
 
 
-_STATIC = ("axis_name", "ignore_index", "label_smoothing", "reduction", "z_loss")
-
-
-@functools.partial(jax.jit, static_argnames=_STATIC)
+@entry_point(
+    static=("axis_name", "ignore_index", "reduction"),
+    hyperparameters={"label_smoothing": _checks.UNIT, "z_loss": _checks.NON_NEGATIVE},
+)
 def vocab_parallel_softmax_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
     *,
     axis_name: str | tuple[str, ...],
     ignore_index: int | None = None,
-    label_smoothing: float = 0.0,
+    label_smoothing: ArrayLike = 0.0,
     where: ArrayLike | None = None,
     reduction: str = "mean",
     denominator: ArrayLike | None = None,
-    z_loss: float = 0.0,
+    z_loss: ArrayLike = 0.0,
 ) -> jax.Array:
     r"""Softmax cross-entropy with the vocabulary sharded over a mesh axis, inside `shard_map`.
 
@@ -147,17 +163,13 @@ def vocab_parallel_softmax_cross_entropy(
     logits = _checks.floating("logits", logits)
     if logits.ndim < 1:
         raise ValueError("logits must have at least one dimension (the classes); got a scalar.")
-    eps = _checks.unit_interval("label_smoothing", label_smoothing)
-    zeta = _checks.non_negative("z_loss", z_loss)
-    _checks.reduction(reduction)
-    ignore_index = _checks.integer("ignore_index", ignore_index, optional=True)
     axis = logits.ndim - 1
-    classes = _labels.parse(logits, labels, axis, allow_probs=False).classes
-    assert classes is not None
+    parsed = _labels.parse(logits, labels, axis, allow_probs=False)
+    assert parsed.classes is not None
     num_classes = logits.shape[-1] * lax.axis_size(axis_name)
     mask, bad = _labels.example_mask(
-        classes, logits.shape[:-1], num_classes, ignore_index=ignore_index, where=where
+        parsed.classes, logits.shape[:-1], num_classes, ignore_index=ignore_index, where=where
     )
-    assert bad is not None
-    losses, norm = _parallel_ce(_Config(axis_name, eps, zeta), logits, classes, mask, bad)
-    return reduce_loss(losses, norm, reduction, denominator)
+    inputs = _Inputs(logits, parsed.classes, label_smoothing, z_loss)
+    losses = _parallel_ce(_Config(axis_name, axis), mask, bad, inputs)
+    return reduce_loss(losses, mask.astype(losses.dtype), reduction, denominator)

@@ -36,6 +36,7 @@ BINARY = (jax.random.uniform(_keys[3], (N, V)) < 0.3).astype(jnp.float32)
 HIDDEN = jax.random.normal(_keys[4], (N, D))
 KERNEL = jax.random.normal(_keys[5], (D, V)) / 3
 WHERE = jnp.arange(N) % 5 != 0
+WEIGHTS = 0.5 + jnp.arange(V, dtype=jnp.float32) / V
 
 # name -> (arrays: tuple of (value, spec kind), loss of those arrays). Spec kinds:
 # "nv" (examples on data, classes on vocab), "n" (examples on data), "dv" (kernel).
@@ -43,6 +44,10 @@ CALLS = {
     "softmax_cross_entropy": (
         (("nv", LOGITS), ("n", LABELS)),
         lambda x, y: jaxce.softmax_cross_entropy(x, y, label_smoothing=0.1, z_loss=1e-3),
+    ),
+    "softmax_cross_entropy/weights": (
+        (("nv", LOGITS), ("n", LABELS)),
+        lambda x, y: jaxce.softmax_cross_entropy(x, y, weights=WEIGHTS, label_smoothing=0.1),
     ),
     "softmax_cross_entropy/probs": (
         (("nv", LOGITS), ("nv", PROBS)),

@@ -1,0 +1,162 @@
+"""Numerics every loss family shares, each under one name with one meaning.
+
+Log-normalisers, target picks, smoothed targets, `0 * inf = 0` products and
+per-class reshapes. Pure array functions that know nothing of masks or
+reductions; they import only jax and `_sharding`, and every module above may use them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from . import _sharding
+
+
+def log_normaliser(x: jax.Array, axis: int, *, dtype: Any = None) -> tuple[jax.Array, jax.Array]:
+    """The row max `m` (0 where not finite) and `log sum_c exp(x_c - m)`, kept apart (keepdims).
+
+    The sum is `jax.nn.logsumexp`'s, but its two parts are kept apart:
+    `log q_c = (x_c - m) - log_sum` loses nothing to cancellation, whereas
+    `x_c - logsumexp(x)` loses `|x| * eps` (1e-3 at |x| = 1e4 in float32) to the
+    rounding of the logsumexp itself (`test_softmax.py::test_large_offset_is_exact`).
+    The max is taken in `x`'s own dtype (exact), so half-precision logits are
+    widened only inside the fused sum. The shift carries no gradient; `log_sum`
+    is differentiable to any order. Computed in `dtype`, default `x.dtype`.
+    """
+    dtype = x.dtype if dtype is None else dtype
+    m = jnp.max(x, axis=axis, keepdims=True)
+    m = lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0).astype(dtype))
+    return m, shifted_log_sum(x, m, axis, dtype)
+
+
+def shifted_log_sum(x: jax.Array, shift: jax.Array, axis: int, dtype: Any) -> jax.Array:
+    """`log sum_c exp(x_c - shift)` along `axis` (keepdims), computed in `dtype`."""
+    return jnp.log(jnp.sum(jnp.exp(x.astype(dtype) - shift), axis=axis, keepdims=True))
+
+
+def target_logit(x: jax.Array, classes: jax.Array, axis: int, dtype: Any) -> jax.Array:
+    """`x` at the target class (keepdims), in `dtype`; `-inf` where no class matches.
+
+    `max_c min(x_c, cap_c)` with `cap = +inf` at the target and `-inf` elsewhere
+    is exactly the target logit (also when it is `-inf`, and whatever the other
+    logits are). It needs no gather, so it stays local when the class axis is
+    sharded. The cap comes from `|c - y|` in floating point, exact for
+    K <= 2**24, so the pass is one fused reduction without a comparison or a
+    select; beyond 2**24 classes it falls back to the one-hot pick.
+    """
+    num_classes = x.shape[axis]
+    if num_classes > 2**24:
+        onehot = target_mask(classes, x.shape, axis)
+        return jnp.sum(jnp.where(onehot, x, 0), axis=axis, keepdims=True).astype(dtype)
+    distance = jnp.abs(
+        class_iota(x.ndim, num_classes, axis, dtype) - jnp.expand_dims(classes, axis).astype(dtype)
+    )
+    cap = (0.5 - distance) * jnp.inf
+    return jnp.max(jnp.minimum(x.astype(dtype), cap), axis=axis, keepdims=True)
+
+
+def class_iota(ndim: int, num_classes: int, axis: int, dtype: Any) -> jax.Array:
+    """The class index along `axis`, shaped to broadcast against an array of rank `ndim`."""
+    shape = [1] * ndim
+    shape[axis] = num_classes
+    return lax.broadcasted_iota(dtype, shape, axis)
+
+
+def target_mask(classes: jax.Array, shape: tuple[int, ...], axis: int) -> jax.Array:
+    """Boolean one-hot of `classes` along `axis`; XLA fuses it into its consumer."""
+    iota = class_iota(len(shape), shape[axis], axis, classes.dtype)
+    return iota == jnp.expand_dims(classes, axis)
+
+
+def class_value(vector: jax.Array, classes: jax.Array) -> jax.Array:
+    """`vector[classes]` for a per-class vector; 0 for a class outside `[0, K)`.
+
+    An O(N) gather from a K-vector (class weights), not from the logits. On an
+    Explicit mesh, where a gather's output sharding is ambiguous, it is an
+    O(N K) comparison with the class index instead, local to each device.
+    """
+    if _sharding.on_explicit_mesh(vector, classes):
+        onehot = target_mask(classes, classes.shape + vector.shape, classes.ndim)
+        return jnp.sum(jnp.where(onehot, vector, 0), axis=-1)
+    return jnp.take(vector, classes, mode="fill", fill_value=0)
+
+
+def along_axis(vector: jax.Array, ndim: int, axis: int) -> jax.Array:
+    """A per-class vector reshaped to broadcast against an array of rank `ndim`."""
+    shape = [1] * ndim
+    shape[axis] = vector.shape[0]
+    return vector.reshape(shape)
+
+
+def sum_to_shape(x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """Sums `x` down to `shape`, which it was broadcast from (a broadcast's transpose)."""
+    lead = x.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and x.shape[lead + i] != 1
+    )
+    return jnp.sum(x, axis=axes, keepdims=True).reshape(shape) if axes else x.reshape(shape)
+
+
+def times(a: Any, b: jax.Array) -> jax.Array:
+    """`a * b` with `0 * inf = 0`: a term with no weight contributes nothing."""
+    return jnp.where(a == 0, 0, a * b)
+
+
+def where_mass(p: jax.Array, value: jax.Array) -> jax.Array:
+    """`value` where the target has mass, else 0 (also in every derivative)."""
+    return jnp.where(p != 0, value, 0)
+
+
+def log_or_neg_inf(a: jax.Array, log: Any = jnp.log) -> jax.Array:
+    """`log(a)` for `a > 0` and `-inf` at 0, with no NaN in either branch."""
+    positive = a > 0
+    return jnp.where(positive, log(jnp.where(positive, a, 1)), -jnp.inf)
+
+
+def nan_where(bad: jax.Array | None, x: jax.Array) -> jax.Array:
+    """NaN where `bad` (an invalid label), so training shows it at once."""
+    return x if bad is None else jnp.where(bad, jnp.nan, x)
+
+
+def finite_classes(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
+    """Which classes receive smoothing mass (finite logit), and how many per example."""
+    finite = x > -jnp.inf
+    return finite, jnp.sum(finite, axis=axis, keepdims=True).astype(x.dtype)
+
+
+def smoothed(probs: jax.Array, eps: Any, finite: jax.Array, count: jax.Array) -> jax.Array:
+    """`(1 - eps) p + eps / K'` on the `K'` finite classes; `p` itself when `eps` is None."""
+    if eps is None:
+        return probs
+    return (1 - eps) * probs + jnp.where(finite, eps / count, 0)
+
+
+def softcap(z: jax.Array, cap: Any) -> jax.Array:
+    """`cap * tanh(z / cap)`, Gemma 2's logit soft-capping; `z` itself when `cap` is None."""
+    return z if cap is None else cap * jnp.tanh(z / cap)
+
+
+def token_cross_entropy(
+    lse: jax.Array,
+    target: jax.Array,
+    smoothing: Any,
+    mean_logit: jax.Array | None,
+    z_loss: Any,
+) -> jax.Array:
+    """Cross-entropy from per-example statistics: the logsumexp, the target logit
+    and, with smoothing, the mean of the finite logits.
+
+    `(1 - eps)(lse - x_y) + eps (lse - mean_c x_c) + z_loss lse^2`: the loss of
+    the streamed and sharded heads, which never hold a row of logits at once.
+    """
+    loss = lse - target
+    if smoothing is not None:
+        assert mean_logit is not None
+        loss = (1 - smoothing) * loss + smoothing * (lse - mean_logit)
+    if z_loss is not None:
+        loss = loss + z_loss * lse**2
+    return loss

@@ -1,0 +1,94 @@
+"""The masked per-example `custom_vjp` skeleton that every loss's analytic gradient is built on.
+
+A loss supplies only its math: `fwd(cfg, inputs) -> (loss, residuals)` and
+`bwd(cfg, inputs, residuals, g) -> cotangents`. The skeleton does the rest,
+once: it zeroes masked examples and turns invalid labels into NaN in the loss
+and in the cotangent, keeps the class axis for broadcasting, and brings each
+cotangent back to its input (masked, summed over the axes it was broadcast
+along, summed over the devices it is replicated on, cast to its dtype). The
+family modules import it; it imports `_numerics` and `_sharding`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from . import _numerics, _sharding
+
+
+class Summed(NamedTuple):
+    """A cotangent the rule has already summed over the examples (a kernel's, in a chunk loop)."""
+
+    value: jax.Array | None
+
+
+def _keep_axis(cfg: Any, x: Any) -> Any:
+    if x is None or cfg.axis is None:
+        return x
+    return jnp.expand_dims(x, cfg.axis)
+
+
+def _drop_axis(cfg: Any, x: jax.Array) -> jax.Array:
+    return x if cfg.axis is None else jnp.squeeze(x, cfg.axis)
+
+
+def _to_input(ct: Any, x: Any, mask: jax.Array) -> Any:
+    if ct is None or x is None:
+        return None
+    if isinstance(ct, Summed):
+        ct = ct.value
+        if ct is None:
+            return None
+    else:
+        # Exactly zero for a masked example, whatever its inputs hold (inf, NaN).
+        ct = _numerics.sum_to_shape(jnp.where(mask, ct, 0), jnp.shape(x))
+    ct = _sharding.like_primal(_sharding.sum_over_replicas(ct, x), x)
+    return ct.astype(jnp.result_type(x))
+
+
+def per_example_rule(fwd: Callable, bwd: Callable) -> Callable:
+    """Builds `rule(cfg, mask, bad, inputs) -> per-example losses` with an analytic backward.
+
+    Args:
+      fwd: `fwd(cfg, inputs) -> (loss, residuals)`. `cfg` is a hashable
+        NamedTuple of static options with an `axis` field: the class axis,
+        kept with size 1 in `loss` (None when every element is an example).
+        `inputs` is a NamedTuple of arrays (or None) that broadcast against the
+        logits; `residuals` hold only what the forward computed, the inputs
+        come back to `bwd` anyway.
+      bwd: `bwd(cfg, inputs, residuals, g) -> cotangents`, one per field of
+        `inputs` (None for none), each broadcastable to the logits (or wrapped in
+        `Summed` when the rule reduced it over the examples itself); `g` is the
+        loss cotangent, zero on masked examples, NaN on invalid labels, with the
+        class axis kept.
+
+    Returns:
+      `rule(cfg, mask, bad, inputs)`: `mask` (True where an example counts) and
+      `bad` (True where its label is invalid, or None) have the examples' shape.
+      It gives per-example losses, 0 where masked and NaN where `bad`.
+    """
+
+    @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+    def rule(cfg, mask, bad, inputs):
+        return rule_fwd(cfg, mask, bad, inputs)[0]
+
+    def rule_fwd(cfg, mask, bad, inputs):
+        loss, residuals = fwd(cfg, inputs)
+        loss = _numerics.nan_where(_keep_axis(cfg, bad), jnp.where(_keep_axis(cfg, mask), loss, 0))
+        return _drop_axis(cfg, loss), (mask, bad, inputs, residuals)
+
+    def rule_bwd(cfg, saved, g):
+        mask, bad, inputs, residuals = saved
+        mask = _keep_axis(cfg, mask)
+        g = _numerics.nan_where(_keep_axis(cfg, bad), jnp.where(mask, _keep_axis(cfg, g), 0))
+        cts = bwd(cfg, inputs, residuals, g)
+        cts = type(inputs)(*(_to_input(c, x, mask) for c, x in zip(cts, inputs, strict=True)))
+        return None, None, cts
+
+    rule.defvjp(rule_fwd, rule_bwd)
+    return rule
