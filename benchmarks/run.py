@@ -36,7 +36,7 @@ import jaxce
 
 HERE = Path(__file__).resolve().parent
 
-# (N, V) rows of the CPU table; the last one is the target shape of DESIGN.md.
+# (N, V) rows of the CPU table; the last one is the target shape of the targets table.
 FULL_SHAPES = [(1024, 8192), (2048, 32768), (4096, 32768)]
 QUICK_SHAPES = [(64, 512)]
 LINEAR_FULL = (2048, 512, 32768)
@@ -207,7 +207,7 @@ def bench_linear(n: int, d: int, v: int, rounds: int, step: str = "") -> dict[st
 
 
 def bench_gpu(rounds: int) -> dict[str, Any]:
-    """DESIGN.md's accelerator rows; only run when the default backend is not CPU."""
+    """The accelerator rows of the targets table; only run when the default backend is not CPU."""
     backend = jax.default_backend()
     if backend == "cpu":
         return {"skipped": "default backend is cpu: GPU rows not run"}

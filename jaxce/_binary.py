@@ -52,7 +52,7 @@ def _logit_terms(inp):
     return x, y, p
 
 
-def _bce_logits_fwd(cfg, inp):
+def _bce_logits_fwd(cfg: _Config, inp: _LogitInputs) -> tuple[jax.Array, None]:
     x, y, p = _logit_terms(inp)
     # -[p y log s(x) + (1 - y) log s(-x)]: finite at x = +-inf whenever its weight is 0.
     loss = _numerics.times(1 - y, jax.nn.softplus(x)) + _numerics.times(p * y, jax.nn.softplus(-x))
@@ -61,7 +61,7 @@ def _bce_logits_fwd(cfg, inp):
     return loss, None
 
 
-def _bce_logits_bwd(cfg, inp, res, g):
+def _bce_logits_bwd(cfg: _Config, inp: _LogitInputs, res: None, g: jax.Array) -> tuple[Any, ...]:
     x, y, p = _logit_terms(inp)
     times = _numerics.times
     gw = g if inp.weights is None else g * inp.weights.astype(x.dtype)
@@ -79,7 +79,7 @@ def _bce_logits_bwd(cfg, inp, res, g):
         dw = times(g, times(1 - y, sp_pos) + times(p * y, sp_neg))
     if inp.pos_weight is not None:
         dpw = times(gw, times(y, sp_neg))
-    return _LogitInputs(dx, dy, dw, dpw, d_eps)
+    return dx, dy, dw, dpw, d_eps
 
 
 _bce_logits = per_example_rule(_bce_logits_fwd, _bce_logits_bwd)
@@ -184,7 +184,7 @@ def _clamped_logs(inp):
     return p, inp.labels.astype(p.dtype), log_p, log_q
 
 
-def _bce_probs_fwd(cfg, inp):
+def _bce_probs_fwd(cfg: _Config, inp: _ProbInputs) -> tuple[jax.Array, None]:
     _, y, log_p, log_q = _clamped_logs(inp)
     loss = -y * log_p - (1 - y) * log_q
     if inp.weights is not None:
@@ -192,14 +192,14 @@ def _bce_probs_fwd(cfg, inp):
     return loss, None
 
 
-def _bce_probs_bwd(cfg, inp, res, g):
+def _bce_probs_bwd(cfg: _Config, inp: _ProbInputs, res: None, g: jax.Array) -> tuple[Any, ...]:
     p, y, log_p, log_q = _clamped_logs(inp)
     gw = g if inp.weights is None else g * inp.weights.astype(p.dtype)
     # PyTorch's rule: (p - y) / max(p (1 - p), 1e-12), so p = 0 or 1 gives +-1e12, not 0.
     dp = gw * (p - y) / jnp.maximum(p * (1 - p), _BCE_GRAD_EPS)
     dy = gw * (log_q - log_p)
     dw = None if inp.weights is None else g * (-y * log_p - (1 - y) * log_q)
-    return _ProbInputs(dp, dy, dw)
+    return dp, dy, dw
 
 
 _bce_probs = per_example_rule(_bce_probs_fwd, _bce_probs_bwd)

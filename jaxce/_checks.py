@@ -223,7 +223,7 @@ def static_option(name: str, value: Any) -> Any:
 
 
 def broadcast_option(name: str, x: ArrayLike | None, shape: tuple[int, ...]) -> jax.Array | None:
-    """A floating option (element weights) broadcast to `shape`; autodiff sums its cotangent back."""
+    """A floating option (element weights) broadcast to `shape` (autodiff sums it back)."""
     if x is None:
         return None
     x = floating(name, x)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from . import _checks, _labels, _numerics
+from . import _checks, _numerics
 from ._options import entry_point
 from ._reduce import reduce_loss
 from ._rule import per_example_rule
@@ -74,7 +74,7 @@ def _log_targets(cfg: _Config, inp: _KLInputs, dtype: Any):
     return p, where_mass(p, log_p)
 
 
-def _soft_kl_fwd(cfg, inp):
+def _soft_kl_fwd(cfg: _Config, inp: _KLInputs) -> tuple[jax.Array, _KLResiduals]:
     dtype = _checks.compute_dtype(inp.logits.dtype, inp.targets.dtype)
     x = _scaled(inp.logits.astype(dtype), inp.temperature)
     shift, log_sum = _numerics.log_normaliser(x, cfg.axis)
@@ -86,7 +86,7 @@ def _soft_kl_fwd(cfg, inp):
     return loss, _KLResiduals(shift, log_sum, kl, p_sum)
 
 
-def _soft_kl_bwd(cfg, inp, res, g):
+def _soft_kl_bwd(cfg: _Config, inp: _KLInputs, res: _KLResiduals, g: jax.Array) -> tuple[Any, ...]:
     temperature = inp.temperature
     x = _scaled(inp.logits.astype(res.log_sum.dtype), temperature)
     # d(T^2 KL(x/T))/dx = T dKL/d(x/T); the T^2 and 1/T cancel to T.
@@ -116,7 +116,7 @@ def _soft_kl_bwd(cfg, inp, res, g):
                 keepdims=True,
             )
             d_temperature = g * temperature * (2 * res.kl - centred)
-    return _KLInputs(dx, dt, d_temperature)
+    return dx, dt, d_temperature
 
 
 _soft_kl = per_example_rule(_soft_kl_fwd, _soft_kl_bwd)
@@ -145,11 +145,19 @@ class _EntropyInputs(NamedTuple):
 
 _entropy = per_example_rule(
     lambda cfg, inp: _entropy_fwd(cfg, inp.logits),
-    lambda cfg, inp, res, g: _EntropyInputs(*_entropy_bwd(cfg, inp.logits, res, g)),
+    lambda cfg, inp, res, g: _entropy_bwd(cfg, inp.logits, res, g),
 )
 
 
-def _prepare(logits, targets, axis, where, *, logits_name, targets_name):
+def _prepare(
+    logits: ArrayLike,
+    targets: ArrayLike | None,
+    axis: int,
+    where: ArrayLike | None,
+    *,
+    logits_name: str,
+    targets_name: str,
+) -> tuple[jax.Array, jax.Array | None, int, jax.Array]:
     logits = _checks.floating(logits_name, logits)
     axis = _checks.class_axis(axis, logits.ndim, name=logits_name)
     example_shape = _checks.without_axis(logits.shape, axis)
@@ -250,11 +258,12 @@ def kl_divergence(
       [0.0052 1.8136]
       0.9094
     """
-    logits, targets, axis, mask = _prepare(
+    x, t, axis, mask = _prepare(
         logits, targets, axis, where, logits_name="logits", targets_name="targets"
     )
+    assert t is not None
     cfg = _Config(axis, _LOG_PROBS if log_targets else _PROBS)
-    losses = _soft_kl(cfg, mask, None, _KLInputs(logits, targets, None))
+    losses = _soft_kl(cfg, mask, None, _KLInputs(x, t, None))
     return reduce_loss(losses, mask.astype(losses.dtype), reduction)
 
 
@@ -314,7 +323,9 @@ def entropy(
       [1.3863 0.1773]
       0.7818
     """
-    logits, _, axis, mask = _prepare(logits, None, axis, where, logits_name="logits", targets_name="")
+    logits, _, axis, mask = _prepare(
+        logits, None, axis, where, logits_name="logits", targets_name=""
+    )
     losses = _entropy(_Config(axis), mask, None, _EntropyInputs(logits))
     return reduce_loss(losses, mask.astype(losses.dtype), reduction)
 
@@ -394,7 +405,7 @@ def distillation_loss(
       Hinton, Vinyals and Dean, "Distilling the Knowledge in a Neural
       Network", 2015. https://arxiv.org/abs/1503.02531
     """
-    student_logits, teacher_logits, axis, mask = _prepare(
+    student, teacher, axis, mask = _prepare(
         student_logits,
         teacher_logits,
         axis,
@@ -402,6 +413,7 @@ def distillation_loss(
         logits_name="student_logits",
         targets_name="teacher_logits",
     )
-    inputs = _KLInputs(student_logits, teacher_logits, temperature)
+    assert teacher is not None
+    inputs = _KLInputs(student, teacher, temperature)
     losses = _soft_kl(_Config(axis, _LOGITS), mask, None, inputs)
     return reduce_loss(losses, mask.astype(losses.dtype), reduction)

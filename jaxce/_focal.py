@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,13 +69,15 @@ def _sigmoid_terms(inp):
     return _SigmoidTerms(x, y, sp_pos, sp_neg, log_y, log_not_y, log_u, factor, alpha_t, ce)
 
 
-def _sigmoid_focal_fwd(cfg, inp):
+def _sigmoid_focal_fwd(cfg: _Config, inp: _SigmoidInputs) -> tuple[jax.Array, None]:
     t = _sigmoid_terms(inp)
     loss = t.factor * t.ce
     return (loss if t.alpha_t is None else _numerics.times(t.alpha_t, loss)), None
 
 
-def _sigmoid_focal_bwd(cfg, inp, res, g):
+def _sigmoid_focal_bwd(
+    cfg: _Config, inp: _SigmoidInputs, res: None, g: jax.Array
+) -> tuple[Any, ...]:
     t = _sigmoid_terms(inp)
     times, gamma, y = _numerics.times, inp.gamma, t.y
     # d(1 - p_t)^gamma / dx = gamma (1 - p_t)^gamma (1 - 2y) r with
@@ -102,7 +104,7 @@ def _sigmoid_focal_bwd(cfg, inp, res, g):
         dy = times(t.alpha_t, dy) + (2 * inp.alpha - 1) * t.factor * t.ce
         d_gamma = None if d_gamma is None else times(t.alpha_t, d_gamma)
     d_gamma = None if d_gamma is None else times(g, d_gamma)
-    return _SigmoidInputs(g * dx, times(g, dy), d_alpha, d_gamma)
+    return g * dx, times(g, dy), d_alpha, d_gamma
 
 
 _sigmoid_focal = per_example_rule(_sigmoid_focal_fwd, _sigmoid_focal_bwd)
@@ -205,7 +207,9 @@ class _FocalTerms(NamedTuple):
 
 def _focal_terms(cfg, inp, res=None):
     axis, w = cfg.axis, inp.weights
-    x = inp.logits.astype(_checks.compute_dtype(*(a.dtype for a in (inp.logits, w) if a is not None)))
+    x = inp.logits.astype(
+        _checks.compute_dtype(*(a.dtype for a in (inp.logits, w) if a is not None))
+    )
     onehot = _numerics.target_mask(inp.classes, x.shape, axis)
     others = jnp.where(onehot, -jnp.inf, x)
     if res is None:
@@ -216,18 +220,22 @@ def _focal_terms(cfg, inp, res=None):
     log_not_q = res.lse_other - res.lse
     gamma = inp.gamma
     factor = jnp.ones_like(log_q) if gamma is None else jnp.exp(_numerics.times(gamma, log_not_q))
-    w_y = 1
+    w_y: Any = 1
     if w is not None:
-        w_y = jnp.expand_dims(_numerics.class_value(w.astype(x.dtype).reshape(-1), inp.classes), axis)
+        w_y = jnp.expand_dims(
+            _numerics.class_value(w.astype(x.dtype).reshape(-1), inp.classes), axis
+        )
     return res, _FocalTerms(x, onehot, others, log_q, log_not_q, factor, w_y)
 
 
-def _softmax_focal_fwd(cfg, inp):
+def _softmax_focal_fwd(cfg: _Config, inp: _FocalInputs) -> tuple[jax.Array, _FocalResiduals]:
     res, t = _focal_terms(cfg, inp)
     return -t.w_y * t.factor * t.log_q, res
 
 
-def _softmax_focal_bwd(cfg, inp, res, g):
+def _softmax_focal_bwd(
+    cfg: _Config, inp: _FocalInputs, res: _FocalResiduals, g: jax.Array
+) -> tuple[Any, ...]:
     _, t = _focal_terms(cfg, inp, res)
     p = jnp.exp(t.x - res.lse)
     # d/dx [-(1 - q)^gamma log q] = -(1 - q)^gamma [gamma log q (R - P) + Y - P], with R the
@@ -244,7 +252,7 @@ def _softmax_focal_bwd(cfg, inp, res, g):
     dw = None
     if inp.weights is not None:
         dw = jnp.where(t.onehot, -g * t.factor * t.log_q, 0)
-    return _FocalInputs(dx, None, dw, d_gamma)
+    return dx, None, dw, d_gamma
 
 
 _softmax_focal = per_example_rule(_softmax_focal_fwd, _softmax_focal_bwd)
@@ -328,7 +336,11 @@ def softmax_focal_loss(
         allow_probs=False,
     )
     assert args.labels.classes is not None
-    weights = None if args.weights is None else _numerics.along_axis(args.weights, args.logits.ndim, args.axis)
+    weights = (
+        None
+        if args.weights is None
+        else _numerics.along_axis(args.weights, args.logits.ndim, args.axis)
+    )
     inputs = _FocalInputs(args.logits, args.labels.classes, weights, gamma)
     losses = _softmax_focal(_Config(args.axis), args.mask, args.bad, inputs)
     return reduce_loss(losses, _labels.normaliser(args, losses.dtype), reduction)
@@ -366,7 +378,7 @@ def _poly_targets(cfg, inp):
     return x, y, q, (q if w is None else w * q), w, finite, count
 
 
-def _poly_term_fwd(cfg, inp):
+def _poly_term_fwd(cfg: _Config, inp: _PolyInputs) -> tuple[jax.Array, _PolyResiduals]:
     x, _, _, wq, _, _, _ = _poly_targets(cfg, inp)
     lse = jax.nn.logsumexp(x, axis=cfg.axis, keepdims=True)
     # sum_c w_c q~_c (1 - P_c) = sum_c w_c q~_c - A
@@ -374,7 +386,9 @@ def _poly_term_fwd(cfg, inp):
     return jnp.sum(wq, axis=cfg.axis, keepdims=True) - a, _PolyResiduals(lse, a)
 
 
-def _poly_term_bwd(cfg, inp, res, g):
+def _poly_term_bwd(
+    cfg: _Config, inp: _PolyInputs, res: _PolyResiduals, g: jax.Array
+) -> tuple[Any, ...]:
     x, y, q, wq, w, finite, count = _poly_targets(cfg, inp)
     p = jnp.exp(x - res.lse)
     dx = g * p * (res.a - wq)
@@ -389,7 +403,7 @@ def _poly_term_bwd(cfg, inp, res, g):
         # d q~_c / d eps = [x_c finite] / K' - y_c
         dq = jnp.where(finite, 1 / count, 0) - y
         d_eps = g * jnp.sum(dq * w_one_minus_p, axis=cfg.axis, keepdims=True)
-    return _PolyInputs(dx, None, dprobs, dw, d_eps)
+    return dx, None, dprobs, dw, d_eps
 
 
 _poly_term = per_example_rule(_poly_term_fwd, _poly_term_bwd)

@@ -19,7 +19,7 @@ vocabulary) and dispatches (one loop, or one loop per vocabulary shard).
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, overload
 
 import jax
 import jax.numpy as jnp
@@ -61,9 +61,9 @@ class _Inputs(NamedTuple):
 
 class _Residuals(NamedTuple):
     lse: jax.Array  # [N, 1] after capping, over the whole vocabulary
-    count: jax.Array | None  # classes with a finite logit (smoothing only)
+    num_finite: Any  # classes with a finite logit (smoothing only)
     target: jax.Array  # the target's logit
-    mean_logit: jax.Array | None  # mean of the finite logits (smoothing only)
+    mean_logit: Any  # mean of the finite logits (smoothing only)
 
 
 def _num_steps(num_classes: int, chunk: int) -> int:
@@ -75,6 +75,10 @@ def _dot(a: jax.Array, b: jax.Array, contract: tuple[int, int], dtype: Any) -> j
     return lax.dot_general(a, b, dims, preferred_element_type=dtype)
 
 
+@overload
+def _as_bits(x: jax.Array) -> jax.Array: ...
+@overload
+def _as_bits(x: None) -> None: ...
 def _as_bits(x: jax.Array | None) -> jax.Array | None:
     """Half-precision floats viewed as uint16 (a bitcast, no copy); others unchanged.
 
@@ -129,7 +133,7 @@ def _varying(plan, inp, *carry):
     return tuple(None if x is None else _sharding.varying_like(x, *inp) for x in carry)
 
 
-def _linear_ce_fwd(plan, inp):
+def _linear_ce_fwd(plan: _Plan, inp: _Inputs) -> tuple[jax.Array, _Residuals]:
     dtype, eps = plan.compute_dtype, inp.smoothing
     n = inp.hidden.shape[0]
     h = inp.hidden.astype(plan.dot_dtype)
@@ -159,7 +163,7 @@ def _linear_ce_fwd(plan, inp):
     return loss, _Residuals(lse, None if eps is None else count, target, mean)
 
 
-def _linear_ce_bwd(plan, inp, res, g):
+def _linear_ce_bwd(plan: _Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> tuple[Any, ...]:
     dtype, eps, cap = plan.compute_dtype, inp.smoothing, inp.softcap
     h = inp.hidden.astype(plan.dot_dtype)
     # d loss / d z_c = a P_c - (1 - eps) Y_c - eps / K' [z_c finite]
@@ -174,7 +178,9 @@ def _linear_ce_bwd(plan, inp, res, g):
         if eps is None:
             target = target.astype(dtype)
         else:
-            target = jnp.where(target, 1 - eps, 0) + jnp.where(z > -jnp.inf, eps / res.count, 0)
+            target = jnp.where(target, 1 - eps, 0) + jnp.where(
+                z > -jnp.inf, eps / res.num_finite, 0
+            )
         dz = g * (a * jnp.exp(z - res.lse) - target)
         if cap is not None:
             # z = c tanh(u / c): dz/du = 1 - tanh^2, dz/dc = tanh - (u / c)(1 - tanh^2).
@@ -189,6 +195,7 @@ def _linear_ce_bwd(plan, inp, res, g):
         dk_chunk = _as_bits(_dot(h, dz_dot, (0, 0), dtype).astype(inp.kernel.dtype))
         dk = lax.dynamic_update_slice_in_dim(dk, dk_chunk, chunk.start, axis=1)
         if db is not None:
+            assert inp.bias is not None
             db_chunk = _as_bits(jnp.sum(dz, axis=0).astype(inp.bias.dtype))
             db = lax.dynamic_update_slice_in_dim(db, db_chunk, chunk.start, axis=0)
         dh = dh + _dot(jnp.where(chunk.fresh, dz_dot, 0), chunk.kernel, (1, 1), dtype)
@@ -204,18 +211,11 @@ def _linear_ce_bwd(plan, inp, res, g):
     carry = _varying(plan, inp, *init)
     carry = tuple(_sharding.varying_like(x, g, res.lse) if x is not None else None for x in carry)
     dh, dk, db, d_cap = lax.fori_loop(0, steps, body, carry)
-    db = None if db is None else _from_bits(db, inp.bias.dtype)
+    db = None if db is None or inp.bias is None else _from_bits(db, inp.bias.dtype)
     d_eps = None if eps is None else g * (res.target - res.mean_logit)
     d_zeta = None if inp.z_loss is None else g * res.lse**2
-    return _Inputs(
-        dh,
-        Summed(_from_bits(dk, inp.kernel.dtype)),
-        Summed(db),
-        None,
-        d_eps,
-        d_zeta,
-        None if cap is None else d_cap[:, None],
-    )
+    d_cap = None if cap is None else d_cap[:, None]
+    return dh, Summed(_from_bits(dk, inp.kernel.dtype)), Summed(db), None, d_eps, d_zeta, d_cap
 
 
 _linear_ce = per_example_rule(_linear_ce_fwd, _linear_ce_bwd)
@@ -227,7 +227,7 @@ def _plan(hidden, kernel, bias, num_examples, chunk_size, axis_name) -> tuple[_P
     if axis_name is None:
         mesh, vocab_axes = _sharding.explicit_axes(kernel, 1)
     local_classes = kernel.shape[1]
-    if vocab_axes is not None:
+    if mesh is not None and vocab_axes is not None:
         local_classes //= int(np.prod([mesh.shape[a] for a in vocab_axes]))
     if chunk_size is None:
         chunk = min(max(128, _AUTO_CHUNK_ELEMENTS // max(num_examples, 1)), local_classes)
@@ -251,12 +251,10 @@ def _per_shard(plan, mesh, mask, bad, inp):
     rows = jax.typeof(inp.hidden).sharding.spec[0]
     if rows is not None and set(rows if isinstance(rows, tuple) else (rows,)) & set(vocab):
         rows = None
-    specs = _Inputs(
-        P(rows, None), P(None, vocab), P(vocab), P(rows), P(), P(), P()
-    )
-    specs = type(specs)(*(None if x is None else s for s, x in zip(specs, inp, strict=True)))
+    every = (P(rows, None), P(None, vocab), P(vocab), P(rows), P(), P(), P())
+    specs = tuple(None if x is None else s for s, x in zip(every, inp, strict=True))
     args = (mask, bad, inp)
-    arg_specs = (P(rows), P(rows), specs)
+    arg_specs = (P(rows), P(rows), _Inputs(*specs))  # type: ignore[arg-type]
     args = jax.tree.map(jax.reshard, args, arg_specs)
     run = jax.shard_map(
         functools.partial(_linear_ce, plan), mesh=mesh, in_specs=arg_specs, out_specs=P(rows)
@@ -264,10 +262,10 @@ def _per_shard(plan, mesh, mask, bad, inp):
     return run(*args)
 
 
-def _validate(hidden, kernel, bias):
-    hidden = _checks.floating("hidden", hidden)
-    kernel = _checks.floating("kernel", kernel)
-    bias = _checks.optional_floating("bias", bias)
+def _validate(
+    hidden: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    hidden, kernel = _checks.floating("hidden", hidden), _checks.floating("kernel", kernel)
     if hidden.ndim < 1:
         raise ValueError("hidden must have at least one dimension (the features); got a scalar.")
     if kernel.ndim != 2 or kernel.shape[0] != hidden.shape[-1]:
@@ -383,7 +381,9 @@ def linear_softmax_cross_entropy(
       [0.8743 0.8743]
     """
     hidden, kernel, bias = _validate(hidden, kernel, bias)
-    classes = _labels.parse(hidden, labels, hidden.ndim - 1, allow_probs=False, logits_name="hidden")
+    classes = _labels.parse(
+        hidden, labels, hidden.ndim - 1, allow_probs=False, logits_name="hidden"
+    )
     assert classes.classes is not None
     example_shape = hidden.shape[:-1]
     # Inside shard_map the kernel holds this shard's columns; labels are global.

@@ -128,10 +128,13 @@ def finite_classes(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:
     return finite, jnp.sum(finite, axis=axis, keepdims=True).astype(x.dtype)
 
 
-def smoothed(probs: jax.Array, eps: Any, finite: jax.Array, count: jax.Array) -> jax.Array:
+def smoothed(
+    probs: jax.Array, eps: Any, finite: jax.Array | None, count: jax.Array | None
+) -> jax.Array:
     """`(1 - eps) p + eps / K'` on the `K'` finite classes; `p` itself when `eps` is None."""
     if eps is None:
         return probs
+    assert finite is not None and count is not None
     return (1 - eps) * probs + jnp.where(finite, eps / count, 0)
 
 

@@ -37,9 +37,9 @@ class _Inputs(NamedTuple):
 
 class _Residuals(NamedTuple):
     lse: jax.Array  # global, over all shards
-    count: jax.Array | None  # global count of finite logits (smoothing only)
+    num_finite: Any  # global count of finite logits (smoothing only)
     target: jax.Array
-    mean_logit: jax.Array | None
+    mean_logit: Any  # mean of the finite logits (smoothing only)
 
 
 def _is_target(cfg, inp, x):
@@ -48,18 +48,16 @@ def _is_target(cfg, inp, x):
     return iota == inp.classes[..., None].astype(jnp.int32)
 
 
-def _parallel_ce_fwd(cfg, inp):
+def _parallel_ce_fwd(cfg: _Config, inp: _Inputs) -> tuple[jax.Array, _Residuals]:
     eps = inp.smoothing
     x = inp.logits.astype(_checks.compute_dtype(inp.logits.dtype))
     lse = jax.nn.logsumexp(x, axis=-1)
     target = jnp.sum(jnp.where(_is_target(cfg, inp, x), x, 0), axis=-1)
-    sums = (target,)
+    sums: tuple[jax.Array, ...] = (target,)
     if eps is not None:
         finite = x > -jnp.inf
         sums += (jnp.sum(jnp.where(finite, x, 0), axis=-1), jnp.sum(finite, -1, dtype=x.dtype))
-    lse, target, *rest = (
-        s[..., None] for s in _sharding.combine_shards(lse, sums, cfg.axis_name)
-    )
+    lse, target, *rest = (s[..., None] for s in _sharding.combine_shards(lse, sums, cfg.axis_name))
     count = mean = None
     if eps is not None:
         z_sum, count = rest
@@ -68,7 +66,7 @@ def _parallel_ce_fwd(cfg, inp):
     return loss, _Residuals(lse, count, target, mean)
 
 
-def _parallel_ce_bwd(cfg, inp, res, g):
+def _parallel_ce_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) -> tuple[Any, ...]:
     eps = inp.smoothing
     x = inp.logits.astype(res.lse.dtype)
     a = 1 if inp.z_loss is None else 1 + 2 * inp.z_loss * res.lse
@@ -76,11 +74,11 @@ def _parallel_ce_bwd(cfg, inp, res, g):
     if eps is None:
         target = onehot.astype(x.dtype)
     else:
-        target = jnp.where(onehot, 1 - eps, 0) + jnp.where(x > -jnp.inf, eps / res.count, 0)
+        target = jnp.where(onehot, 1 - eps, 0) + jnp.where(x > -jnp.inf, eps / res.num_finite, 0)
     dx = g * (a * jnp.exp(x - res.lse) - target)
     d_eps = None if eps is None else g * (res.target - res.mean_logit)
     d_zeta = None if inp.z_loss is None else g * res.lse**2
-    return _Inputs(dx, None, d_eps, d_zeta)
+    return dx, None, d_eps, d_zeta
 
 
 _parallel_ce = per_example_rule(_parallel_ce_fwd, _parallel_ce_bwd)

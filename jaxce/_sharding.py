@@ -38,7 +38,7 @@ def on_explicit_mesh(*arrays: Any) -> bool:
     """Whether any of `arrays` is typed with a sharding on a mesh with Explicit axes."""
     for x in arrays:
         mesh = getattr(getattr(jax.typeof(x), "sharding", None), "mesh", None)
-        if mesh is not None and getattr(mesh, "explicit_axes", ()):
+        if mesh is not None and getattr(mesh, "explicit_axes", None):
             return True
     return False
 

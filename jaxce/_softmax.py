@@ -47,10 +47,10 @@ class _ClassResiduals(NamedTuple):
     shift: jax.Array  # lse = shift + log_sum
     log_sum: jax.Array
     nll: jax.Array  # lse - x_y
-    w_y: jax.Array | None  # the target's class weight
-    count: jax.Array | None  # K', the classes with a finite logit (smoothing only)
-    w_finite: jax.Array | None  # sum_c w_c over those classes
-    smooth: jax.Array | None  # (1 / K') sum_c w_c (lse - x_c) over those classes
+    w_y: Any  # the target's class weight
+    num_finite: Any  # K', the classes with a finite logit (smoothing only)
+    w_finite: Any  # sum_c w_c over those classes
+    smooth: Any  # (1 / K') sum_c w_c (lse - x_c) over those classes
 
 
 def _target_normaliser(x, classes, axis, dtype):
@@ -74,7 +74,7 @@ def _target_normaliser(x, classes, axis, dtype):
     return shift, log_sum, (shift - target) + log_sum
 
 
-def _class_ce_fwd(cfg, inp):
+def _class_ce_fwd(cfg: _Config, inp: _ClassInputs) -> tuple[jax.Array, _ClassResiduals]:
     axis, eps, w = cfg.axis, inp.smoothing, inp.weights
     dtype = _checks.compute_dtype(inp.logits.dtype, *([] if w is None else [w.dtype]))
     shift, log_sum, nll = _target_normaliser(inp.logits, inp.classes, axis, dtype)
@@ -97,20 +97,23 @@ def _class_ce_fwd(cfg, inp):
     return loss, _ClassResiduals(shift, log_sum, nll, w_y, count, w_finite, smooth)
 
 
-def _class_ce_bwd(cfg, inp, res, g):
+def _class_ce_bwd(
+    cfg: _Config, inp: _ClassInputs, res: _ClassResiduals, g: jax.Array
+) -> tuple[Any, ...]:
     axis, eps, w = cfg.axis, inp.smoothing, inp.weights
     x = inp.logits.astype(res.shift.dtype)
     lse = res.shift + res.log_sum
-    w_y = 1 if res.w_y is None else res.w_y
+    w_y: Any = 1 if res.w_y is None else res.w_y
     w = None if w is None else w.astype(x.dtype)
     # d loss / d x_c = a P_c - t_c, with t = (1 - eps) w_y Y + eps / K' w_c [x_c finite].
     a = t_y = w_y
-    spread = d_eps = 0
+    spread: Any = 0
+    d_eps: Any = 0
     if eps is not None:
         finite = x > -jnp.inf
-        a = (1 - eps) * w_y + eps * res.w_finite / res.count
-        t_y = (1 - eps) * w_y + jnp.where(res.nll < jnp.inf, eps / res.count * w_y, 0)
-        spread = eps / res.count * jnp.where(finite, 1 if w is None else w, 0)
+        a = (1 - eps) * w_y + eps * res.w_finite / res.num_finite
+        t_y = (1 - eps) * w_y + jnp.where(res.nll < jnp.inf, eps / res.num_finite * w_y, 0)
+        spread = eps / res.num_finite * jnp.where(finite, 1 if w is None else w, 0)
         d_eps = g * (res.smooth - w_y * res.nll)
     if inp.z_loss is not None:
         a = a + 2 * inp.z_loss * lse
@@ -128,9 +131,9 @@ def _class_ce_bwd(cfg, inp, res, g):
         # d loss / d w_c = (1 - eps) nll [c = y] + eps / K' (lse - x_c) [x_c finite].
         dw = jnp.where(onehot, g * res.nll * (1 if eps is None else 1 - eps), 0)
         if eps is not None:
-            dw = dw + g * eps / res.count * jnp.where(finite, (res.shift - x) + res.log_sum, 0)
+            dw = dw + g * eps / res.num_finite * jnp.where(finite, (res.shift - x) + res.log_sum, 0)
     d_zeta = None if inp.z_loss is None else g * lse**2
-    return _ClassInputs(dx, None, dw, None if eps is None else d_eps, d_zeta)
+    return dx, None, dw, None if eps is None else d_eps, d_zeta
 
 
 _class_ce = per_example_rule(_class_ce_fwd, _class_ce_bwd)
@@ -150,7 +153,7 @@ class _ProbInputs(NamedTuple):
 class _ProbResiduals(NamedTuple):
     shift: jax.Array
     log_sum: jax.Array
-    count: jax.Array | None  # K' (smoothing only)
+    num_finite: Any  # K' (smoothing only)
     wq_sum: jax.Array  # sum_c w_c q_c of the smoothed targets q
 
 
@@ -162,7 +165,7 @@ def _prob_targets(inp, x, count):
     return finite, q, (q if w is None else w * q), w
 
 
-def _prob_ce_fwd(cfg, inp):
+def _prob_ce_fwd(cfg: _Config, inp: _ProbInputs) -> tuple[jax.Array, _ProbResiduals]:
     axis = cfg.axis
     arrays = (inp.logits, inp.probs, inp.weights)
     x = inp.logits.astype(_checks.compute_dtype(*(a.dtype for a in arrays if a is not None)))
@@ -178,11 +181,13 @@ def _prob_ce_fwd(cfg, inp):
     return loss, _ProbResiduals(shift, log_sum, count, wq_sum)
 
 
-def _prob_ce_bwd(cfg, inp, res, g):
+def _prob_ce_bwd(
+    cfg: _Config, inp: _ProbInputs, res: _ProbResiduals, g: jax.Array
+) -> tuple[Any, ...]:
     eps = inp.smoothing
     x = inp.logits.astype(res.shift.dtype)
     lse = res.shift + res.log_sum
-    finite, q, wq, w = _prob_targets(inp, x, res.count)
+    finite, q, wq, w = _prob_targets(inp, x, res.num_finite)
     a = res.wq_sum + (0 if inp.z_loss is None else 2 * inp.z_loss * lse)
     dx = g * (a * jnp.exp(x - lse) - wq)
     nll = (res.shift - x) + res.log_sum
@@ -194,10 +199,12 @@ def _prob_ce_bwd(cfg, inp, res, g):
     d_eps = None
     if eps is not None:
         # d q_c / d eps = [x_c finite] / K' - p_c
-        dq = jnp.where(finite, 1 / res.count, 0) - inp.probs.astype(x.dtype)
-        d_eps = g * jnp.sum(_numerics.times(dq if w is None else w * dq, nll), cfg.axis, keepdims=True)
+        dq = jnp.where(finite, 1 / res.num_finite, 0) - inp.probs.astype(x.dtype)
+        d_eps = g * jnp.sum(
+            _numerics.times(dq if w is None else w * dq, nll), cfg.axis, keepdims=True
+        )
     d_zeta = None if inp.z_loss is None else g * lse**2
-    return _ProbInputs(dx, dprobs, dw, d_eps, d_zeta)
+    return dx, dprobs, dw, d_eps, d_zeta
 
 
 _prob_ce = per_example_rule(_prob_ce_fwd, _prob_ce_bwd)
@@ -212,8 +219,9 @@ def per_example(args: _labels.Multiclass, smoothing: Any, z_loss: Any) -> jax.Ar
     if args.labels.classes is not None:
         inputs = _ClassInputs(args.logits, args.labels.classes, weights, smoothing, z_loss)
         return _class_ce(cfg, args.mask, args.bad, inputs)
-    inputs = _ProbInputs(args.logits, args.labels.probs, weights, smoothing, z_loss)
-    return _prob_ce(cfg, args.mask, None, inputs)
+    assert args.labels.probs is not None
+    probs = _ProbInputs(args.logits, args.labels.probs, weights, smoothing, z_loss)
+    return _prob_ce(cfg, args.mask, None, probs)
 
 
 _CE_STATIC = ("axis", "ignore_index", "reduction")

@@ -288,7 +288,10 @@ def test_python_zero_skips_the_switched_off_term():
     [
         (lambda: jaxce.softmax_cross_entropy(X, Y, axis=jnp.asarray(-1)), "axis"),
         (lambda: jaxce.softmax_cross_entropy(X, Y, ignore_index=np.array(0)), "ignore_index"),
-        (lambda: jaxce.linear_softmax_cross_entropy(H, KERNEL, Y, chunk_size=jnp.int32(2)), "chunk_size"),
+        (
+            lambda: jaxce.linear_softmax_cross_entropy(H, KERNEL, Y, chunk_size=jnp.int32(2)),
+            "chunk_size",
+        ),
         (lambda: jax.jit(lambda a: jaxce.entropy(X, axis=a))(0), "axis"),
     ],
 )
