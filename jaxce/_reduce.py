@@ -1,10 +1,10 @@
 """The one reducer: turns per-example losses into `"none"`, `"sum"` or `"mean"`.
 
 Losses hand over per-example values that are already zero where an example is
-masked, plus a per-example normaliser (the target-class weight for weighted
-softmax cross-entropy, 1 for an unmasked example elsewhere). The reduction is
-plain JAX, so autodiff gives the exact cotangent (`m_i / S`, and `-L m_i / S`
-for the normaliser) that each loss's analytic backward then consumes.
+masked, plus a per-example normaliser (`_labels.normaliser`: the target-class
+weight for weighted cross-entropy, 1 for a counted example elsewhere). The
+reduction is plain JAX, so autodiff gives the exact cotangent (`m_i / S`, and
+`-L m_i / S` for the normaliser). Imports only `_checks`; the families use it.
 """
 
 from __future__ import annotations
