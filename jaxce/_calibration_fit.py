@@ -183,7 +183,7 @@ _STEPS = 12  # line-search candidates 1, 1/2, ..., 2^-11 of the Newton step
 
 def _scaled_logits(theta: jax.Array, x: jax.Array, finite: jax.Array) -> jax.Array:
     """`x * scale + bias` per class; a `-inf` logit (a masked class) stays `-inf`."""
-    return jnp.where(finite, x * theta[0] + theta[1], -jnp.inf)
+    return jnp.where(finite, x * theta[0][None, :] + theta[1][None, :], -jnp.inf)
 
 
 def _newton_system(theta, x, finite, onehot, weight):
@@ -194,7 +194,7 @@ def _newton_system(theta, x, finite, onehot, weight):
     dz/db = 1 gives the blocks below, each a K x K matrix product.
     """
     p = jax.nn.softmax(_scaled_logits(theta, x, finite), axis=-1)
-    residual = weight * (p - onehot)
+    residual = weight * (p - onehot.astype(p.dtype))
     gradient = jnp.concatenate([jnp.sum(residual * x, axis=0), jnp.sum(residual, axis=0)])
     ones = jnp.ones_like(x)
 
@@ -234,11 +234,13 @@ def _fit_vector_scaling(logits, labels, where, axis, num_iterations):
         d = jnp.where(usable, lax.rsqrt(jnp.where(usable, diagonal, 1)), 1)
         scaled = d[:, None] * hessian * d[None, :] + 1e-6 * jnp.eye(2 * num_classes, dtype=dtype)
         direction = (d * jnp.linalg.solve(scaled, -d * gradient)).reshape(2, num_classes)
-        # Safeguard: the best of the step lengths 1, 1/2, ..., and only if it lowers the NLL.
+        # Safeguard: the best of the step lengths 1, 1/2, ..., kept only if the NLL does not
+        # rise. Near the optimum the decrease falls below the NLL's rounding while the
+        # gradient is still accurate, so an equal NLL lets Newton finish converging.
         values = jax.vmap(lambda t: nll(theta + t * direction))(steps)
         values = jnp.where(jnp.isnan(values), jnp.inf, values)
         best = jnp.argmin(values)
-        better = values[best] < value
+        better = (values[best] <= value) & jnp.isfinite(values[best])
         theta = jnp.where(better, theta + steps[best] * direction, theta)
         return theta, jnp.where(better, values[best], value)
 
@@ -247,7 +249,7 @@ def _fit_vector_scaling(logits, labels, where, axis, num_iterations):
     # Classes with no finite logit keep the identity; biases are centred (softmax
     # ignores a common shift).
     present = jnp.any(finite & examples.mask[:, None], axis=0)
-    theta = jnp.where(present, theta, identity)
+    theta = jnp.where(present[None, :], theta, identity)
     shift = safe_divide(jnp.sum(jnp.where(present, theta[1], 0)), jnp.sum(present).astype(dtype))
     scale, bias = theta[0], jnp.where(present, theta[1] - shift, 0)
     bad = jnp.any(examples.bad)

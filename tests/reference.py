@@ -402,3 +402,182 @@ def poly1_cross_entropy(
         losses[idx] += epsilon * np.sum(w * target * (1 - q[idx]))
         norm[idx] = n
     return reduce(losses, norm, reduction)
+
+
+# Calibration measures with either bin rule, classwise and debiased errors, Brier
+# scores, bootstrap intervals, vector scaling.
+
+
+def _counted(n, where):
+    return np.ones(n, bool) if where is None else np.broadcast_to(where, (n,)).copy()
+
+
+def width_bin(confidence, n_bins):
+    """min(floor(c B), B - 1), one example at a time."""
+    return np.array([min(int(np.floor(c * n_bins)), n_bins - 1) for c in confidence], np.int64)
+
+
+def mass_bin(confidence, n_bins):
+    """Sorted confidences (stable: ties in input order) split as numpy.array_split splits."""
+    order = np.argsort(np.asarray(confidence), kind="stable")
+    bins = np.empty(len(order), np.int64)
+    for b, run in enumerate(np.array_split(order, n_bins)):
+        bins[run] = b
+    return bins
+
+
+def binned_error(confidence, outcome, n_bins, norm="l1", binning="width", debiased=False):
+    """One binned calibration error of (confidence, outcome) pairs; for "l2" its square.
+
+    Debiased (Kumar et al. 2019): each bin with n_b >= 2 contributes
+    pi_b ((a_b - c_b)^2 - a_b (1 - a_b) / (n_b - 1)); smaller bins contribute 0.
+    """
+    confidence = np.asarray(confidence, np.float64)
+    outcome = np.asarray(outcome, np.float64)
+    n = len(confidence)
+    if n == 0:
+        return 0.0
+    bins = (mass_bin if binning == "mass" else width_bin)(confidence, n_bins)
+    total, largest = 0.0, 0.0
+    for b in range(n_bins):
+        members = bins == b
+        n_b = members.sum()
+        if n_b == 0:
+            continue
+        a, c, share = outcome[members].mean(), confidence[members].mean(), n_b / n
+        largest = max(largest, abs(a - c))
+        if norm == "l1":
+            total += share * abs(a - c)
+        elif not debiased:
+            total += share * (a - c) ** 2
+        elif n_b >= 2:
+            total += share * ((a - c) ** 2 - a * (1 - a) / (n_b - 1))
+    return largest if norm == "max" else total
+
+
+def calibration_error(
+    logits,
+    labels,
+    *,
+    n_bins=15,
+    norm="l1",
+    binning="width",
+    classwise=False,
+    debiased=False,
+    where=None,
+):
+    """Top-label or classwise binned error of softmax(logits), class axis last, (N, K)."""
+    x = np.asarray(logits, np.float64)
+    labels = np.asarray(labels)
+    keep = _counted(len(labels), where)
+    p = softmax(x)[keep]
+    labels = labels[keep]
+    if classwise:
+        per_class = np.array(
+            [
+                binned_error(p[:, k], labels == k, n_bins, norm, binning, debiased)
+                for k in range(x.shape[-1])
+            ]
+        )
+        if norm == "max":
+            return float(per_class.max())
+        if norm == "l2":
+            return float(np.sqrt(np.mean(np.maximum(per_class, 0))))
+        return float(per_class.mean())
+    confidence = p.max(axis=-1) if len(p) else np.zeros(0)
+    correct = (x[keep].argmax(axis=-1) == labels) if len(p) else np.zeros(0)
+    value = binned_error(confidence, correct, n_bins, norm, binning, debiased)
+    return float(np.sqrt(max(value, 0.0))) if norm == "l2" else float(value)
+
+
+def sigmoid_calibration_error(logits, labels, *, n_bins=15, norm="l1", binning="width", where=None):
+    x = np.asarray(logits, np.float64).ravel()
+    y = np.asarray(labels, np.float64).ravel()
+    keep = np.ones(x.shape, bool) if where is None else np.broadcast_to(where, np.shape(logits))
+    keep = keep.ravel()
+    value = binned_error(1 / (1 + np.exp(-x[keep])), y[keep], n_bins, norm, binning)
+    return float(np.sqrt(value)) if norm == "l2" else float(value)
+
+
+def binned_curve(logits, labels, n_bins, binning="width", where=None):
+    """(mean confidence, accuracy, count) per bin of the top-label confidence; NaN if empty."""
+    x = np.asarray(logits, np.float64)
+    keep = _counted(len(labels), where)
+    p = softmax(x)[keep]
+    confidence = p.max(axis=-1) if len(p) else np.zeros(0)
+    correct = x[keep].argmax(axis=-1) == np.asarray(labels)[keep] if len(p) else np.zeros(0)
+    bins = (mass_bin if binning == "mass" else width_bin)(confidence, n_bins)
+    count = np.array([(bins == b).sum() for b in range(n_bins)])
+    with np.errstate(invalid="ignore"):
+        conf = np.array([confidence[bins == b].sum() for b in range(n_bins)]) / count
+        acc = np.array([np.sum(correct[bins == b]) for b in range(n_bins)]) / count
+    return conf, acc, count
+
+
+def brier_score(logits, labels, where=None):
+    """Mean over counted examples of sum_k (p_k - [k = y])^2, class axis last."""
+    p = softmax(np.asarray(logits, np.float64))
+    onehot = np.eye(p.shape[-1])[np.asarray(labels)]
+    return masked_reduce(np.sum((p - onehot) ** 2, axis=-1), where, "mean")
+
+
+def sigmoid_brier_score(logits, labels, where=None):
+    p = 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
+    return masked_reduce((p - np.asarray(labels, np.float64)) ** 2, where, "mean")
+
+
+def bootstrap_calibration_error(logits, labels, rng, num_resamples, confidence=0.95, **options):
+    """Percentile bootstrap: resample the counted examples with replacement (numpy's RNG)."""
+    where = options.pop("where", None)
+    keep = _counted(len(labels), where)
+    x, y = np.asarray(logits)[keep], np.asarray(labels)[keep]
+    estimate = calibration_error(x, y, **options)
+    draws = [
+        calibration_error(x[index], y[index], **options)
+        for index in rng.integers(0, len(y), (num_resamples, len(y)))
+    ]
+    tail = (1 - confidence) / 2
+    return estimate, *np.quantile(draws, [tail, 1 - tail])
+
+
+def vector_scaling_nll(logits, labels, scale, bias, where=None):
+    """Mean NLL of softmax(logits * scale + bias); -inf logits stay -inf."""
+    x = np.asarray(logits, np.float64)
+    z = np.where(np.isfinite(x), x * np.asarray(scale) + np.asarray(bias), -np.inf)
+    nll = -log_softmax(z)[np.arange(len(labels)), np.asarray(labels)]
+    return masked_reduce(nll, where, "mean")
+
+
+def vector_scaling_search(logits, labels, where=None, grid=9, sweeps=60):
+    """Brute force: the best (scale, bias) on a grid, then a compass search from it.
+
+    Grid: scale in [-1, 3] and bias in [-3, 3] per class, the first bias fixed at
+    0 (softmax ignores a common shift). Compass search: try +-step on each
+    coordinate, keep any improvement, halve the step when none helps.
+    Returns (nll, scale, bias).
+    """
+    k = np.asarray(logits).shape[-1]
+    scales = np.linspace(-1.0, 3.0, grid)
+    biases = np.linspace(-3.0, 3.0, grid)
+    axes = [scales] * k + [biases] * (k - 1)
+    best = (np.inf, None)
+    for point in np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 2 * k - 1):
+        value = vector_scaling_nll(logits, labels, point[:k], np.r_[0.0, point[k:]], where)
+        if value < best[0]:
+            best = (value, point)
+    value, point = best
+    step = 0.5
+    for _ in range(sweeps):
+        improved = False
+        for i in range(2 * k - 1):
+            for sign in (1.0, -1.0):
+                trial = point.copy()
+                trial[i] += sign * step
+                trial_value = vector_scaling_nll(
+                    logits, labels, trial[:k], np.r_[0.0, trial[k:]], where
+                )
+                if trial_value < value:
+                    value, point, improved = trial_value, trial, True
+        if not improved:
+            step /= 2
+    return value, point[:k], np.r_[0.0, point[k:]]
