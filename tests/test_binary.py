@@ -16,19 +16,9 @@ from jax.test_util import check_grads
 
 import jaxce
 from tests import reference as ref
+from tests.helpers import assert_cached, binary_data, torch_leaf
 
 bce = jaxce.sigmoid_binary_cross_entropy
-
-
-def _data(shape, seed=0, scale=3.0, soft=False):
-    rng = np.random.default_rng(seed)
-    logits = (rng.normal(size=shape) * scale).astype(np.float32)
-    labels = rng.random(shape) if soft else rng.integers(0, 2, size=shape)
-    return logits, labels.astype(np.float32)
-
-
-def _t(x):
-    return torch.tensor(np.asarray(x, np.float64), requires_grad=True)
 
 
 # Golden values.
@@ -77,7 +67,7 @@ def _options(shape, weights, pos_weight, use_where, seed=1):
 
 @pytest.mark.parametrize("weights,pos_weight,smoothing,reduction,use_where", OPTIONS)
 def test_oracle(x64, weights, pos_weight, smoothing, reduction, use_where):
-    logits, labels = _data((6, 4), seed=2, soft=True)
+    logits, labels = binary_data((6, 4), seed=2, soft=True)
     w, p, where = _options((6, 4), weights, pos_weight, use_where)
     kwargs = dict(
         weights=w, pos_weight=p, label_smoothing=smoothing, where=where, reduction=reduction
@@ -127,7 +117,7 @@ TORCH_OPTIONS = [
 @pytest.mark.parametrize("case", range(len(TORCH_OPTIONS)))
 def test_torch_parity_with_logits(x64, case):
     shape, use_weights, use_pos_weight, reduction = TORCH_OPTIONS[case]
-    logits, labels = _data(shape, seed=case, soft=True)
+    logits, labels = binary_data(shape, seed=case, soft=True)
     rng = np.random.default_rng(case)
     w = rng.uniform(0.1, 2, shape[-1:]) if use_weights else None
     p = rng.uniform(0.5, 4, shape[-1:]) if use_pos_weight else None
@@ -142,7 +132,7 @@ def test_torch_parity_with_logits(x64, case):
     got, vjp = jax.vjp(ours, *args)
     grads = vjp(jnp.asarray(cot))
 
-    targs = [_t(a) for a in args]
+    targs = [torch_leaf(a) for a in args]
     tw = targs[2] if use_weights else None
     tp = targs[-1] if use_pos_weight else None
     # PyTorch differentiates logits and target only; weight and pos_weight gradients come
@@ -172,7 +162,7 @@ def test_torch_parity_probabilities_including_saturated(x64):
     probs = np.concatenate([rng.random(8), [0.0, 1.0, 0.0, 1.0, 1e-50]])
     labels = np.concatenate([rng.integers(0, 2, 8), [0.0, 1.0, 1.0, 0.0, 1.0]])
     weights = rng.uniform(0.5, 2.0, 13)
-    tp, tw = _t(probs), _t(weights)
+    tp, tw = torch_leaf(probs), torch_leaf(weights)
     expected = F.binary_cross_entropy(tp, torch.tensor(labels), weight=tw.detach(), reduction="sum")
     (expected_dp,) = torch.autograd.grad(expected, (tp,))
     # The weight gradient is the unweighted loss (PyTorch does not differentiate weight).
@@ -194,7 +184,7 @@ def test_probabilities_label_gradient(x64):
     probs = np.array([0.3, 0.8, 0.0, 1.0, 0.0, 1.0])
     labels = np.array([0.2, 0.9, 0.0, 1.0, 1.0, 0.0])
     grad = jax.grad(lambda y: jaxce.binary_cross_entropy(probs, y, reduction="sum"))(labels)
-    ty = _t(labels[:2])
+    ty = torch_leaf(labels[:2])
     torch_grad = torch.autograd.grad(
         F.binary_cross_entropy(torch.tensor(probs[:2]), ty, reduction="sum"), ty
     )[0]
@@ -213,7 +203,7 @@ def test_probabilities_out_of_range_are_nan():
 
 
 def test_closed_form_gradients(x64):
-    logits, labels = _data((5, 3), seed=5, soft=True)
+    logits, labels = binary_data((5, 3), seed=5, soft=True)
     x, y = logits.astype(np.float64), labels.astype(np.float64)
     rng = np.random.default_rng(5)
     w, p = rng.uniform(0.1, 2, (5, 3)), rng.uniform(0.5, 3, (5, 3))
@@ -230,7 +220,7 @@ def test_closed_form_gradients(x64):
 
 
 def test_label_smoothing_gradient_through_labels(x64):
-    logits, labels = _data((4, 2), seed=6, soft=True)
+    logits, labels = binary_data((4, 2), seed=6, soft=True)
     x, y = logits.astype(np.float64), labels.astype(np.float64)
     got = jax.grad(lambda t: bce(x, t, label_smoothing=0.3, reduction="sum"))(y)
     smoothed = 0.7 * y + 0.15
@@ -239,7 +229,7 @@ def test_label_smoothing_gradient_through_labels(x64):
 
 
 def test_check_grads_float32():
-    logits, labels = _data((3, 4), seed=7, scale=1.0, soft=True)
+    logits, labels = binary_data((3, 4), seed=7, scale=1.0, soft=True)
     w = np.linspace(0.5, 1.5, 4).astype(np.float32)
     p = np.linspace(1.0, 3.0, 4).astype(np.float32)
     f = lambda x, y, w, p: bce(x, y, weights=w, pos_weight=p, label_smoothing=0.1)  # noqa: E731
@@ -250,7 +240,7 @@ def test_check_grads_float32():
 
 
 def test_check_grads_order2_float64(x64):
-    logits, labels = _data((3, 4), seed=8, soft=True)
+    logits, labels = binary_data((3, 4), seed=8, soft=True)
     x, y = logits.astype(np.float64), labels.astype(np.float64)
     w, p = np.linspace(0.5, 1.5, 4), np.linspace(1.0, 3.0, 4)
     where = np.array([[True], [False], [True]])
@@ -284,7 +274,7 @@ def test_hessian_is_sigmoid_derivative(x64):
 
 
 def test_vmap_equals_batched():
-    logits, labels = _data((5, 3, 4), seed=9)
+    logits, labels = binary_data((5, 3, 4), seed=9)
     per_batch = jax.vmap(bce)(logits, labels)
     expected = jnp.stack([bce(logits[i], labels[i]) for i in range(5)])
     np.testing.assert_allclose(per_batch, expected, rtol=1e-6)
@@ -301,7 +291,7 @@ def test_vmap_equals_batched():
 
 @pytest.mark.parametrize("kind", ["logits", "probs"])
 def test_where_equals_slicing_and_zero_gradient(kind):
-    logits, labels = _data((12,), seed=10)
+    logits, labels = binary_data((12,), seed=10)
     where = np.array([1, 0, 1, 1, 0, 0, 1, 1, 1, 0, 1, 1], bool)
     x = logits if kind == "logits" else np.array(jax.nn.sigmoid(logits))
     x[~where] = np.nan  # garbage in masked elements must not leak
@@ -320,7 +310,7 @@ def test_where_equals_slicing_and_zero_gradient(kind):
 
 
 def test_where_broadcasts_and_mean_ignores_weights():
-    logits, labels = _data((3, 4), seed=11)
+    logits, labels = binary_data((3, 4), seed=11)
     where = np.array([True, False, True, True])
     got = bce(logits, labels, where=where, reduction="none")
     assert np.all(np.asarray(got)[:, 1] == 0)
@@ -332,7 +322,7 @@ def test_where_broadcasts_and_mean_ignores_weights():
 
 
 def test_all_masked_is_zero_with_zero_gradient():
-    logits, labels = _data((4, 3), seed=12)
+    logits, labels = binary_data((4, 3), seed=12)
     where = np.zeros((4, 3), bool)
     for f, x in ((bce, logits), (jaxce.binary_cross_entropy, jax.nn.sigmoid(logits))):
         loss, grad = jax.value_and_grad(f)(x, labels, where=where)
@@ -340,19 +330,14 @@ def test_all_masked_is_zero_with_zero_gradient():
 
 
 def test_integer_and_boolean_labels():
-    logits, labels = _data((6,), seed=13)
+    logits, labels = binary_data((6,), seed=13)
     expected = bce(logits, labels)
     np.testing.assert_allclose(bce(logits, labels.astype(np.int32)), expected, rtol=1e-6)
     np.testing.assert_allclose(bce(logits, labels.astype(bool)), expected, rtol=1e-6)
 
 
 def test_cached_and_no_retrace():
-    logits, labels = _data((4, 3), seed=14)
-    bce(logits, labels)
-    size = bce._cache_size()
-    for seed in range(3):
-        bce(*_data((4, 3), seed=seed))
-    assert bce._cache_size() == size
+    assert_cached(bce, [binary_data((4, 3), seed=seed) for seed in (14, 0, 1, 2)])
 
 
 # Numerics.
@@ -389,7 +374,7 @@ def test_zero_weight_on_infinite_loss_contributes_nothing():
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_half_precision_dtype_contract(dtype):
-    logits, labels = _data((16, 5), seed=15, soft=True)
+    logits, labels = binary_data((16, 5), seed=15, soft=True)
     half, half_labels = jnp.asarray(logits, dtype), jnp.asarray(labels, dtype)
     w, p = jnp.ones(5, dtype), jnp.full(5, 2, dtype)
 
@@ -456,7 +441,7 @@ def test_errors_fire_under_jit():
 
 
 def test_bce_with_logits_loss_dataclass():
-    logits, labels = _data((4, 3), seed=16)
+    logits, labels = binary_data((4, 3), seed=16)
     crit = jaxce.BCEWithLogitsLoss(weights=np.array([1.0, 2.0, 0.5]), pos_weight=[[1.0, 3.0, 2.0]])
     assert crit.weights == (1.0, 2.0, 0.5) and crit.pos_weight == ((1.0, 3.0, 2.0),)
     assert hash(crit) == hash(jaxce.BCEWithLogitsLoss(weights=(1, 2, 0.5), pos_weight=[[1, 3, 2]]))

@@ -16,32 +16,11 @@ from jax.test_util import check_grads
 
 import jaxce
 from tests import reference as ref
+from tests.helpers import binary_data, class_data, probabilities, torch_leaf
 
 sfl = jaxce.sigmoid_focal_loss
 mfl = jaxce.softmax_focal_loss
 poly = jaxce.poly1_cross_entropy
-
-
-def _binary(shape, seed=0, scale=3.0, soft=False):
-    rng = np.random.default_rng(seed)
-    logits = (rng.normal(size=shape) * scale).astype(np.float32)
-    labels = rng.random(shape) if soft else rng.integers(0, 2, size=shape)
-    return logits, labels.astype(np.float32)
-
-
-def _multi(shape, k, seed=0, scale=3.0):
-    rng = np.random.default_rng(seed)
-    logits = (rng.normal(size=shape + (k,)) * scale).astype(np.float32)
-    return logits, rng.integers(0, k, size=shape).astype(np.int32)
-
-
-def _probs(shape, seed=1):
-    p = np.random.default_rng(seed).random(shape) ** 3
-    return (p / p.sum(-1, keepdims=True)).astype(np.float32)
-
-
-def _t(x):
-    return torch.tensor(np.asarray(x, np.float64), requires_grad=True)
 
 
 def _torch_reduce(losses, reduction, norm=None):
@@ -60,14 +39,14 @@ def _torch_reduce(losses, reduction, norm=None):
     [(0.25, 2.0, "mean"), (None, 0.5, "sum"), (0.7, 0.0, "none"), (None, 1.0, "mean")],
 )
 def test_sigmoid_focal_oracle_and_torch(x64, alpha, gamma, reduction):
-    logits, labels = _binary((6, 3), seed=1, soft=True)
+    logits, labels = binary_data((6, 3), seed=1, soft=True)
     labels[0] = [0, 1, 1]
     x, y = logits.astype(np.float64), labels.astype(np.float64)
     kwargs = dict(alpha=alpha, gamma=gamma, reduction=reduction)
     got, vjp = jax.vjp(lambda x, y: sfl(x, y, **kwargs), x, y)
     np.testing.assert_allclose(got, ref.sigmoid_focal_loss(x, y, **kwargs), rtol=1e-12)
     # torchvision.ops.sigmoid_focal_loss, written out in torch ops.
-    tx, ty = _t(x), _t(y)
+    tx, ty = torch_leaf(x), torch_leaf(y)
     p = torch.sigmoid(tx)
     ce = F.binary_cross_entropy_with_logits(tx, ty, reduction="none")
     p_t = p * ty + (1 - p) * (1 - ty)
@@ -85,7 +64,7 @@ def test_sigmoid_focal_oracle_and_torch(x64, alpha, gamma, reduction):
 
 @pytest.mark.parametrize("soft", [False, True])
 def test_sigmoid_focal_gamma0_no_alpha_is_bce(soft):
-    logits, labels = _binary((5, 4), seed=3, soft=soft)
+    logits, labels = binary_data((5, 4), seed=3, soft=soft)
     where = np.random.default_rng(3).random((5, 4)) > 0.3
     f = lambda x, y: sfl(x, y, alpha=None, gamma=0.0, where=where)  # noqa: E731
     g = lambda x, y: jaxce.sigmoid_binary_cross_entropy(x, y, where=where)  # noqa: E731
@@ -118,7 +97,7 @@ def test_sigmoid_focal_saturated_logits(gamma, scale):
 
 
 def test_sigmoid_focal_check_grads():
-    logits, labels = _binary((3, 4), seed=4, scale=1.0, soft=True)
+    logits, labels = binary_data((3, 4), seed=4, scale=1.0, soft=True)
     labels = 0.1 + 0.8 * labels
     f = lambda x, y: sfl(x, y, gamma=0.5)  # noqa: E731
     check_grads(f, (logits, labels), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
@@ -146,7 +125,7 @@ def test_sigmoid_focal_check_grads():
 def test_softmax_focal_oracle_and_torch(
     x64, gamma, use_weights, ignore_index, reduction, use_where
 ):
-    logits, labels = _multi((8,), 4, seed=5)
+    logits, labels = class_data((8, 4), 4, seed=5)
     labels[[1, 6]] = 2
     rng = np.random.default_rng(5)
     x = logits.astype(np.float64)
@@ -156,8 +135,8 @@ def test_softmax_focal_oracle_and_torch(
     got, vjp = jax.vjp(lambda x, w: mfl(x, labels, weights=w, **kw), x, w)
     np.testing.assert_allclose(got, ref.softmax_focal_loss(x, labels, weights=w, **kw), rtol=1e-12)
     # The formula in torch ops.
-    tx = _t(x)
-    tw = _t(w) if use_weights else torch.ones(4, dtype=torch.float64)
+    tx = torch_leaf(x)
+    tw = torch_leaf(w) if use_weights else torch.ones(4, dtype=torch.float64)
     ty = torch.tensor(labels, dtype=torch.long)
     m = torch.ones(8, dtype=torch.bool) if where is None else torch.tensor(where)
     if ignore_index is not None:
@@ -175,7 +154,7 @@ def test_softmax_focal_oracle_and_torch(
 
 
 def test_softmax_focal_gamma0_is_cross_entropy():
-    logits, labels = _multi((9,), 5, seed=6)
+    logits, labels = class_data((9, 5), 5, seed=6)
     labels[3] = -100
     w = np.linspace(0.5, 2.0, 5).astype(np.float32)
     where = np.random.default_rng(6).random(9) > 0.2
@@ -225,7 +204,7 @@ def test_softmax_focal_extreme_and_masked_logits(gamma):
 
 
 def test_softmax_focal_check_grads():
-    logits, labels = _multi((4,), 5, seed=7, scale=1.0)
+    logits, labels = class_data((4, 5), 5, seed=7, scale=1.0)
     w = np.linspace(0.5, 1.5, 5).astype(np.float32)
     f = lambda x, w: mfl(x, labels, gamma=2.0, weights=w)  # noqa: E731
     check_grads(f, (logits, w), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
@@ -238,7 +217,7 @@ def test_softmax_focal_check_grads():
 
 
 def test_softmax_focal_out_of_range_labels_nan_and_checkified():
-    logits, labels = _multi((4,), 3, seed=8)
+    logits, labels = class_data((4, 3), 3, seed=8)
     labels[2] = 3
     losses = mfl(logits, labels, reduction="none")
     assert np.isnan(losses[2]) and np.all(np.isfinite(np.asarray(losses)[[0, 1, 3]]))
@@ -262,7 +241,7 @@ def test_softmax_focal_out_of_range_labels_nan_and_checkified():
 def test_poly1_oracle_and_torch(
     x64, epsilon, use_weights, ignore_index, smoothing, reduction, use_where
 ):
-    logits, labels = _multi((7,), 4, seed=9)
+    logits, labels = class_data((7, 4), 4, seed=9)
     labels[4] = 1
     rng = np.random.default_rng(9)
     x = logits.astype(np.float64)
@@ -278,8 +257,8 @@ def test_poly1_oracle_and_torch(
     got, vjp = jax.vjp(lambda x, w: poly(x, labels, weights=w, **kw), x, w)
     np.testing.assert_allclose(got, ref.poly1_cross_entropy(x, labels, weights=w, **kw), rtol=1e-12)
     # PyTorch's cross_entropy plus the paper's poly term (smoothed targets).
-    tx = _t(x)
-    tw = _t(w) if use_weights else torch.ones(4, dtype=torch.float64)
+    tx = torch_leaf(x)
+    tw = torch_leaf(w) if use_weights else torch.ones(4, dtype=torch.float64)
     ty = torch.tensor(labels, dtype=torch.long)
     m = torch.ones(7, dtype=torch.bool) if where is None else torch.tensor(where)
     ce_kw = dict(label_smoothing=smoothing, reduction="none")
@@ -305,16 +284,16 @@ def test_poly1_oracle_and_torch(
 
 
 def test_poly1_probability_labels(x64):
-    logits, _ = _multi((5,), 4, seed=10)
+    logits, _ = class_data((5, 4), 4, seed=10)
     x = logits.astype(np.float64)
-    probs = _probs((5, 4)).astype(np.float64)
+    probs = probabilities((5, 4)).astype(np.float64)
     w = np.linspace(0.5, 2, 4)
     kw = dict(epsilon=1.5, label_smoothing=0.1)
     got, grads = jax.value_and_grad(lambda x, p, w: poly(x, p, weights=w, **kw), (0, 1, 2))(
         x, probs, w
     )
     np.testing.assert_allclose(got, ref.poly1_cross_entropy(x, probs, weights=w, **kw), rtol=1e-12)
-    tx, tp, tw = _t(x), _t(probs), _t(w)
+    tx, tp, tw = torch_leaf(x), torch_leaf(probs), torch_leaf(w)
     target = 0.9 * tp + 0.1 / 4
     q = F.softmax(tx, -1)
     per = -(tw * target * q.log()).sum(-1) + 1.5 * (tw * target * (1 - q)).sum(-1)
@@ -332,9 +311,9 @@ def test_poly1_probability_labels(x64):
 
 @pytest.mark.parametrize("kind", ["int", "prob"])
 def test_poly1_epsilon0_is_cross_entropy(kind):
-    logits, labels = _multi((6,), 5, seed=11)
+    logits, labels = class_data((6, 5), 5, seed=11)
     if kind == "prob":
-        labels = _probs((6, 5))
+        labels = probabilities((6, 5))
     w = np.linspace(0.5, 2.0, 5).astype(np.float32)
     kw = dict(label_smoothing=0.1, where=np.array([1, 1, 0, 1, 1, 1], bool))
     a = jax.value_and_grad(lambda x, w: poly(x, labels, epsilon=0.0, weights=w, **kw), (0, 1))(
@@ -360,13 +339,13 @@ def test_poly1_closed_form_gradient(x64):
 
 
 def test_poly1_check_grads():
-    logits, labels = _multi((4,), 5, seed=12, scale=1.0)
+    logits, labels = class_data((4, 5), 5, seed=12, scale=1.0)
     w = np.linspace(0.5, 1.5, 5).astype(np.float32)
     f = lambda x, w: poly(x, labels, weights=w, label_smoothing=0.1)  # noqa: E731
     check_grads(f, (logits, w), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
     with jax.enable_x64(True):
         x, w64 = logits.astype(np.float64) * 2, w.astype(np.float64)
-        probs = _probs((4, 5)).astype(np.float64)
+        probs = probabilities((4, 5)).astype(np.float64)
         g = lambda x, p, w: poly(x, p, weights=w, epsilon=-0.5, label_smoothing=0.2)  # noqa: E731
         check_grads(g, (x, probs, w64), order=2, modes=["rev"])
         h = lambda x, w: poly(x, labels, weights=w, epsilon=3.0, where=labels != 1)  # noqa: E731
@@ -393,8 +372,8 @@ LOSSES = {
 
 def _inputs(kind, batch, seed):
     if kind == "binary":
-        return _binary(batch + (3,), seed=seed)
-    return _multi(batch, 3, seed=seed)
+        return binary_data(batch + (3,), seed=seed)
+    return class_data(batch + (3,), 3, seed=seed)
 
 
 @pytest.mark.parametrize("name", list(LOSSES))
@@ -413,7 +392,7 @@ def test_vmap_equals_batched(name):
 @pytest.mark.parametrize("name", ["softmax_focal", "poly1"])
 def test_axis_equals_moveaxis(name):
     f, _ = LOSSES[name]
-    logits, labels = _multi((3, 2), 4, seed=14)
+    logits, labels = class_data((3, 2, 4), 4, seed=14)
     moved = np.moveaxis(logits, -1, 1)
     kw = dict(reduction="none", weights=np.linspace(1, 2, 4).astype(np.float32))
     np.testing.assert_allclose(f(moved, labels, axis=1, **kw), f(logits, labels, **kw), rtol=1e-6)
@@ -465,7 +444,7 @@ def test_half_precision_dtype_contract(name, dtype):
 
 
 def test_float64_stays_float64(x64):
-    logits, labels = _multi((3,), 4, seed=18)
+    logits, labels = class_data((3, 4), 4, seed=18)
     x = logits.astype(np.float64)
     assert mfl(x, labels).dtype == poly(x, labels).dtype == jnp.float64
     assert sfl(x, np.eye(4)[labels]).dtype == jnp.float64
@@ -518,7 +497,7 @@ def test_errors_fire_under_jit():
 
 
 def test_focal_loss_dataclass():
-    logits, labels = _multi((5,), 3, seed=19)
+    logits, labels = class_data((5, 3), 3, seed=19)
     crit = jaxce.FocalLoss(gamma=1.0, weights=np.array([1.0, 2.0, 0.5]), ignore_index=1)
     assert crit.weights == (1.0, 2.0, 0.5)
     assert hash(crit) == hash(jaxce.FocalLoss(gamma=1.0, weights=[1, 2, 0.5], ignore_index=1))

@@ -1,0 +1,54 @@
+"""Helpers shared by the test files: seeded random inputs and checks on compiled programs."""
+
+import numpy as np
+
+
+def class_data(shape, k, axis=-1, seed=0, scale=3.0):
+    """Float32 logits of `shape` and int32 labels in [0, k) over every axis but `axis`."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(size=shape).astype(np.float32) * scale
+    example_shape = shape[: axis % len(shape)] + shape[axis % len(shape) + 1 :]
+    labels = rng.integers(0, k, size=example_shape).astype(np.int32)
+    return logits, labels
+
+
+def probabilities(shape, axis=-1, seed=1):
+    """Float32 rows of probabilities along `axis`, skewed (cubed uniforms) so some are small."""
+    rng = np.random.default_rng(seed)
+    p = rng.random(shape) ** 3
+    return (p / p.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+def binary_data(shape, seed=0, scale=3.0, soft=False):
+    """Float32 logits and float32 labels of `shape`: 0/1, or uniform in [0, 1) when `soft`."""
+    rng = np.random.default_rng(seed)
+    logits = (rng.normal(size=shape) * scale).astype(np.float32)
+    labels = rng.random(shape) if soft else rng.integers(0, 2, size=shape)
+    return logits, labels.astype(np.float32)
+
+
+def torch_leaf(x):
+    """A float64 PyTorch tensor of `x` that records gradients."""
+    import torch
+
+    return torch.tensor(np.asarray(x, np.float64), requires_grad=True)
+
+
+def assert_no_gather(compiled_text):
+    """The compiled program picks entries without a gather (sharding-safe); all-gather is fine."""
+    assert " gather(" not in compiled_text, "the compiled program has a gather"
+    assert "gather." not in compiled_text.replace("all-gather", ""), "the program has a gather"
+
+
+def assert_cached(fn, calls, **kwargs):
+    """Calls the jitted `fn(*args, **kwargs)` for each `args` in `calls`: only the first compiles.
+
+    Returns the size of `fn`'s compilation cache.
+    """
+    first, *rest = calls
+    fn(*first, **kwargs)
+    size = fn._cache_size()
+    for args in rest:
+        fn(*args, **kwargs)
+    assert fn._cache_size() == size, f"{fn.__name__} compiled again for inputs of the same type"
+    return size
