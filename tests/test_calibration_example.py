@@ -29,5 +29,10 @@ def test_digits_calibration_quick(tmp_path, capsys):
     assert names == ["cross-entropy", "weighted CE", "focal (γ=2)", "label smoothing 0.1"]
     for name in names:
         assert f"| {name} |" in text
-        assert results[name]["test"]["ece"] >= 0
+        for m in ("raw", "temperature", "vector"):
+            assert f"| {name} | {m} |" in text
+            measures = results[name]["test"][m]
+            low, high = measures["ece_interval"]
+            assert 0 <= low <= high and measures["ece_mass"] >= 0
+            assert measures["rms_debiased"] <= measures["rms_mass"] + 1e-6
     assert "mean validation ECE" in capsys.readouterr().out
