@@ -141,7 +141,13 @@ def run(*, steps: int, hidden: int, rare_fraction: float, seed: int) -> dict[str
     class_weights = jnp.asarray(len(y_train) / (10 * counts), jnp.float32)
     key = jax.random.key(seed)
     results = {}
-    for name, loss in losses(class_weights).items():
+    named_losses = losses(class_weights)
+    for i, (name, loss) in enumerate(named_losses.items(), 1):
+        print(
+            f"[{i}/{len(named_losses)}] {name}: {steps} Adam steps on {len(y_train)} digits, "
+            "then temperature and vector scaling fitted on the validation split",
+            flush=True,
+        )
         model = train(loss, x_train, y_train, steps=steps, hidden=hidden, seed=seed)
         val_logits, test_logits = (model(jnp.asarray(data[s][0])) for s in ("val", "test"))
         y_val, y_test = data["val"][1], data["test"][1]
