@@ -46,21 +46,14 @@ BINNINGS = ("width", "mass")
 
 
 def norm_option(value: Any) -> str:
-    if value not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}; got {value!r}.")
-    return value
+    return _checks.one_of("norm", value, NORMS)
 
 
 def binning_option(value: Any) -> str:
-    if value not in BINNINGS:
-        raise ValueError(f"binning must be one of {BINNINGS}; got {value!r}.")
-    return value
+    return _checks.one_of("binning", value, BINNINGS)
 
 
-def flag(name: str, value: Any) -> bool:
-    if not isinstance(value, bool | np.bool_):
-        raise TypeError(f"{name} must be a Python bool (it is static); got {value!r}.")
-    return bool(value)
+flag = _checks.flag
 
 
 def debiased_option(debiased: Any, norm: str) -> bool:

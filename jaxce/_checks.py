@@ -53,10 +53,22 @@ def scalar(name: str, x: ArrayLike) -> jax.Array:
     return x
 
 
-def reduction(value: str) -> str:
-    if value not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {value!r}.")
+def one_of(name: str, value: Any, choices: Sequence[str]) -> str:
+    """A static option that names one of `choices`."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}; got {value!r}.")
     return value
+
+
+def reduction(value: str) -> str:
+    return one_of("reduction", value, REDUCTIONS)
+
+
+def flag(name: str, value: Any) -> bool:
+    """A static True/False option."""
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be a Python bool (it is static); got {value!r}.")
+    return bool(value)
 
 
 def static_float(name: str, value: Any) -> float:

@@ -169,13 +169,7 @@ def _prepare(
     return logits, targets, axis, mask
 
 
-def _bool(name: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool; got {value!r}.")
-    return value
-
-
-@entry_point(static=("axis", "log_targets", "reduction"), checks={"log_targets": _bool})
+@entry_point(static=("axis", "log_targets", "reduction"), checks={"log_targets": _checks.flag})
 def kl_divergence(
     logits: ArrayLike,
     targets: ArrayLike,
