@@ -243,8 +243,13 @@ def _rank_bins(mask: jax.Array, confidence: jax.Array, n_bins: int) -> jax.Array
 
 
 def bin_index(confidence: jax.Array, mask: jax.Array, n_bins: int, binning: str) -> jax.Array:
-    """The bin (int32 in `[0, B)`) of each example; masked examples get some bin."""
+    """The bin (int32 in `[0, B)`) of each `(M,)` or `(M, K)` confidence; masked examples get
+    some bin. Equal-mass bins are formed per column."""
     if binning == "mass":
+        if confidence.ndim == 2:
+            return jax.vmap(_rank_bins, in_axes=(None, 1, None), out_axes=1)(
+                mask, confidence, n_bins
+            )
         return _rank_bins(mask, confidence, n_bins)
     # A NaN confidence (NaN logits) lands in some bin and makes its statistics NaN.
     index = jnp.nan_to_num(jnp.floor(confidence * n_bins))
@@ -264,19 +269,25 @@ def bin_sums(
     A bin holding a counted example with an invalid label gets a NaN
     confidence sum, so everything computed from it is NaN.
     """
-    if confidence.ndim == 2:
-
-        def per_class(c: jax.Array, o: jax.Array) -> BinSums:
-            return bin_sums(c, o, mask, bad, n_bins, binning)
-
-        return jax.vmap(per_class, in_axes=1)(confidence, outcome)
+    if confidence.ndim == 1:
+        sums = bin_sums(confidence[:, None], outcome[:, None], mask, bad, n_bins, binning)
+        return BinSums(*(x[0] for x in sums))
+    size, columns = confidence.shape
     index = bin_index(confidence, mask, n_bins, binning)
-    # One-hot over bins rather than a scatter: deterministic, and fused into the sums.
-    onehot = (index[:, None] == lax.iota(jnp.int32, n_bins)[None, :]) & mask[:, None]
-    conf_sum = jnp.sum(jnp.where(onehot, confidence[:, None], 0), axis=0)
-    outcome_sum = jnp.sum(jnp.where(onehot, outcome[:, None], 0), axis=0)
-    count = jnp.sum(onehot, axis=0, dtype=jnp.int32)
-    poisoned = jnp.any(onehot & bad[:, None], axis=0)
+    # One scatter-add over the K * B (column, bin) segments: O(M K) memory and time.
+    # (A one-hot over bins materialises M x K x B values once K is large.) On GPUs the
+    # order of the float additions, and so their last bits, may vary between runs.
+    segment = (lax.broadcasted_iota(jnp.int32, (size, columns), 1) * n_bins + index).reshape(-1)
+    counted = jnp.broadcast_to(mask[:, None], (size, columns))
+
+    def total(values: jax.Array) -> jax.Array:
+        zeros = jnp.zeros(columns * n_bins, values.dtype)
+        return zeros.at[segment].add(values.reshape(-1)).reshape(columns, n_bins)
+
+    conf_sum = total(jnp.where(counted, confidence, 0))
+    outcome_sum = total(jnp.where(counted, outcome, 0))
+    count = total(counted.astype(jnp.int32))
+    poisoned = total((counted & bad[:, None]).astype(jnp.int32)) > 0
     return BinSums(jnp.where(poisoned, jnp.nan, conf_sum), outcome_sum, count)
 
 

@@ -237,7 +237,8 @@ def _fit_vector_scaling(logits, labels, where, axis, num_iterations):
         # Safeguard: the best of the step lengths 1, 1/2, ..., kept only if the NLL does not
         # rise. Near the optimum the decrease falls below the NLL's rounding while the
         # gradient is still accurate, so an equal NLL lets Newton finish converging.
-        values = jax.vmap(lambda t: nll(theta + t * direction))(steps)
+        # One candidate at a time (lax.map): memory stays at one N x K array.
+        values = lax.map(lambda t: nll(theta + t * direction), steps)
         values = jnp.where(jnp.isnan(values), jnp.inf, values)
         best = jnp.argmin(values)
         better = (values[best] <= value) & jnp.isfinite(values[best])

@@ -60,7 +60,9 @@ def test_recovers_a_known_scale_and_bias():
     np.testing.assert_allclose(np.sum(bias), 0.0, atol=1e-5)  # centred
 
 
-_LOGITS = hnp.arrays(np.float32, (30, 3), elements=st.floats(-15, 15, width=32))
+_LOGITS = hnp.arrays(
+    np.float32, (30, 3), elements=st.floats(-15, 15, width=32, allow_subnormal=False)
+)
 
 
 @settings(max_examples=20, deadline=None)
@@ -107,7 +109,7 @@ def test_axis_vmap_and_no_gradient():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     stacked = np.stack([logits, 2 * logits])
     scales, _ = jax.vmap(jaxce.fit_vector_scaling, in_axes=(0, None))(stacked, labels)
-    np.testing.assert_allclose(scales[1], expected[0] / 2, rtol=1e-4)
+    np.testing.assert_allclose(scales[1], expected[0] / 2, rtol=1e-3, atol=1e-4)
     grad = jax.grad(lambda x: jnp.sum(jaxce.fit_vector_scaling(x, labels)[0]))(logits)
     np.testing.assert_array_equal(grad, np.zeros_like(logits))
 
