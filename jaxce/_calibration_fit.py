@@ -210,8 +210,10 @@ def _fit_vector_scaling(logits, labels, where, axis, num_iterations):
     examples = _bins.multiclass(logits, labels, axis, where)
     raw = lax.stop_gradient(examples.logits)
     dtype, num_classes = raw.dtype, raw.shape[-1]
-    finite = jnp.isfinite(raw)
-    x = jnp.where(finite, raw, 0)
+    counted = examples.mask[:, None]
+    # A -inf logit marks a masked class; masked examples read as zeros, whatever they hold.
+    finite = jnp.isfinite(raw) | ~counted
+    x = jnp.where(counted & jnp.isfinite(raw), raw, 0)
     onehot = _bins.one_hot(examples.labels, num_classes)
     n = jnp.sum(examples.mask).astype(dtype)
     weight = safe_divide(examples.mask.astype(dtype), n)[:, None]
@@ -249,7 +251,7 @@ def _fit_vector_scaling(logits, labels, where, axis, num_iterations):
     theta, _ = lax.fori_loop(0, num_iterations, body, (identity, nll(identity)))
     # Classes with no finite logit keep the identity; biases are centred (softmax
     # ignores a common shift).
-    present = jnp.any(finite & examples.mask[:, None], axis=0)
+    present = jnp.any(finite & counted, axis=0)
     theta = jnp.where(present[None, :], theta, identity)
     shift = safe_divide(jnp.sum(jnp.where(present, theta[1], 0)), jnp.sum(present).astype(dtype))
     scale, bias = theta[0], jnp.where(present, theta[1] - shift, 0)
@@ -279,7 +281,7 @@ def fit_vector_scaling(
     a fixed `num_iterations` (a `lax.fori_loop`), takes a Newton step with the
     exact Hessian (Jacobi-scaled, with a $10^{-6}$ ridge for the directions
     the NLL ignores), tries the step lengths $1, \tfrac12, \dots, 2^{-11}$ and
-    keeps the best only if it lowers the NLL. So the fitted map never
+    keeps the best only if it does not raise the NLL. So the fitted map never
     increases the NLL of the data it was fitted on. Each iteration costs
     $O(NK^2 + K^3)$.
 
