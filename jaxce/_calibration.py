@@ -35,7 +35,7 @@ from jax.typing import ArrayLike
 
 from . import _calibration_bins as _bins
 from . import _checks
-from ._calibration_fit import fit_temperature as fit_temperature
+from ._calibration_fit import fit_temperature as fit_temperature  # re-exported for jaxce
 from ._reduce import safe_divide
 
 
