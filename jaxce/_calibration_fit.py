@@ -316,14 +316,14 @@ def fit_vector_scaling(
       >>> import jaxce
       >>> key_logits, key_labels = jax.random.split(jax.random.key(0))
       >>> z = jax.random.normal(key_logits, (1000, 3))
-      >>> labels = jax.random.categorical(key_labels, z + jnp.array([0.5, 0.0, -0.5]))
+      >>> labels = jax.random.categorical(key_labels, z + jnp.array([[0.5, 0.0, -0.5]]))
       >>> logits = 3.0 * z  # over-confident, and blind to the class prior
       >>> scale, bias = jaxce.fit_vector_scaling(logits, labels)
       >>> with jnp.printoptions(precision=2):
       ...     print(scale, bias)
       [0.29 0.32 0.3 ] [ 0.41 -0.02 -0.39]
       >>> nll = jaxce.softmax_cross_entropy(logits, labels)
-      >>> print(f"{nll:.4f} -> {jaxce.softmax_cross_entropy(logits * scale + bias, labels):.4f}")
+      >>> print(f"{nll:.4f} -> {jaxce.softmax_cross_entropy(logits * scale[None] + bias[None], labels):.4f}")
       1.3319 -> 0.8694
 
     References:
