@@ -323,7 +323,8 @@ def fit_vector_scaling(
       ...     print(scale, bias)
       [0.29 0.32 0.3 ] [ 0.41 -0.02 -0.39]
       >>> nll = jaxce.softmax_cross_entropy(logits, labels)
-      >>> print(f"{nll:.4f} -> {jaxce.softmax_cross_entropy(logits * scale[None] + bias[None], labels):.4f}")
+      >>> scaled = logits * scale[None] + bias[None]
+      >>> print(f"{nll:.4f} -> {jaxce.softmax_cross_entropy(scaled, labels):.4f}")
       1.3319 -> 0.8694
 
     References:
