@@ -593,5 +593,5 @@ def bootstrap_calibration_error(
         where,
         _bins.options(**options),
         _checks.positive_integer("num_resamples", num_resamples),
-        _bins.static_float("confidence", confidence, 0.0, 1.0, closed=False),
+        _checks.Interval(0.0, 1.0, low_open=True, high_open=True).static("confidence", confidence),
     )

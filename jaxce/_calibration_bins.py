@@ -30,7 +30,6 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.experimental import checkify
 from jax.typing import ArrayLike
@@ -95,21 +94,6 @@ def options(
         debiased_option(debiased, norm),
         axis,
     )
-
-
-def static_float(name: str, value: Any, low: float, high: float, *, closed: bool) -> float:
-    """A concrete Python number inside `[low, high]` (`closed`) or `(low, high)`."""
-    if isinstance(value, jax.core.Tracer):
-        raise TypeError(f"{name} must be a Python number (it is static); got a traced value.")
-    array = np.asarray(value)
-    if array.ndim != 0 or array.dtype == np.bool_ or array.dtype.kind not in "iuf":
-        raise TypeError(f"{name} must be a real number; got {value!r}.")
-    result = float(array)
-    inside = low <= result <= high if closed else low < result < high
-    if not inside:
-        interval = f"[{low:g}, {high:g}]" if closed else f"({low:g}, {high:g})"
-        raise ValueError(f"{name} must be in {interval}; got {result}.")
-    return result
 
 
 # Examples.

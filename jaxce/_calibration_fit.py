@@ -161,8 +161,8 @@ def fit_temperature(
       Guo, Pleiss, Sun and Weinberger, "On Calibration of Modern Neural
       Networks", ICML 2017.
     """
-    t_min = _bins.static_float("min_temperature", min_temperature, 0.0, float("inf"), closed=False)
-    t_max = _bins.static_float("max_temperature", max_temperature, 0.0, float("inf"), closed=False)
+    t_min = _checks.POSITIVE.static("min_temperature", min_temperature)
+    t_max = _checks.POSITIVE.static("max_temperature", max_temperature)
     if not t_min < t_max:
         raise ValueError(f"max_temperature must be > min_temperature = {t_min}; got {t_max}.")
     return _fit_temperature(

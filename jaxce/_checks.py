@@ -30,10 +30,6 @@ def floating(name: str, x: ArrayLike) -> jax.Array:
     return x
 
 
-def optional_floating(name: str, x: ArrayLike | None) -> jax.Array | None:
-    return None if x is None else floating(name, x)
-
-
 def compute_dtype(*dtypes: Any) -> Any:
     """float32 for half precision, otherwise the widest input float type.
 
@@ -69,13 +65,6 @@ def flag(name: str, value: Any) -> bool:
     if not isinstance(value, bool | np.bool_):
         raise TypeError(f"{name} must be a Python bool (it is static); got {value!r}.")
     return bool(value)
-
-
-def static_float(name: str, value: Any) -> float:
-    """A concrete, finite Python float (for options that are not hyperparameters)."""
-    if is_traced(value):
-        raise TypeError(f"{name} must be a Python number (it is static); got a traced value.")
-    return _concrete_float(name, value)
 
 
 def integer(name: str, value: Any, *, optional: bool = False) -> int | None:
@@ -156,9 +145,7 @@ def is_traced(value: Any) -> bool:
 
 def _concrete_float(name: str, value: Any) -> float:
     array = np.asarray(value)
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
-        raise TypeError(f"{name} must be a real number; got {value!r}.")
-    if array.dtype.kind == "c":
+    if array.dtype == np.bool_ or array.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be a real number; got {value!r}.")
     if array.ndim != 0:
         raise ValueError(f"{name} must be a scalar; got shape {array.shape}.")
@@ -181,21 +168,32 @@ class Interval(NamedTuple):
     low: float
     high: float = np.inf
     low_open: bool = False
+    high_open: bool = False
     off: float | None = 0.0
     optional: bool = False  # None is accepted and means off
     hint: str = ""
 
     def describe(self) -> str:
-        low = "(" if self.low_open else "["
         if self.high == np.inf:
             text = f"> {self.low:g}" if self.low_open else f">= {self.low:g}"
         else:
-            text = f"in {low}{self.low:g}, {self.high:g}]"
+            low, high = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            text = f"in {low}{self.low:g}, {self.high:g}{high}"
         return text + self.hint
 
     def contains(self, value: Any) -> Any:
         above = value > self.low if self.low_open else value >= self.low
-        return above & (value <= self.high)
+        below = value < self.high if self.high_open else value <= self.high
+        return above & below
+
+    def static(self, name: str, value: Any) -> float:
+        """A concrete number inside the interval, for an option that must be static."""
+        if is_traced(value):
+            raise TypeError(f"{name} must be a Python number (it is static); got a traced value.")
+        result = _concrete_float(name, value)
+        if not self.contains(result):
+            raise ValueError(f"{name} must be {self.describe()}; got {result}.")
+        return result
 
     def check(self, name: str, value: Any) -> Any:
         if value is None:
@@ -213,15 +211,14 @@ class Interval(NamedTuple):
                 inside, f"{name} must be {self.describe()}; got {{value}}.", value=value
             )
             return jnp.where(inside, value, jnp.nan)
-        result = _concrete_float(name, value)
-        if not self.contains(result):
-            raise ValueError(f"{name} must be {self.describe()}; got {result}.")
+        result = self.static(name, value)
         return None if result == self.off else result
 
 
 UNIT = Interval(0.0, 1.0)
 NON_NEGATIVE = Interval(0.0)
 POSITIVE = Interval(0.0, low_open=True, off=None)
+TEMPERATURE = Interval(0.0, low_open=True, off=1.0)  # 1.0 divides by nothing
 
 
 def static_option(name: str, value: Any) -> Any:

@@ -28,7 +28,6 @@ from ._reduce import reduce_loss
 from ._rule import per_example_rule
 
 _PROBS, _LOG_PROBS, _LOGITS = "probs", "log_probs", "logits"
-_TEMPERATURE = _checks.Interval(0.0, low_open=True, off=1.0)
 where_mass = _numerics.where_mass
 
 
@@ -324,7 +323,7 @@ def entropy(
     return reduce_loss(losses, mask.astype(losses.dtype), reduction)
 
 
-@entry_point(static=("axis", "reduction"), hyperparameters={"temperature": _TEMPERATURE})
+@entry_point(static=("axis", "reduction"), hyperparameters={"temperature": _checks.TEMPERATURE})
 def distillation_loss(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,

@@ -84,7 +84,7 @@ def _as_bits(x: jax.Array | None) -> jax.Array | None:
 
     XLA's CPU backend converts a half-precision operand of a dynamic slice or
     dynamic update slice to float32 and hoists that conversion out of the loop,
-    a float32 copy of the whole kernel (`test_linear.py::test_bf16_memory`).
+    a float32 copy of the whole kernel (`test_linear.py::test_memory_large_vocabulary`).
     Slicing the bits instead keeps every copy chunk-sized.
     """
     if x is None:
@@ -129,8 +129,9 @@ def _is_target(inp, cols):
     return cols == inp.classes[:, None].astype(cols.dtype)
 
 
-def _varying(plan, inp, *carry):
-    return tuple(None if x is None else _sharding.varying_like(x, *inp) for x in carry)
+def _varying(carry, *refs):
+    """A loop's initial carry, varying over the manual axes its inputs vary over."""
+    return tuple(None if x is None else _sharding.varying_like(x, *refs) for x in carry)
 
 
 def _linear_ce_fwd(plan: _Plan, inp: _Inputs) -> tuple[jax.Array, _Residuals]:
@@ -154,7 +155,7 @@ def _linear_ce_fwd(plan: _Plan, inp: _Inputs) -> tuple[jax.Array, _Residuals]:
 
     init = (jnp.full((n,), -jnp.inf, dtype),) + tuple(jnp.zeros((n,), dtype) for _ in range(3))
     steps = _num_steps(inp.kernel.shape[1], plan.chunk)
-    stats = lax.fori_loop(0, steps, body, _varying(plan, inp, *init))
+    stats = lax.fori_loop(0, steps, body, _varying(init, *inp))
     if plan.axis_name is not None:
         stats = _sharding.combine_shards(stats[0], stats[1:], plan.axis_name)
     lse, target, z_sum, count = (x[:, None] for x in stats)
@@ -208,9 +209,7 @@ def _linear_ce_bwd(plan: _Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> 
         jnp.zeros(inp.hidden.shape[:1], dtype),
     )
     steps = _num_steps(inp.kernel.shape[1], plan.chunk)
-    carry = _varying(plan, inp, *init)
-    carry = tuple(_sharding.varying_like(x, g, res.lse) if x is not None else None for x in carry)
-    dh, dk, db, d_cap = lax.fori_loop(0, steps, body, carry)
+    dh, dk, db, d_cap = lax.fori_loop(0, steps, body, _varying(init, *inp, g, res.lse))
     db = None if db is None or inp.bias is None else _from_bits(db, inp.bias.dtype)
     d_eps = None if eps is None else g * (res.target - res.mean_logit)
     d_zeta = None if inp.z_loss is None else g * res.lse**2
@@ -287,7 +286,7 @@ def _chunk_size(name: str, value: Any) -> int | None:
     hyperparameters={
         "label_smoothing": _checks.UNIT,
         "z_loss": _checks.NON_NEGATIVE,
-        "logit_softcap": _checks.Interval(0.0, low_open=True, off=None, optional=True),
+        "logit_softcap": _checks.POSITIVE._replace(optional=True),
     },
     checks={"chunk_size": _chunk_size},
 )

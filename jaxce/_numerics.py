@@ -22,7 +22,7 @@ def log_normaliser(x: jax.Array, axis: int, *, dtype: Any = None) -> tuple[jax.A
     The sum is `jax.nn.logsumexp`'s, but its two parts are kept apart:
     `log q_c = (x_c - m) - log_sum` loses nothing to cancellation, whereas
     `x_c - logsumexp(x)` loses `|x| * eps` (1e-3 at |x| = 1e4 in float32) to the
-    rounding of the logsumexp itself (`test_softmax.py::test_large_offset_is_exact`).
+    rounding of the logsumexp itself (`test_softmax.py::test_large_offsets_lose_no_precision`).
     The max is taken in `x`'s own dtype (exact), so half-precision logits are
     widened only inside the fused sum. The shift carries no gradient; `log_sum`
     is differentiable to any order. Computed in `dtype`, default `x.dtype`.

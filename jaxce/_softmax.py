@@ -57,8 +57,9 @@ def _target_normaliser(x, classes, axis, dtype):
     """`(shift, log_sum, nll)` (keepdims) with `lse = shift + log_sum`, in two fused passes.
 
     The shift is the target logit, so `nll = log sum_c exp(x_c - x_y)` exactly,
-    a sum that is at least 1, with no separate pass for the row maximum: faster
-    than `jax.nn.logsumexp` (`make bench`, rows "ce"). Only if some row
+    a sum that is at least 1, with no separate pass for the row maximum.
+    `jax.nn.logsumexp(x) - x_y` would lose `|x| * eps` to cancellation
+    (`test_softmax.py::test_large_offsets_lose_no_precision`). Only if some row
     overflows (a logit more than ~88 above its target's in float32) or is not
     finite does the batch take the max-shifted path (two more passes).
     """
@@ -108,7 +109,7 @@ def _class_ce_bwd(
     # d loss / d x_c = a P_c - t_c, with t = (1 - eps) w_y Y + eps / K' w_c [x_c finite].
     a = t_y = w_y
     spread: Any = 0
-    d_eps: Any = 0
+    d_eps = None
     if eps is not None:
         finite = x > -jnp.inf
         a = (1 - eps) * w_y + eps * res.w_finite / res.num_finite
@@ -117,9 +118,9 @@ def _class_ce_bwd(
         d_eps = g * (res.smooth - w_y * res.nll)
     if inp.z_loss is not None:
         a = a + 2 * inp.z_loss * lse
-    # exp(x - lse), not exp((x - shift) - log_sum): one subtraction fewer per element
-    # (`make bench`). P then carries the rounding of lse, at most |lse| * eps relative:
-    # the same as rounding the logits themselves does.
+    # exp(x - lse), not exp((x - shift) - log_sum): one subtraction fewer per element.
+    # P then carries the rounding of lse, at most |lse| * eps relative: the same as
+    # rounding the logits themselves does.
     dense = a * jnp.exp(x - lse) - spread
     # At the target, a P_y - t_y = a expm1(-nll) + (a - t_y): no cancellation as P_y -> 1,
     # and a select (not a subtraction of a one-hot) in the one fused pass.
@@ -133,7 +134,7 @@ def _class_ce_bwd(
         if eps is not None:
             dw = dw + g * eps / res.num_finite * jnp.where(finite, (res.shift - x) + res.log_sum, 0)
     d_zeta = None if inp.z_loss is None else g * lse**2
-    return dx, None, dw, None if eps is None else d_eps, d_zeta
+    return dx, None, dw, d_eps, d_zeta
 
 
 _class_ce = per_example_rule(_class_ce_fwd, _class_ce_bwd)
@@ -461,10 +462,7 @@ def smooth_labels(
     return _smooth_labels(labels, epsilon=epsilon, num_classes=num_classes, axis=axis)
 
 
-_TEMPERATURE = _checks.Interval(0.0, low_open=True, off=1.0)
-
-
-@entry_point(static=("axis", "log"), hyperparameters={"temperature": _TEMPERATURE})
+@entry_point(static=("axis", "log"), hyperparameters={"temperature": _checks.TEMPERATURE})
 def _softmax(logits, *, temperature, axis, where, log):
     logits = _checks.floating("logits", logits)
     axis = _checks.class_axis(axis, logits.ndim)
