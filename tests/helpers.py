@@ -1,6 +1,14 @@
 """Helpers shared by the test files: seeded random inputs and checks on compiled programs."""
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def class_data(shape, k, axis=-1, seed=0, scale=3.0):
@@ -10,6 +18,30 @@ def class_data(shape, k, axis=-1, seed=0, scale=3.0):
     example_shape = shape[: axis % len(shape)] + shape[axis % len(shape) + 1 :]
     labels = rng.integers(0, k, size=example_shape).astype(np.int32)
     return logits, labels
+
+
+def calibration_data(n, k, seed=0, scale=3.0, hit_rate=0.6):
+    """Random over-confident logits; labels agree with the argmax about `hit_rate` of the time."""
+    rng = np.random.default_rng(seed)
+    logits = (rng.normal(size=(n, k)) * scale).astype(np.float32)
+    random = rng.integers(0, k, n)
+    labels = np.where(rng.random(n) < hit_rate, logits.argmax(-1), random).astype(np.int32)
+    return logits, labels
+
+
+def run_on_host_devices(module):
+    """Runs `python -m module` (which sets up 8 host devices itself) and returns its last
+    printed line as JSON: devices must be configured before jax is imported."""
+    out = subprocess.run(
+        [sys.executable, "-m", module],
+        cwd=ROOT,
+        env=dict(os.environ, JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def probabilities(shape, axis=-1, seed=1):

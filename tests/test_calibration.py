@@ -11,17 +11,9 @@ from jax.experimental import checkify
 
 import jaxce
 from tests import reference as ref
+from tests.helpers import calibration_data
 
 NORMS = ("l1", "l2", "max")
-
-
-def _data(n, k, seed=0, scale=3.0, hit_rate=0.6):
-    """Random logits; labels agree with the argmax about `hit_rate` of the time."""
-    rng = np.random.default_rng(seed)
-    logits = (rng.normal(size=(n, k)) * scale).astype(np.float32)
-    random = rng.integers(0, k, n)
-    labels = np.where(rng.random(n) < hit_rate, logits.argmax(-1), random).astype(np.int32)
-    return logits, labels
 
 
 def _calibrated(n, k, seed=0, scale=2.0):
@@ -48,7 +40,7 @@ def calibrated_20k():
 @pytest.mark.parametrize("n_bins", [1, 4, 15])
 @pytest.mark.parametrize("norm", NORMS)
 def test_ece_matches_oracle(norm, n_bins, mode):
-    logits, labels = _data(400, 6, seed=n_bins)
+    logits, labels = calibration_data(400, 6, seed=n_bins)
     fn = jaxce.expected_calibration_error
     if mode == "jit":
         got = jax.jit(lambda x, y: fn(x, y, n_bins=n_bins, norm=norm))(logits, labels)
@@ -60,7 +52,7 @@ def test_ece_matches_oracle(norm, n_bins, mode):
 
 
 def test_op_by_op_matches_oracle():
-    logits, labels = _data(100, 4, seed=2)
+    logits, labels = calibration_data(100, 4, seed=2)
     with jax.disable_jit():
         for norm in NORMS:
             np.testing.assert_allclose(
@@ -74,7 +66,7 @@ def test_op_by_op_matches_oracle():
 
 @pytest.mark.parametrize("n_bins", [1, 3, 10, 15])
 def test_curve_matches_oracle(n_bins):
-    logits, labels = _data(300, 5, seed=10 + n_bins, scale=1.5)
+    logits, labels = calibration_data(300, 5, seed=10 + n_bins, scale=1.5)
     curve = jaxce.calibration_curve(logits, labels, n_bins=n_bins)
     conf, acc, count = ref.calibration_bins(logits, labels, n_bins)
     assert isinstance(curve, jaxce.CalibrationCurve)
@@ -85,7 +77,7 @@ def test_curve_matches_oracle(n_bins):
 
 
 def test_curve_and_ece_agree():
-    logits, labels = _data(300, 5, seed=3)
+    logits, labels = calibration_data(300, 5, seed=3)
     curve = jaxce.calibration_curve(logits, labels, n_bins=10)
     full = np.asarray(curve.counts) > 0
     share = np.asarray(curve.counts)[full] / 300
@@ -141,7 +133,7 @@ def test_confidence_one_goes_to_last_bin():
 @pytest.mark.parametrize("norm", NORMS)
 def test_matches_torchmetrics_formula_below_one(norm):
     """Without confidence 1.0 the bins are torchmetrics' (bucketize, right=True)."""
-    logits, labels = _data(2000, 10, seed=5, scale=1.0)
+    logits, labels = calibration_data(2000, 10, seed=5, scale=1.0)
     conf, correct = ref.top_label(logits, labels)
     assert conf.max() < 1.0
     expected = ref.torchmetrics_calibration_error(conf, correct, 15, norm)
@@ -177,7 +169,7 @@ def test_confidence_is_softmax_not_values():
 
 @pytest.mark.parametrize("norm", NORMS)
 def test_where_equals_slicing(norm):
-    logits, labels = _data(300, 5, seed=11)
+    logits, labels = calibration_data(300, 5, seed=11)
     where = np.random.default_rng(1).random(300) < 0.6
     got = jaxce.expected_calibration_error(logits, labels, norm=norm, where=where)
     expected = jaxce.expected_calibration_error(logits[where], labels[where], norm=norm)
@@ -192,7 +184,7 @@ def test_where_equals_slicing(norm):
 
 
 def test_all_masked():
-    logits, labels = _data(10, 3)
+    logits, labels = calibration_data(10, 3)
     where = np.zeros(10, bool)
     for norm in NORMS:
         assert jaxce.expected_calibration_error(logits, labels, norm=norm, where=where) == 0
@@ -203,7 +195,7 @@ def test_all_masked():
 
 
 def test_axis_and_extra_example_axes():
-    logits, labels = _data(60, 4, seed=12)
+    logits, labels = calibration_data(60, 4, seed=12)
     expected = jaxce.expected_calibration_error(logits, labels, n_bins=6)
     got = jaxce.expected_calibration_error(logits.T, labels, n_bins=6, axis=0)
     np.testing.assert_allclose(got, expected, rtol=1e-6)
@@ -220,7 +212,7 @@ def test_axis_and_extra_example_axes():
 
 
 def test_vmap_over_datasets():
-    data = [_data(300, 5, seed=20 + i) for i in range(3)]
+    data = [calibration_data(300, 5, seed=20 + i) for i in range(3)]
     logits = np.stack([d[0] for d in data])
     labels = np.stack([d[1] for d in data])
     ece = jax.vmap(lambda x, y: jaxce.expected_calibration_error(x, y, norm="l2"))(logits, labels)
@@ -237,7 +229,7 @@ def test_vmap_over_datasets():
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
 def test_half_precision_gives_float32(dtype):
-    logits, labels = _data(300, 5, seed=30)
+    logits, labels = calibration_data(300, 5, seed=30)
     half = jnp.asarray(logits, dtype)
     upcast = half.astype(jnp.float32)
     for norm in NORMS:
@@ -254,7 +246,7 @@ def test_half_precision_gives_float32(dtype):
 
 
 def test_float64(x64):
-    logits, labels = _data(300, 5, seed=31)
+    logits, labels = calibration_data(300, 5, seed=31)
     x = jnp.asarray(logits, jnp.float64)
     for norm in NORMS:
         got = jaxce.expected_calibration_error(x, labels, norm=norm)
@@ -268,7 +260,7 @@ def test_float64(x64):
 
 
 def test_masked_classes_and_extreme_logits():
-    logits, labels = _data(300, 5, seed=32)
+    logits, labels = calibration_data(300, 5, seed=32)
     masked = np.concatenate([logits, np.full((300, 2), -np.inf, np.float32)], axis=1)
     for norm in NORMS:
         np.testing.assert_allclose(
@@ -288,7 +280,7 @@ def test_masked_classes_and_extreme_logits():
 
 
 def test_out_of_range_labels():
-    logits, labels = _data(20, 3, seed=33)
+    logits, labels = calibration_data(20, 3, seed=33)
     bad = labels.copy()
     bad[4] = 3
     for norm in NORMS:
@@ -316,7 +308,7 @@ def test_out_of_range_labels():
 
 @pytest.mark.parametrize("mode", ["eager", "jit"])
 def test_fit_temperature_matches_oracle(mode):
-    logits, labels = _data(300, 5, seed=40, scale=2.0, hit_rate=0.5)
+    logits, labels = calibration_data(300, 5, seed=40, scale=2.0, hit_rate=0.5)
     fn = jax.jit(jaxce.fit_temperature) if mode == "jit" else jaxce.fit_temperature
     got = fn(logits, labels)
     expected = ref.fit_temperature(logits, labels)
@@ -327,7 +319,7 @@ def test_fit_temperature_matches_oracle(mode):
 
 def test_fit_temperature_is_stationary_for_the_library_loss():
     """d/dT of softmax_cross_entropy(logits / T) vanishes at the fitted T."""
-    logits, labels = _data(300, 5, seed=41, scale=2.5, hit_rate=0.7)
+    logits, labels = calibration_data(300, 5, seed=41, scale=2.5, hit_rate=0.7)
     t = jaxce.fit_temperature(logits, labels)
 
     def loss(temperature):
@@ -356,7 +348,7 @@ def test_temperature_scaling_restores_calibration(calibrated_20k):
 
 
 def test_all_right_clamps_to_min_temperature():
-    logits, labels = _data(300, 5, seed=42, hit_rate=1.0)
+    logits, labels = calibration_data(300, 5, seed=42, hit_rate=1.0)
     assert np.all(logits.argmax(-1) == labels)
     t = jaxce.fit_temperature(logits, labels)
     assert t == np.float32(1e-3)
@@ -366,7 +358,7 @@ def test_all_right_clamps_to_min_temperature():
 
 
 def test_anti_correlated_clamps_to_max_temperature():
-    logits, _ = _data(300, 5, seed=43)
+    logits, _ = calibration_data(300, 5, seed=43)
     labels = logits.argmin(-1).astype(np.int32)
     assert jaxce.fit_temperature(logits, labels) == np.float32(1e3)
     assert jaxce.fit_temperature(logits, labels, max_temperature=20.0) == np.float32(20.0)
@@ -375,7 +367,7 @@ def test_anti_correlated_clamps_to_max_temperature():
 
 def test_all_wrong_gives_interior_temperature():
     """Every prediction wrong, label the runner-up: a finite T, the oracle's."""
-    logits, _ = _data(300, 5, seed=44)
+    logits, _ = calibration_data(300, 5, seed=44)
     labels = np.argsort(logits, axis=-1)[:, -2].astype(np.int32)
     t = jaxce.fit_temperature(logits, labels)
     assert np.isfinite(t) and 1.0 < t < 1e3
@@ -394,7 +386,7 @@ def test_uninformative_logits_give_one(logits):
 
 
 def test_fit_temperature_where_equals_slicing():
-    logits, labels = _data(300, 5, seed=45, hit_rate=0.5)
+    logits, labels = calibration_data(300, 5, seed=45, hit_rate=0.5)
     where = np.random.default_rng(2).random(300) < 0.5
     got = jaxce.fit_temperature(logits, labels, where=where)
     np.testing.assert_allclose(got, jaxce.fit_temperature(logits[where], labels[where]), rtol=1e-5)
@@ -402,7 +394,7 @@ def test_fit_temperature_where_equals_slicing():
 
 
 def test_fit_temperature_converged():
-    logits, labels = _data(300, 5, seed=46, hit_rate=0.8)
+    logits, labels = calibration_data(300, 5, seed=46, hit_rate=0.8)
     t50 = jaxce.fit_temperature(logits, labels)
     t200 = jaxce.fit_temperature(logits, labels, num_iterations=200)
     np.testing.assert_allclose(t50, t200, rtol=1e-6)
@@ -410,7 +402,7 @@ def test_fit_temperature_converged():
 
 def test_fit_temperature_no_gradient_leak():
     """The fitted T is a constant of the data: no gradient flows back to the logits."""
-    logits, labels = _data(40, 3, seed=47)
+    logits, labels = calibration_data(40, 3, seed=47)
     grad = jax.grad(lambda x: jaxce.fit_temperature(x, labels))(logits)
     np.testing.assert_array_equal(grad, np.zeros_like(logits))
 
@@ -464,7 +456,7 @@ def test_fitted_temperature_is_a_minimum(logits, seed):
 
 
 def test_bad_inputs_name_the_argument():
-    logits, labels = _data(6, 3)
+    logits, labels = calibration_data(6, 3)
     ece, curve, fit = (
         jaxce.expected_calibration_error,
         jaxce.calibration_curve,
@@ -507,7 +499,7 @@ def test_bad_inputs_name_the_argument():
 
 
 def test_errors_fire_under_jit():
-    logits, labels = _data(6, 3)
+    logits, labels = calibration_data(6, 3)
     with pytest.raises(ValueError, match="labels"):
         jax.jit(jaxce.expected_calibration_error)(logits, labels[:5])
     with pytest.raises(TypeError, match="logits"):

@@ -14,20 +14,12 @@ from sklearn.metrics import brier_score_loss
 
 import jaxce
 from tests import reference as ref
+from tests.helpers import calibration_data
 
 NORMS = ("l1", "l2", "max")
 BINNINGS = ("width", "mass")
 # (norm, debiased) pairs that exist: debiasing is defined for the squared L2 error.
 ESTIMATORS = [("l1", False), ("l2", False), ("max", False), ("l2", True)]
-
-
-def _data(n, k, seed=0, scale=3.0, hit_rate=0.6):
-    """Random over-confident logits; labels agree with the argmax about `hit_rate` of the time."""
-    rng = np.random.default_rng(seed)
-    logits = (rng.normal(size=(n, k)) * scale).astype(np.float32)
-    random = rng.integers(0, k, n)
-    labels = np.where(rng.random(n) < hit_rate, logits.argmax(-1), random).astype(np.int32)
-    return logits, labels
 
 
 def _options(norm, debiased, binning, classwise, n_bins=10):
@@ -47,7 +39,7 @@ def _adversarial():
     logits[np.arange(40), rng.integers(0, 3, 40)] = top
     cases.append(("one_bin", logits, rng.integers(0, 3, 40).astype(np.int32), None))
     # Fewer examples than bins: most bins empty (and n < B for equal-mass bins).
-    logits, labels = _data(7, 4, seed=4)
+    logits, labels = calibration_data(7, 4, seed=4)
     cases.append(("empty_bins", logits, labels, None))
     # Confidences exactly on bin edges: 1/4 and 1/2 are edges of 4 and 10 bins alike.
     logits = np.concatenate(
@@ -55,10 +47,10 @@ def _adversarial():
     ).astype(np.float32)
     cases.append(("edge_ties", logits, rng.integers(0, 2, 20).astype(np.int32), None))
     # Class 3 never occurs as a label (it is still predicted sometimes).
-    logits, labels = _data(60, 4, seed=5)
+    logits, labels = calibration_data(60, 4, seed=5)
     cases.append(("class_absent", logits, np.where(labels == 3, 0, labels).astype(np.int32), None))
     # Every example masked.
-    logits, labels = _data(12, 3, seed=6)
+    logits, labels = calibration_data(12, 3, seed=6)
     cases.append(("all_masked", logits, labels, np.zeros(12, bool)))
     # Exactly one counted example.
     cases.append(("one_counted", logits, labels, np.arange(12) == 5))
@@ -77,7 +69,7 @@ ADVERSARIAL = _adversarial()
 @pytest.mark.parametrize("binning", BINNINGS)
 @pytest.mark.parametrize(("norm", "debiased"), ESTIMATORS, ids=["l1", "l2", "max", "debiased"])
 def test_ece_matches_oracle(norm, debiased, binning, classwise):
-    logits, labels = _data(300, 5, seed=1)
+    logits, labels = calibration_data(300, 5, seed=1)
     where = np.random.default_rng(2).random(300) < 0.8
     options = _options(norm, debiased, binning, classwise)
     got = jaxce.expected_calibration_error(logits, labels, where=where, **options)
@@ -132,7 +124,7 @@ def test_nothing_counted_gives_zero():
 
 
 def test_mass_bins_hold_floor_or_ceil_of_n_over_b():
-    logits, labels = _data(103, 6, seed=7)
+    logits, labels = calibration_data(103, 6, seed=7)
     curve = jaxce.calibration_curve(logits, labels, n_bins=10, binning="mass")
     # numpy.array_split: the first 103 % 10 = 3 runs hold 11, the other 7 hold 10.
     np.testing.assert_array_equal(curve.counts, [11, 11, 11] + [10] * 7)
@@ -142,7 +134,7 @@ def test_mass_bins_hold_floor_or_ceil_of_n_over_b():
 
 @pytest.mark.parametrize("binning", BINNINGS)
 def test_curve_matches_oracle(binning):
-    logits, labels = _data(250, 5, seed=8, scale=1.5)
+    logits, labels = calibration_data(250, 5, seed=8, scale=1.5)
     where = np.random.default_rng(9).random(250) < 0.7
     curve = jaxce.calibration_curve(logits, labels, n_bins=12, binning=binning, where=where)
     conf, acc, count = ref.binned_curve(logits, labels, 12, binning, where)
@@ -182,7 +174,7 @@ def test_mass_and_width_agree_when_runs_match():
 
 def test_classwise_with_two_classes_is_the_sigmoid_error_of_the_margin():
     """Class 1's one-vs-rest problem is sigmoid(x1 - x0) against y; class 0's mirrors it."""
-    logits, labels = _data(200, 2, seed=10)
+    logits, labels = calibration_data(200, 2, seed=10)
     margin = logits[:, 1] - logits[:, 0]
     for norm in NORMS:
         classwise = jaxce.expected_calibration_error(
@@ -252,7 +244,7 @@ def test_sigmoid_matches_torchmetrics_binary_formula(norm):
 
 
 def test_sigmoid_label_dtypes_agree():
-    logits, _ = _data(30, 4, seed=14)
+    logits, _ = calibration_data(30, 4, seed=14)
     labels = logits + np.random.default_rng(15).normal(size=logits.shape) > 0
     expected = jaxce.sigmoid_calibration_error(logits, labels)
     for dtype in (np.int32, np.float32, np.uint8):
@@ -272,7 +264,7 @@ def test_sigmoid_saturated_logits_go_to_the_last_bin():
 
 
 def test_brier_matches_oracle_and_sklearn():
-    logits, labels = _data(200, 6, seed=16)
+    logits, labels = calibration_data(200, 6, seed=16)
     where = np.random.default_rng(17).random(200) < 0.7
     got = jaxce.brier_score(logits, labels, where=where)
     np.testing.assert_allclose(got, ref.brier_score(logits, labels, where), rtol=1e-6)
@@ -319,7 +311,7 @@ def test_brier_keeps_precision_for_confident_predictions():
 
 
 def test_brier_reductions_and_axis():
-    logits, labels = _data(24, 5, seed=19)
+    logits, labels = calibration_data(24, 5, seed=19)
     per_example = jaxce.brier_score(logits, labels, reduction="none")
     assert per_example.shape == (24,)
     np.testing.assert_allclose(
@@ -338,7 +330,7 @@ def test_brier_reductions_and_axis():
 
 def test_brier_gradient_is_the_closed_form():
     """d/dx sum_k (p_k - y_k)^2 = 2 (diag p - p p^T)(p - y), averaged over examples."""
-    logits, labels = _data(8, 4, seed=20)
+    logits, labels = calibration_data(8, 4, seed=20)
     grad = jax.grad(jaxce.brier_score)(logits, labels)
     p = ref.softmax(logits)
     r = p - np.eye(4)[labels]
@@ -351,7 +343,7 @@ def test_brier_gradient_is_the_closed_form():
 
 def test_where_equals_slicing():
     # The data and mask of test_ece_matches_oracle: the masked calls reuse its compilations.
-    logits, labels = _data(300, 5, seed=1)
+    logits, labels = calibration_data(300, 5, seed=1)
     where = np.random.default_rng(2).random(300) < 0.8
     for combination in COMBINATIONS:
         options = _options(*combination)
@@ -364,7 +356,7 @@ def test_where_equals_slicing():
 
 
 def test_jit_and_vmap():
-    data = [_data(100, 4, seed=30 + i) for i in range(3)]
+    data = [calibration_data(100, 4, seed=30 + i) for i in range(3)]
     logits = np.stack([d[0] for d in data])
     labels = np.stack([d[1] for d in data])
 
@@ -397,7 +389,7 @@ def _all_measures(x, labels):
 
 
 def test_half_precision_gives_float32():
-    logits, labels = _data(100, 4, seed=23)
+    logits, labels = calibration_data(100, 4, seed=23)
     half = jnp.asarray(logits, jnp.bfloat16)
     measures = jax.jit(_all_measures)
     got, expected = measures(half, labels), measures(half.astype(jnp.float32), labels)
@@ -407,7 +399,7 @@ def test_half_precision_gives_float32():
 
 
 def test_float64(x64):
-    logits, labels = _data(150, 4, seed=24)
+    logits, labels = calibration_data(150, 4, seed=24)
     x = jnp.asarray(logits, jnp.float64)
     for norm, debiased in [("max", False), ("l2", True)]:
         options = _options(norm, debiased, "mass", True)
@@ -422,7 +414,7 @@ def test_float64(x64):
 
 
 def test_out_of_range_labels_give_nan_and_a_checkify_error():
-    logits, labels = _data(20, 3, seed=25)
+    logits, labels = calibration_data(20, 3, seed=25)
     bad = labels.copy()
     bad[4] = 3
     for classwise in (False, True):
@@ -449,7 +441,7 @@ def test_out_of_range_labels_give_nan_and_a_checkify_error():
 
 
 def test_bad_options_name_the_argument():
-    logits, labels = _data(6, 3)
+    logits, labels = calibration_data(6, 3)
     ece = jaxce.expected_calibration_error
     with pytest.raises(ValueError, match="binning"):
         ece(logits, labels, binning="quantile")

@@ -6,9 +6,6 @@ because the 8 host devices it needs must be configured before jax is imported.
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 if __name__ == "__main__":
     os.environ["XLA_FLAGS"] = (
@@ -27,17 +24,9 @@ from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import jaxce  # noqa: E402
 from tests import reference as ref  # noqa: E402
+from tests.helpers import calibration_data, run_on_host_devices  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 NORMS = ("l1", "l2", "max")
-
-
-def _data(n, k, seed=0, scale=3.0, hit_rate=0.6):
-    rng = np.random.default_rng(seed)
-    logits = (rng.normal(size=(n, k)) * scale).astype(np.float32)
-    random = rng.integers(0, k, n)
-    labels = np.where(rng.random(n) < hit_rate, logits.argmax(-1), random).astype(np.int32)
-    return logits, labels
 
 
 def _errors(compute):
@@ -74,7 +63,7 @@ def _assert_same(got, expected, rtol=1e-5):
         np.testing.assert_allclose(got[key], value, rtol=rtol, atol=1e-6, err_msg=str(key))
 
 
-LOGITS, LABELS = _data(64, 4, seed=1)
+LOGITS, LABELS = calibration_data(64, 4, seed=1)
 
 
 @settings(max_examples=15, deadline=None)
@@ -87,7 +76,7 @@ def test_any_split_into_batches_equals_one_shot(cuts):
 
 
 def test_update_with_where_and_odd_batches():
-    logits, labels = _data(50, 4, seed=2)
+    logits, labels = calibration_data(50, 4, seed=2)
     where = np.random.default_rng(3).random(50) < 0.6
     state = jaxce.CalibrationState.create(n_bins=10, num_classes=4)
     for a, b in [(0, 7), (7, 7), (7, 33), (33, 50)]:  # one of them empty
@@ -98,7 +87,7 @@ def test_update_with_where_and_odd_batches():
 
 
 def test_state_matches_oracle():
-    logits, labels = _data(80, 5, seed=4)
+    logits, labels = calibration_data(80, 5, seed=4)
     state = jaxce.CalibrationState.create(n_bins=10, num_classes=5).update(logits, labels)
     for norm in NORMS:
         for classwise in (False, True):
@@ -111,7 +100,7 @@ def test_state_matches_oracle():
 
 
 def test_merge_equals_update_and_is_symmetric():
-    logits, labels = _data(60, 4, seed=5)
+    logits, labels = calibration_data(60, 4, seed=5)
     empty = jaxce.CalibrationState.create(n_bins=10, num_classes=4)
     a, b = empty.update(logits[:25], labels[:25]), empty.update(logits[25:], labels[25:])
     both = empty.update(logits, labels)
@@ -122,7 +111,7 @@ def test_merge_equals_update_and_is_symmetric():
 
 
 def test_state_is_a_pytree_for_jit_and_scan():
-    logits, labels = _data(64, 4, seed=6)
+    logits, labels = calibration_data(64, 4, seed=6)
     state = jaxce.CalibrationState.create(n_bins=10, num_classes=4)
 
     def step(state, batch):
@@ -147,7 +136,7 @@ def test_empty_state_and_empty_batches_give_zero():
 
 
 def test_top_label_state_without_classes():
-    logits, labels = _data(30, 6, seed=7)
+    logits, labels = calibration_data(30, 6, seed=7)
     state = jaxce.CalibrationState.create(n_bins=10).update(logits, labels)
     assert state.class_confidence is None and state.num_classes is None
     assert len(jax.tree.leaves(state)) == 3
@@ -161,14 +150,14 @@ def test_top_label_state_without_classes():
 
 
 def test_bad_labels_poison_the_state():
-    logits, labels = _data(10, 3, seed=8)
+    logits, labels = calibration_data(10, 3, seed=8)
     labels[3] = 7
     state = jaxce.CalibrationState.create(n_bins=4).update(logits, labels)
     assert np.isnan(state.compute())
 
 
 def test_float64_state(x64):
-    logits, labels = _data(40, 3, seed=9)
+    logits, labels = calibration_data(40, 3, seed=9)
     state = jaxce.CalibrationState.create(n_bins=10, num_classes=3, dtype=jnp.float64)
     state = state.update(jnp.asarray(logits, jnp.float64), labels)
     assert state.compute().dtype == jnp.float64
@@ -180,7 +169,7 @@ def test_float64_state(x64):
 
 
 def test_state_errors_name_the_argument():
-    logits, labels = _data(6, 3)
+    logits, labels = calibration_data(6, 3)
     with pytest.raises(ValueError, match="n_bins"):
         jaxce.CalibrationState.create(n_bins=0)
     with pytest.raises(ValueError, match="num_classes"):
@@ -204,7 +193,7 @@ def test_state_errors_name_the_argument():
 
 
 def test_bootstrap_estimate_is_the_point_estimate():
-    logits, labels = _data(300, 5, seed=10)
+    logits, labels = calibration_data(300, 5, seed=10)
     key = jax.random.key(0)
     for options in ({"binning": "mass", "n_bins": 8}, {"classwise": True, "norm": "l2"}):
         estimate, low, high = jaxce.bootstrap_calibration_error(
@@ -219,7 +208,7 @@ def test_bootstrap_estimate_is_the_point_estimate():
 @pytest.mark.parametrize("seed", [11, 12, 13])
 def test_bootstrap_interval_contains_the_estimate(seed):
     # Over-confident logits; the shape of test_bootstrap_interval_narrows_as_n_grows.
-    logits, labels = _data(1000, 5, seed=seed, scale=2.5, hit_rate=0.5)
+    logits, labels = calibration_data(1000, 5, seed=seed, scale=2.5, hit_rate=0.5)
     estimate, low, high = jaxce.bootstrap_calibration_error(jax.random.key(seed), logits, labels)
     assert estimate > 0.1
     assert low < estimate < high
@@ -228,7 +217,7 @@ def test_bootstrap_interval_contains_the_estimate(seed):
 def test_bootstrap_interval_narrows_as_n_grows():
     widths = []
     for n in (250, 1000, 4000):
-        logits, labels = _data(n, 5, seed=14, scale=2.0)
+        logits, labels = calibration_data(n, 5, seed=14, scale=2.0)
         _, low, high = jaxce.bootstrap_calibration_error(jax.random.key(1), logits, labels)
         widths.append(float(high - low))
     # The standard error falls like 1/sqrt(n): about half per fourfold n.
@@ -236,7 +225,7 @@ def test_bootstrap_interval_narrows_as_n_grows():
 
 
 def test_bootstrap_is_reproducible():
-    logits, labels = _data(200, 4, seed=15)
+    logits, labels = calibration_data(200, 4, seed=15)
     first = jaxce.bootstrap_calibration_error(jax.random.key(3), logits, labels)
     again = jaxce.bootstrap_calibration_error(jax.random.key(3), logits, labels)
     other = jaxce.bootstrap_calibration_error(jax.random.key(4), logits, labels)
@@ -250,7 +239,7 @@ def test_bootstrap_is_reproducible():
 
 def test_bootstrap_agrees_with_a_numpy_bootstrap():
     """Same distribution, independent random numbers: the quantiles agree to Monte Carlo error."""
-    logits, labels = _data(400, 4, seed=16, scale=2.0)
+    logits, labels = calibration_data(400, 4, seed=16, scale=2.0)
     options = {"n_bins": 10, "norm": "l2", "binning": "mass"}
     estimate, low, high = jaxce.bootstrap_calibration_error(
         jax.random.key(5), logits, labels, num_resamples=1000, confidence=0.9, **options
@@ -278,7 +267,7 @@ def test_bootstrap_resamples_only_counted_examples():
 
 
 def test_bootstrap_with_nothing_counted_gives_zeros():
-    logits, labels = _data(10, 3, seed=17)
+    logits, labels = calibration_data(10, 3, seed=17)
     key = jax.random.key(7)
     got = jaxce.bootstrap_calibration_error(key, logits, labels, where=np.zeros(10, bool))
     assert [float(v) for v in got] == [0.0, 0.0, 0.0]
@@ -289,7 +278,7 @@ def test_bootstrap_with_nothing_counted_gives_zeros():
 
 
 def test_bootstrap_errors_name_the_argument():
-    logits, labels = _data(6, 3)
+    logits, labels = calibration_data(6, 3)
     key = jax.random.key(0)
     with pytest.raises(TypeError, match="n_binz"):
         jaxce.bootstrap_calibration_error(key, logits, labels, n_binz=4)
@@ -308,17 +297,7 @@ def test_bootstrap_errors_name_the_argument():
 
 @pytest.fixture(scope="module")
 def sharded():
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.test_calibration_streaming"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_on_host_devices("tests.test_calibration_streaming")
 
 
 def test_psum_of_shard_states_equals_one_shot(sharded):
@@ -328,7 +307,7 @@ def test_psum_of_shard_states_equals_one_shot(sharded):
 
 
 def _sharded_data():
-    logits, labels = _data(96, 4, seed=20)
+    logits, labels = calibration_data(96, 4, seed=20)
     where = np.arange(96) % 7 != 3
     return logits, labels, where
 

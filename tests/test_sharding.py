@@ -4,17 +4,10 @@ The checks live in `tests/sharding_checks.py` and run once in a subprocess, beca
 the 8 host devices they need must be configured before jax is imported.
 """
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 import jaxce
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import run_on_host_devices
 
 # Public names that take no class-sharded logits (option holders, label helpers, metrics
 # checked elsewhere) or whose checks run under another key.
@@ -37,17 +30,7 @@ LOSSES = sorted(set(jaxce.__all__) - NOT_LOSSES - CALIBRATION)
 
 @pytest.fixture(scope="module")
 def results():
-    env = dict(os.environ, JAX_PLATFORMS="cpu")
-    out = subprocess.run(
-        [sys.executable, "-m", "tests.sharding_checks"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_on_host_devices("tests.sharding_checks")
 
 
 def _cases(name, results):
