@@ -22,6 +22,7 @@ import functools
 import json
 import os
 import platform
+import re
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -41,6 +42,9 @@ FULL_SHAPES = [(1024, 8192), (2048, 32768), (4096, 32768)]
 QUICK_SHAPES = [(64, 512)]
 LINEAR_FULL = (2048, 512, 32768)
 LINEAR_QUICK = (64, 32, 512)
+# Compile-only memory of the fused head at a large vocabulary (nothing runs).
+LINEAR_MEMORY_FULL = (4096, 1024, 131072)
+LINEAR_MEMORY_QUICK = (64, 32, 512)
 GPU_CE = (8192, 131072)
 GPU_LINEAR = (8192, 4096, 131072)
 
@@ -99,6 +103,11 @@ def compile_fn(loss: Callable, *args: Any) -> tuple[Any, float, int]:
     return compiled, seconds, temp
 
 
+def full_size_exps(compiled: Any, n: int, v: int) -> int:
+    """How many `exp` ops over a whole [n, v] array the compiled program holds."""
+    return len(re.findall(rf"\w+\[{n},{v}\][^ ]* exponential\(", compiled.as_text()))
+
+
 def make_data(n: int, v: int, dtype: Any, seed: int = 0) -> tuple[jax.Array, jax.Array]:
     key_x, key_y = jax.random.split(jax.random.PRNGKey(seed))
     x = (3 * jax.random.normal(key_x, (n, v), jnp.float32)).astype(dtype)
@@ -149,6 +158,7 @@ def bench_ce(n: int, v: int, dtype: Any, rounds: int, step: str = "") -> dict[st
             "compile_s": seconds,
             "temp_bytes": temp,
             "loss_rel_err": abs(value - ref) / abs(ref),
+            "exp_ops": full_size_exps(compiled, n, v),
         }
         calls[name] = functools.partial(compiled, x, y)
     torch_fn = torch_call(x, y)
@@ -204,6 +214,38 @@ def bench_linear(n: int, d: int, v: int, rounds: int, step: str = "") -> dict[st
     for name, seconds in time_alternating(calls, rounds).items():
         row[name]["time_s"] = seconds
     return row
+
+
+def linear_memory(n: int, d: int, v: int) -> list[dict[str, Any]]:
+    """Compiled temp of the fused head's training step, as a share of the float32 logits."""
+    rows = []
+    for dtype in (jnp.float32, jnp.bfloat16):
+        progress(f"linear memory {jnp.dtype(dtype).name} N={n} D={d} V={v}", "compile")
+        args = (
+            jax.ShapeDtypeStruct((n, d), dtype),
+            jax.ShapeDtypeStruct((d, v), dtype),
+            jax.ShapeDtypeStruct((n,), jnp.int32),
+        )
+
+        def step(h: jax.Array, w: jax.Array, y: jax.Array) -> jax.Array:
+            return jaxce.linear_softmax_cross_entropy(h, w, y)  # as a training step calls it
+
+        compiled = jax.jit(jax.value_and_grad(step, argnums=(0, 1))).lower(*args).compile()
+        temp = int(compiled.memory_analysis().temp_size_in_bytes)
+        # A whole-kernel float32 array in a bfloat16 program is a widened copy of the kernel.
+        copy = dtype != jnp.float32 and f"f32[{d},{v}]" in compiled.as_text()
+        rows.append(
+            {
+                "N": n,
+                "D": d,
+                "V": v,
+                "dtype": jnp.dtype(dtype).name,
+                "temp_bytes": temp,
+                "share_of_logits": temp / (n * v * 4),
+                "float32_kernel_copy": copy,
+            }
+        )
+    return rows
 
 
 def bench_gpu(rounds: int) -> dict[str, Any]:
@@ -267,17 +309,20 @@ def _ratio(a: float | None, b: float | None) -> str:
     return "–" if a is None or b is None else f"{a / b:.2f}×"
 
 
-# Why the CPU misses happen; printed under the targets table when one is missed.
-_CPU_NOTES = """On XLA:CPU the loss is bound by `exp`, not by memory. optax's autodiff
-computes `exp` once, in the pass that writes its saved N x V softmax; jaxce keeps
-only O(N) numbers between forward and backward (the logsumexp), so it computes
-`exp` twice (forward sum, backward probabilities): that is the float32 gap, the
-price of not holding an N x V residual. For bfloat16 logits, XLA:CPU runs the
-forward sum of exponentials as a library reduction kernel (a custom fusion) that
-takes float32 operands, so the widened logits are written out once (the `jaxce
-temp` column): a write and a read of an N x V float32 array. Picking the target
-on the raw bits does not help; the sum alone forces it. On a GPU, where the loss
-is memory-bound, jaxce's 3 passes compare with optax's 3 reads and 2 writes."""
+def _cpu_notes(row: dict[str, Any]) -> str:
+    """What this run measured about the float32 gap; no cause that it did not measure."""
+    impls = row["impls"]
+    exps = {k: impls[k]["exp_ops"] for k in ("jaxce", "optax")}
+    temp = {k: impls[k]["temp_bytes"] / 2**20 for k in ("jaxce", "optax")}
+    return (
+        f"In the compiled float32 programs at this shape, jaxce evaluates `exp` over the "
+        f"N x V logits in {exps['jaxce']} places and optax in {exps['optax']} (the "
+        "`exp ops` columns); one of jaxce's is the overflow fallback branch, which a batch "
+        "of finite logits within ~88 of their targets does not run. Neither keeps an N x V "
+        f"temporary (compiled temp: jaxce {temp['jaxce']:.1f} MiB, optax "
+        f"{temp['optax']:.1f} MiB). How much of the float32 gap the extra `exp` pass "
+        "explains is not measured here."
+    )
 
 
 def _targets(results: dict[str, Any]) -> list[str]:
@@ -295,13 +340,13 @@ def _targets(results: dict[str, Any]) -> list[str]:
     checks: list[tuple[str, str, float | None, float, str]] = []
     if "float32" in rows:
         checks += [
-            ("CE fwd+bwd float32 vs optax", "≤ 0.8×", ratio(rows["float32"], "optax"), 0.8, "×"),
+            ("CE fwd+bwd float32 vs optax", "≤ 0.9×", ratio(rows["float32"], "optax"), 0.9, "×"),
             ("CE fwd+bwd float32 vs PyTorch", "≤ 0.5×", ratio(rows["float32"], "torch"), 0.5, "×"),
         ]
     if "bfloat16" in rows:
         bf16 = rows["bfloat16"]
         checks += [
-            ("CE fwd+bwd bfloat16 vs optax", "≤ 0.6×", ratio(bf16, "optax"), 0.6, "×"),
+            ("CE fwd+bwd bfloat16 vs optax", "≤ 0.65×", ratio(bf16, "optax"), 0.65, "×"),
             (
                 "bfloat16 loss error vs float64",
                 "≤ 1e-3",
@@ -323,8 +368,11 @@ def _targets(results: dict[str, Any]) -> list[str]:
                 0.05,
                 "%",
             ),
-            ("linear CE time vs materialised", "≤ 1.15×", fus["time_s"] / mat["time_s"], 1.15, "×"),
+            ("linear CE time vs materialised", "≤ 1.0×", fus["time_s"] / mat["time_s"], 1.0, "×"),
         ]
+    for row, goal in zip(results.get("linear_memory", []), (0.02, 0.05), strict=False):
+        name = f"linear CE compile-only temp, {row['dtype']}, V={row['V']}"
+        checks.append((name, f"≤ {goal:.0%}", row["share_of_logits"], goal, "%"))
     lines = [
         "",
         f"## Targets (CE rows at N={n}, V={v})",
@@ -343,8 +391,8 @@ def _targets(results: dict[str, Any]) -> list[str]:
         met = value <= limit
         missed |= not met
         lines.append(f"| {name} | {goal} | {shown} | {'yes' if met else 'no'} |")
-    if missed and results["backend"] == "cpu":
-        lines += ["", _CPU_NOTES]
+    if missed and results["backend"] == "cpu" and "float32" in rows:
+        lines += ["", _cpu_notes(rows["float32"])]
     return lines
 
 
@@ -384,8 +432,10 @@ def to_markdown(results: dict[str, Any]) -> str:
         "## Absolute times (ms), compile (s) and compiled temp memory (MiB)",
         "",
         "| N | V | dtype | jaxce | optax | log_softmax | torch | copy | copy GB/s "
-        "| jaxce compile | optax compile | jaxce temp | optax temp | log_softmax temp |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| jaxce compile | optax compile | jaxce temp | optax temp | log_softmax temp "
+        "| jaxce exp ops | optax exp ops |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- "
+        "| --- | --- |",
     ]
     for row in results["ce"]:
         impls = row["impls"]
@@ -396,7 +446,8 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"| {_fmt_ms(impls.get('torch', {}).get('time_s'))} | {_fmt_ms(row['copy_s'])} "
             f"| {row['copy_bytes_per_s'] / 1e9:.1f} | {impls['jaxce']['compile_s']:.2f} "
             f"| {impls['optax']['compile_s']:.2f} | {mib['jaxce']:.1f} | {mib['optax']:.1f} "
-            f"| {mib['log_softmax']:.1f} |"
+            f"| {mib['log_softmax']:.1f} | {impls['jaxce']['exp_ops']} "
+            f"| {impls['optax']['exp_ops']} |"
         )
     lin = results["linear"]
     lines += ["", "## Fused linear head vs materialised logits (float32)", ""]
@@ -413,6 +464,19 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"| {_fmt_ms(mat['time_s'])} | {fus['temp_bytes'] / 2**20:.1f} "
             f"| {mat['temp_bytes'] / 2**20:.1f} |",
         ]
+    lines += [
+        "",
+        "## Fused head, compile only: temp of a training step vs the float32 logits",
+        "",
+        "| N | D | V | dtype | temp MiB | share of float32 logits | float32 copy of the kernel |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in results.get("linear_memory", []):
+        copy = "–" if row["dtype"] == "float32" else ("yes" if row["float32_kernel_copy"] else "no")
+        lines.append(
+            f"| {row['N']} | {row['D']} | {row['V']} | {row['dtype']} "
+            f"| {row['temp_bytes'] / 2**20:.1f} | {row['share_of_logits']:.1%} | {copy} |"
+        )
     gpu = results["gpu"]
     lines += ["", "## Accelerator rows", ""]
     if "skipped" in gpu:
@@ -481,6 +545,9 @@ def run(quick: bool, out: Path, rounds: int | None = None) -> dict[str, Any]:
             results["ce"].append(bench_ce(n, v, dtype, rounds, step))
     linear = LINEAR_QUICK if quick else LINEAR_FULL
     results["linear"] = bench_linear(*linear, rounds, f"[{total - 1}/{total}]")
+    results["linear_memory"] = linear_memory(
+        *(LINEAR_MEMORY_QUICK if quick else LINEAR_MEMORY_FULL)
+    )
     progress(f"[{total}/{total}]", f"accelerator rows on {jax.default_backend()}")
     results["gpu"] = bench_gpu(rounds)
     out.mkdir(parents=True, exist_ok=True)

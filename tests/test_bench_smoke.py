@@ -16,6 +16,7 @@ def bench(monkeypatch):
     spec.loader.exec_module(module)
     monkeypatch.setattr(module, "QUICK_SHAPES", [(8, 32)])
     monkeypatch.setattr(module, "LINEAR_QUICK", (8, 4, 32))
+    monkeypatch.setattr(module, "LINEAR_MEMORY_QUICK", (8, 4, 32))
     return module
 
 
@@ -33,5 +34,9 @@ def test_quick_run_writes_results(bench, tmp_path):
             assert row["impls"][name]["loss_rel_err"] < (
                 1e-5 if row["dtype"] == "float32" else 1e-2
             )
+        # The exp counter finds jaxce's forward sum and backward, and optax's one pass.
+        assert row["impls"]["jaxce"]["exp_ops"] >= 2 and row["impls"]["optax"]["exp_ops"] >= 1
+    assert [row["dtype"] for row in results["linear_memory"]] == ["float32", "bfloat16"]
+    assert all(row["temp_bytes"] > 0 for row in results["linear_memory"])
     text = (tmp_path / "results.md").read_text()
     assert "jaxce / optax" in text and "Accelerator rows" in text
