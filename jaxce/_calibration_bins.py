@@ -31,7 +31,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax.experimental import checkify
 from jax.typing import ArrayLike
 
 from . import _checks, _labels
@@ -115,48 +114,29 @@ class Examples(NamedTuple):
     shape: tuple[int, ...]
 
 
-def _report_bad(bad: jax.Array, labels: jax.Array, expected: str) -> None:
-    """A `checkify` error naming the first bad label (nothing happens unless checkified)."""
-    first = jnp.sum(jnp.where(bad & (jnp.cumsum(bad) == 1), labels, 0))
-    checkify.debug_check(~jnp.any(bad), f"labels must be {expected}; got {{label}}.", label=first)
-
-
 def multiclass(
     logits: ArrayLike, labels: ArrayLike, axis: Any, where: ArrayLike | None
 ) -> Examples:
     """Softmax logits with the classes on `axis`, integer labels, an example mask."""
-    logits = _checks.floating("logits", logits)
-    axis = _checks.class_axis(axis, logits.ndim)
-    classes = _labels.parse(logits, labels, axis, allow_probs=False).classes
-    assert classes is not None
-    num_classes = logits.shape[axis]
-    example_shape = _checks.without_axis(logits.shape, axis)
-    mask = _checks.example_mask(where, example_shape).reshape(-1)
-    classes = classes.reshape(-1)
-    bad = mask & ((classes < 0) | (classes >= num_classes))
-    _report_bad(bad, classes, f"in [0, {num_classes})")
-    size = math.prod(example_shape)
-    x = jnp.moveaxis(logits, axis, -1).reshape(size, num_classes)
-    x = x.astype(_checks.compute_dtype(logits.dtype))
+    args = _labels.multiclass(
+        logits, labels, axis=axis, ignore_index=None, where=where, weights=None, allow_probs=False
+    )
+    assert args.labels.classes is not None and args.bad is not None
+    num_classes = args.logits.shape[args.axis]
+    example_shape = args.mask.shape
+    x = jnp.moveaxis(args.logits, args.axis, -1).reshape(math.prod(example_shape), num_classes)
+    x = x.astype(_checks.compute_dtype(args.logits.dtype))
+    classes, mask, bad = (a.reshape(-1) for a in (args.labels.classes, args.mask, args.bad))
     return Examples(x, classes, mask, bad, example_shape)
 
 
 def binary(logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None) -> Examples:
     """Sigmoid logits of any shape, 0/1 labels of the same shape, an element mask."""
-    logits = _checks.floating("logits", logits)
-    dtype = _checks.compute_dtype(logits.dtype)
-    labels = jnp.asarray(labels)
-    real = jnp.issubdtype(labels.dtype, jnp.integer) or jnp.issubdtype(labels.dtype, jnp.floating)
-    if not (real or labels.dtype == jnp.bool_):
-        raise TypeError(f"labels must be 0/1 targets (bool, integer or float); got {labels.dtype}.")
-    _checks.same_shape("labels", labels, logits.shape, "same as logits")
-    mask = _checks.example_mask(where, logits.shape, of="the logits' shape").reshape(-1)
-    labels = labels.reshape(-1)
-    y = labels.astype(dtype)
-    bad = mask & ~((y >= 0) & (y <= 1))
-    if real:  # boolean labels cannot be out of range
-        _report_bad(bad, labels, "in [0, 1]")
-    return Examples(logits.reshape(-1).astype(dtype), y, mask, bad, logits.shape)
+    x, y, mask, bad = _labels.binary(logits, labels, where, name="logits")
+    x = x.astype(_checks.compute_dtype(x.dtype))
+    return Examples(
+        x.reshape(-1), y.astype(x.dtype).reshape(-1), mask.reshape(-1), bad.reshape(-1), x.shape
+    )
 
 
 # Per-example confidences and outcomes.

@@ -92,7 +92,8 @@ def example_mask(
     if ignore_index is not None and _representable(ignore_index, classes.dtype):
         mask = mask & (classes != ignore_index)
     bad = mask & ((classes < 0) | (classes >= num_classes))
-    _report_first(bad, classes, f"labels must be in [0, {num_classes}) or equal ignore_index")
+    expected = f"in [0, {num_classes})" + ("" if ignore_index is None else " or equal ignore_index")
+    _report_first(bad, classes, f"labels must be {expected}")
     return mask, bad
 
 
