@@ -36,7 +36,7 @@ from jax.typing import ArrayLike
 from . import _calibration_bins as _bins
 from . import _checks
 from ._calibration_fit import fit_temperature as fit_temperature  # re-exported for jaxce
-from ._reduce import safe_divide
+from ._reduce import reduce_loss
 
 
 class CalibrationCurve(NamedTuple):
@@ -357,14 +357,10 @@ def calibration_curve(
 # Brier scores.
 
 
-def _reduce(scores: jax.Array, mask: jax.Array, reduction: str, shape: tuple[int, ...]):
-    scores = jnp.where(mask, scores, 0)
-    if reduction == "none":
-        return scores.reshape(shape)
-    total = jnp.sum(scores)
-    if reduction == "sum":
-        return total
-    return safe_divide(total, jnp.sum(mask).astype(total.dtype))
+def _reduce(scores: jax.Array, examples: _bins.Examples, reduction: str) -> jax.Array:
+    """Per-example scores (0 where masked) through the one reducer, in the examples' shape."""
+    scores = jnp.where(examples.mask, scores, 0).reshape(examples.shape)
+    return reduce_loss(scores, examples.mask.astype(scores.dtype), reduction)
 
 
 @functools.partial(jax.jit, static_argnames=("axis", "reduction"))
@@ -376,7 +372,7 @@ def _brier_score(logits, labels, where, axis: int, reduction: str) -> jax.Array:
     q = jnp.where(target > 0, 0, probs)
     scores = jnp.square(jnp.sum(q, axis=-1)) + jnp.sum(jnp.square(q), axis=-1)
     scores = jnp.where(examples.bad, jnp.nan, scores)
-    return _reduce(scores, examples.mask, reduction, examples.shape)
+    return _reduce(scores, examples, reduction)
 
 
 def brier_score(
@@ -440,7 +436,7 @@ def _sigmoid_brier_score(logits, labels, where, reduction: str) -> jax.Array:
     # p - y = (1 - y) sigmoid(x) - y sigmoid(-x): exact for 0/1 labels at any logit.
     error = (1 - y) * jax.nn.sigmoid(x) - y * jax.nn.sigmoid(-x)
     scores = jnp.where(examples.bad, jnp.nan, jnp.square(error))
-    return _reduce(scores, examples.mask, reduction, examples.shape)
+    return _reduce(scores, examples, reduction)
 
 
 def sigmoid_brier_score(
