@@ -121,31 +121,35 @@ def _soft_kl_bwd(cfg: _Config, inp: _KLInputs, res: _KLResiduals, g: jax.Array) 
 _soft_kl = per_example_rule(_soft_kl_fwd, _soft_kl_bwd)
 
 
-def _entropy_fwd(cfg, logits):
-    x = logits.astype(_checks.compute_dtype(logits.dtype))
-    shift, log_sum = _numerics.log_normaliser(x, cfg.axis)
-    log_q = x - shift - log_sum
-    q = jnp.exp(log_q)
-    h = -jnp.sum(where_mass(q, q * where_mass(q, log_q)), cfg.axis, keepdims=True)
-    return h, (shift, log_sum, h)
-
-
-def _entropy_bwd(cfg, logits, res, g):
-    shift, log_sum, h = res
-    log_q = logits.astype(log_sum.dtype) - shift - log_sum
-    q = jnp.exp(log_q)
-    # dH/dx_c = -q_c (log q_c + H).
-    return (where_mass(q, -g * q * (where_mass(q, log_q) + h)),)
-
-
 class _EntropyInputs(NamedTuple):
     logits: jax.Array
 
 
-_entropy = per_example_rule(
-    lambda cfg, inp: _entropy_fwd(cfg, inp.logits),
-    lambda cfg, inp, res, g: _entropy_bwd(cfg, inp.logits, res, g),
-)
+class _EntropyResiduals(NamedTuple):
+    shift: jax.Array
+    log_sum: jax.Array
+    entropy: jax.Array
+
+
+def _entropy_fwd(cfg: _Config, inp: _EntropyInputs) -> tuple[jax.Array, _EntropyResiduals]:
+    x = inp.logits.astype(_checks.compute_dtype(inp.logits.dtype))
+    shift, log_sum = _numerics.log_normaliser(x, cfg.axis)
+    log_q = x - shift - log_sum
+    q = jnp.exp(log_q)
+    h = -jnp.sum(where_mass(q, q * where_mass(q, log_q)), cfg.axis, keepdims=True)
+    return h, _EntropyResiduals(shift, log_sum, h)
+
+
+def _entropy_bwd(
+    cfg: _Config, inp: _EntropyInputs, res: _EntropyResiduals, g: jax.Array
+) -> tuple[Any, ...]:
+    log_q = inp.logits.astype(res.log_sum.dtype) - res.shift - res.log_sum
+    q = jnp.exp(log_q)
+    # dH/dx_c = -q_c (log q_c + H).
+    return (where_mass(q, -g * q * (where_mass(q, log_q) + res.entropy)),)
+
+
+_entropy = per_example_rule(_entropy_fwd, _entropy_bwd)
 
 
 def _prepare(
