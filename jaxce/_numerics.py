@@ -35,20 +35,30 @@ def log_normaliser(x: jax.Array, axis: int, *, dtype: Any = None) -> tuple[jax.A
 
 def shifted_log_sum(x: jax.Array, shift: jax.Array, axis: int, dtype: Any) -> jax.Array:
     """`log sum_c exp(x_c - shift)` along `axis` (keepdims), computed in `dtype`."""
-    return jnp.log(jnp.sum(jnp.exp(x.astype(dtype) - shift), axis=axis, keepdims=True))
+    return jnp.log(jnp.sum(jnp.exp(widen(x, dtype, shift) - shift), axis=axis, keepdims=True))
 
 
 def target_logit(x: jax.Array, classes: jax.Array, axis: int, dtype: Any) -> jax.Array:
     """`x` at the target class (keepdims), in `dtype`; `-inf` where no class matches.
 
-    `max_c min(x_c, cap_c)` with `cap = +inf` at the target and `-inf` elsewhere
-    is exactly the target logit (also when it is `-inf`, and whatever the other
-    logits are). It needs no gather, so it stays local when the class axis is
-    sharded. The cap comes from `|c - y|` in floating point, exact for
-    K <= 2**24, so the pass is one fused reduction without a comparison or a
-    select; beyond 2**24 classes it falls back to the one-hot pick.
+    A gather of N values (O(N) reads of the logits), unless the class axis is
+    split over devices (`classes_split`): then a gather would need the other
+    devices' logits, and the pick is `max_c min(x_c, cap_c)` with `cap = +inf`
+    at the target and `-inf` elsewhere, exact (also when the target is `-inf`,
+    whatever the other logits are) and local to each device: a full pass over
+    the logits. The cap comes from `|c - y|` in floating point, exact for
+    K <= 2**24, so that pass has no comparison or select; beyond 2**24 classes
+    it is the one-hot pick.
     """
     num_classes = x.shape[axis]
+    if not classes_split(x, axis):
+        # Labels outside [0, K) (negative ones too) pick nothing, like the split path.
+        index = jnp.where(classes >= 0, classes, num_classes)
+        index = jnp.expand_dims(index, axis)
+        # Gathered in x's own dtype, then widened: the gradient (a scatter) is too.
+        source = x if x.dtype == dtype else own_read(x, index)
+        picked = jnp.take_along_axis(source, index, axis=axis, mode="fill", fill_value=-jnp.inf)
+        return picked.astype(dtype)
     if num_classes > 2**24:
         onehot = target_mask(classes, x.shape, axis)
         return jnp.sum(jnp.where(onehot, x, 0), axis=axis, keepdims=True).astype(dtype)
@@ -57,6 +67,38 @@ def target_logit(x: jax.Array, classes: jax.Array, axis: int, dtype: Any) -> jax
     )
     cap = (0.5 - distance) * jnp.inf
     return jnp.max(jnp.minimum(x.astype(dtype), cap), axis=axis, keepdims=True)
+
+
+def classes_split(x: jax.Array, axis: int) -> bool:
+    """Whether `x`'s class axis may be split over devices, so that a gather would not be local.
+
+    True inside `shard_map` (where `x` may be one device's slice of the
+    classes) and on an Explicit mesh whose class axis is sharded. Elsewhere
+    (one device, a batch-sharded or an Auto mesh, whose partitioner turns a
+    gather on a sharded operand into local gathers) a gather reads only the N
+    target logits.
+    """
+    if _sharding.varying_axes(x):
+        return True
+    return _sharding.explicit_axes(x, axis % x.ndim)[1] is not None
+
+
+def widen(x: jax.Array, dtype: Any, partner: jax.Array) -> jax.Array:
+    """`x` in the wider `dtype`, converted by the pass that also reads `partner`."""
+    return x if x.dtype == dtype else own_read(x, partner).astype(dtype)
+
+
+def own_read(x: jax.Array, partner: jax.Array) -> jax.Array:
+    """`x`, read by the pass that also reads `partner` (its shift, its label indices).
+
+    Two passes that widen the same half-precision logits (a pick and a sum,
+    the forward and the backward) would otherwise share one conversion, which
+    XLA may materialise: a float32 copy of the whole logits
+    (`test_performance.py::test_half_precision_makes_no_wide_copy`). An
+    optimization barrier over `x` and a value of this pass alone makes each
+    pass's read, and so its conversion, its own.
+    """
+    return lax.optimization_barrier((x, partner))[0]
 
 
 def class_iota(ndim: int, num_classes: int, axis: int, dtype: Any) -> jax.Array:

@@ -6,9 +6,10 @@ the target's NLL, the smoothing sums) for the backward, which recomputes
 `(P - Y) * w / S` directly: no N x K probability matrix is ever stored
 between the two.
 
-With integer labels the forward makes two fused passes over the N x K logits:
-the target logit (`_numerics.target_logit`) and the sum of exponentials
-shifted by it. The backward is a third pass that selects the target's entry
+With integer labels the forward reads the N x K logits once: the sum of
+exponentials shifted by the target logit, which is a gather of N values
+(`_numerics.target_logit`; a second pass only where the class axis is split
+over devices). The backward is one more pass that selects the target's entry
 instead of subtracting a one-hot array.
 """
 
@@ -54,7 +55,7 @@ class _ClassResiduals(NamedTuple):
 
 
 def _target_normaliser(x, classes, axis, dtype):
-    """`(shift, log_sum, nll)` (keepdims) with `lse = shift + log_sum`, in two fused passes.
+    """`(shift, log_sum, nll)` (keepdims) with `lse = shift + log_sum`, in one pass over `x`.
 
     The shift is the target logit, so `nll = log sum_c exp(x_c - x_y)` exactly,
     a sum that is at least 1, with no separate pass for the row maximum.
@@ -87,7 +88,7 @@ def _class_ce_fwd(cfg: _Config, inp: _ClassInputs) -> tuple[jax.Array, _ClassRes
         w_y = jnp.expand_dims(_numerics.class_value(w.reshape(-1), inp.classes), axis)
         loss = w_y * nll
     if eps is not None:
-        x = inp.logits.astype(dtype)
+        x = _numerics.widen(inp.logits, dtype, log_sum)
         finite, count = _numerics.finite_classes(x, axis)
         nll_c = jnp.where(finite, (shift - x) + log_sum, 0)
         w_finite = count if w is None else jnp.sum(jnp.where(finite, w, 0), axis, keepdims=True)
@@ -102,8 +103,8 @@ def _class_ce_bwd(
     cfg: _Config, inp: _ClassInputs, res: _ClassResiduals, g: jax.Array
 ) -> tuple[Any, ...]:
     axis, eps, w = cfg.axis, inp.smoothing, inp.weights
-    x = inp.logits.astype(res.shift.dtype)
     lse = res.shift + res.log_sum
+    x = _numerics.widen(inp.logits, lse.dtype, lse)
     w_y: Any = 1 if res.w_y is None else res.w_y
     w = None if w is None else w.astype(x.dtype)
     # d loss / d x_c = a P_c - t_c, with t = (1 - eps) w_y Y + eps / K' w_c [x_c finite].
@@ -377,12 +378,10 @@ def nll_loss(
     classes = args.labels.classes
     assert classes is not None
     dtypes = [args.logits.dtype] + ([] if args.weights is None else [args.weights.dtype])
-    lp = args.logits.astype(_checks.compute_dtype(*dtypes))
-    onehot = _numerics.target_mask(classes, lp.shape, args.axis)
-    # A one-hot sum rather than a gather: it stays local on a class-sharded mesh,
-    # and autodiff of it is the loss's whole gradient.
-    picked = jnp.sum(jnp.where(onehot, lp, 0), axis=args.axis)
-    norm = _labels.normaliser(args, lp.dtype)
+    dtype = _checks.compute_dtype(*dtypes)
+    # Autodiff of the pick is the loss's whole gradient.
+    picked = jnp.squeeze(_numerics.target_logit(args.logits, classes, args.axis, dtype), args.axis)
+    norm = _labels.normaliser(args, dtype)
     w_y = 1 if args.weights is None else norm
     loss = _numerics.nan_where(args.bad, jnp.where(args.mask, -w_y * picked, 0))
     return reduce_loss(loss, norm, reduction, denominator)

@@ -132,6 +132,9 @@ def check_mesh(name: str, axis_type: AxisType) -> None:
     gathered = _largest_all_gather(hlo)
     if gathered >= limit:
         raise AssertionError(f"all-gather of {gathered} elements (limit {limit})")
+    if axis_type == AxisType.Explicit and re.search(r" gather\(", hlo.replace("all-gather", "")):
+        # With the classes split over devices the target is picked locally, not gathered.
+        raise AssertionError("a gather on an Explicit mesh whose class axis is split")
 
 
 def check_shard_map() -> None:
