@@ -43,8 +43,6 @@ class _Plan(NamedTuple):
     chunk: int
     dot_dtype: Any
     compute_dtype: Any
-    kernel_dtype: Any
-    bias_dtype: Any
     axis_name: Any = None  # mesh axes sharding the vocabulary (inside shard_map)
     axis: int = 1  # the class axis of a [N, chunk] block (for the rule skeleton)
 
@@ -80,12 +78,13 @@ def _as_bits(x: jax.Array) -> jax.Array: ...
 @overload
 def _as_bits(x: None) -> None: ...
 def _as_bits(x: jax.Array | None) -> jax.Array | None:
-    """Half-precision floats viewed as uint16 (a bitcast, no copy); others unchanged.
+    """A half-precision gradient accumulator viewed as uint16; others unchanged.
 
-    XLA's CPU backend converts a half-precision operand of a dynamic slice or
-    dynamic update slice to float32 and hoists that conversion out of the loop,
-    a float32 copy of the whole kernel (`test_linear.py::test_memory_large_vocabulary`).
-    Slicing the bits instead keeps every copy chunk-sized.
+    The kernel's and the bias's gradients are written a chunk at a time with a
+    dynamic update slice. A backend may perform a half-precision one in float32
+    (XLA's CPU backend does), widening and narrowing the whole accumulator at
+    every chunk; an update of the bits is in place. The bit-cast back at the end
+    is one copy of the gradient (`test_linear.py::test_memory_large_vocabulary`).
     """
     if x is None:
         return None
@@ -105,17 +104,20 @@ class _Chunk(NamedTuple):
     fresh: jax.Array  # [1, chunk] columns not already counted by the previous chunk
 
 
-def _chunk(plan, inp, h, kernel_bits, bias_bits, step):
-    """Logits of chunk `step`; `kernel_bits` and `bias_bits` are in their `_as_bits` form."""
-    c, num_classes = plan.chunk, kernel_bits.shape[1]
+def _chunk(plan, inp, h, step):
+    """Logits of chunk `step`."""
+    c, num_classes = plan.chunk, inp.kernel.shape[1]
     start = jnp.minimum(step * c, num_classes - c)
-    # Sliced, then converted, inside the loop body: the conversion depends on the
-    # step, so XLA cannot hoist a converted copy of the whole kernel out of the loop.
-    k = _from_bits(lax.dynamic_slice_in_dim(kernel_bits, start, c, axis=1), plan.kernel_dtype)
-    k = k.astype(plan.dot_dtype)
+    # The kernel and bias are read through a barrier tied to the step, so whatever
+    # a backend does to slice them (XLA's CPU backend widens a half-precision
+    # operand of a dynamic slice) stays in the loop, chunk-sized, rather than being
+    # hoisted out of it as a converted copy of the whole kernel
+    # (`test_linear.py::test_memory_large_vocabulary`).
+    kernel, bias = lax.optimization_barrier((inp.kernel, inp.bias, step))[:2]
+    k = lax.dynamic_slice_in_dim(kernel, start, c, axis=1).astype(plan.dot_dtype)
     raw = _dot(h, k, (1, 0), plan.compute_dtype)
-    if bias_bits is not None:
-        b = _from_bits(lax.dynamic_slice_in_dim(bias_bits, start, c), plan.bias_dtype)
+    if bias is not None:
+        b = lax.dynamic_slice_in_dim(bias, start, c)
         raw = raw + b.astype(plan.compute_dtype)[None, :]
     local = start + lax.iota(start.dtype, c)
     cols = local
@@ -138,11 +140,10 @@ def _linear_ce_fwd(plan: _Plan, inp: _Inputs) -> tuple[jax.Array, _Residuals]:
     dtype, eps = plan.compute_dtype, inp.smoothing
     n = inp.hidden.shape[0]
     h = inp.hidden.astype(plan.dot_dtype)
-    kernel_bits, bias_bits = _as_bits(inp.kernel), _as_bits(inp.bias)
 
     def body(step, carry):
         lse, target, z_sum, count = carry
-        chunk = _chunk(plan, inp, h, kernel_bits, bias_bits, step)
+        chunk = _chunk(plan, inp, h, step)
         z, fresh = chunk.z, chunk.fresh
         z_new = jnp.where(fresh, z, -jnp.inf)
         lse = jnp.logaddexp(lse, jax.nn.logsumexp(z_new, axis=1))
@@ -169,11 +170,10 @@ def _linear_ce_bwd(plan: _Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> 
     h = inp.hidden.astype(plan.dot_dtype)
     # d loss / d z_c = a P_c - (1 - eps) Y_c - eps / K' [z_c finite]
     a = 1 if inp.z_loss is None else 1 + 2 * inp.z_loss * res.lse
-    kernel_bits, bias_bits = _as_bits(inp.kernel), _as_bits(inp.bias)
 
     def body(step, carry):
         dh, dk, db, d_cap = carry
-        chunk = _chunk(plan, inp, h, kernel_bits, bias_bits, step)
+        chunk = _chunk(plan, inp, h, step)
         z = chunk.z
         target = _is_target(inp, chunk.cols)
         if eps is None:
@@ -204,8 +204,8 @@ def _linear_ce_bwd(plan: _Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> 
 
     init = (
         jnp.zeros(inp.hidden.shape, dtype),
-        jnp.zeros_like(kernel_bits),
-        None if bias_bits is None else jnp.zeros_like(bias_bits),
+        jnp.zeros_like(_as_bits(inp.kernel)),
+        None if inp.bias is None else jnp.zeros_like(_as_bits(inp.bias)),
         jnp.zeros(inp.hidden.shape[:1], dtype),
     )
     steps = _num_steps(inp.kernel.shape[1], plan.chunk)
@@ -237,8 +237,6 @@ def _plan(hidden, kernel, bias, num_examples, chunk_size, axis_name) -> tuple[_P
         chunk=chunk,
         dot_dtype=hidden.dtype if hidden.dtype == kernel.dtype else dtype,
         compute_dtype=dtype,
-        kernel_dtype=kernel.dtype,
-        bias_dtype=None if bias is None else bias.dtype,
         axis_name=axis_name if vocab_axes is None else vocab_axes,
     )
     return plan, mesh

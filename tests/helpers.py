@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,6 +71,19 @@ def assert_no_gather(compiled_text):
     """The compiled program picks entries without a gather (sharding-safe); all-gather is fine."""
     assert " gather(" not in compiled_text, "the compiled program has a gather"
     assert "gather." not in compiled_text.replace("all-gather", ""), "the program has a gather"
+
+
+def materialised_shapes(compiled_text):
+    """Result shapes of the instructions that own a buffer: those outside fusion bodies."""
+    fused = set(re.findall(r"fusion\(.*?calls=(%[\w.-]+)", compiled_text))
+    shapes, inside = [], False
+    for line in compiled_text.splitlines():
+        if line and not line.startswith(" "):  # a computation's header, or its closing brace
+            name = line.split(" ")[1] if line.startswith("ENTRY") else line.split(" ")[0]
+            inside = name in fused
+        elif not inside and " = " in line:
+            shapes.append(line.split(" = ", 1)[1].split(" ", 1)[0])
+    return shapes
 
 
 def assert_cached(fn, calls, **kwargs):

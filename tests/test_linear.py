@@ -13,6 +13,7 @@ from jax.test_util import check_grads
 import jaxce
 
 from . import reference
+from .helpers import materialised_shapes
 
 N, D, V = 11, 6, 37  # V is not a multiple of the chunk sizes below
 
@@ -277,11 +278,14 @@ def test_memory_vs_materialised():
     assert fused <= 0.05 * mat, (fused, mat)
 
 
-@pytest.mark.parametrize(("dtype", "fraction"), [(jnp.float32, 0.02), (jnp.bfloat16, 0.20)])
+@pytest.mark.parametrize(("dtype", "fraction"), [(jnp.float32, 0.02), (jnp.bfloat16, 0.15)])
 def test_memory_large_vocabulary(dtype, fraction):
     n, d, v = 4096, 1024, 131072
     compiled = _compiled(_fused, n, d, v, dtype)
     assert _temp(compiled) <= fraction * n * v * 4, _temp(compiled)
-    if dtype == jnp.bfloat16:
-        # No float32 copy of the kernel anywhere in the program.
-        assert f"f32[{d},{v}]" not in compiled.as_text()
+    kernel_sized = {s.split("{")[0] for s in materialised_shapes(compiled.as_text())}
+    kernel_sized = {s for s in kernel_sized if s.endswith(f"[{d},{v}]")}
+    # The kernel, its gradient and, in half precision, the gradient's accumulator
+    # as bits (`_linear._as_bits`): no converted copy of the kernel.
+    expected = {f"f32[{d},{v}]"} if dtype == jnp.float32 else {f"bf16[{d},{v}]", f"u16[{d},{v}]"}
+    assert kernel_sized == expected
