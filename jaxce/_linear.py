@@ -1,292 +1,184 @@
 """Fused linear head and softmax cross-entropy that never materialises the N x V logits.
 
-The forward streams the vocabulary in chunks of the kernel: each step computes
-one `[N, chunk]` block of logits, folds it into a running logsumexp
-(`logaddexp` of the chunk's logsumexp), the target logit and the smoothing
-sums, and drops it. Only per-token numbers (the logsumexp, the count of finite
-logits) are kept for the backward, which recomputes each block of logits once
-more and turns it straight into its share of d hidden, d kernel and d bias.
+The forward streams the vocabulary in chunks of the kernel (`_linear_chunks`):
+each step computes one `[N, chunk]` block of logits, folds it into a running
+logsumexp (`logaddexp` of the chunk's logsumexp), the target logit, its class
+weight and the smoothing sums, and drops it. Only per-token numbers are kept
+for the backward, which recomputes each block of logits once more and turns it
+straight into its share of d hidden, d kernel, d bias and d weights.
 
-A ragged last chunk (V not a multiple of the chunk) is not padded: it starts at
-`V - chunk`, overlapping the previous one, and its already-counted columns are
-masked. The kernel chunk is sliced and converted to the dot's dtype inside the
-loop, so no converted copy of the whole kernel is ever made.
-
-The public function validates, plans (chunk, dtypes, the mesh axes of the
-vocabulary) and dispatches (one loop, or one loop per vocabulary shard).
+The public function validates, plans (chunk, dtypes, layout, the mesh axes of
+the vocabulary) and dispatches (one loop, or one loop per vocabulary shard).
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, NamedTuple, overload
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
-from . import _checks, _labels, _numerics, _sharding
+from . import _checks, _labels, _linear_chunks, _numerics, _sharding
+from ._linear_chunks import Plan, as_bits, from_bits, is_target
 from ._options import entry_point
 from ._reduce import reduce_loss
 from ._rule import Summed, per_example_rule
 
-# Logits per chunk when `chunk_size` is None: 4 MiB of float32 per block.
-_AUTO_CHUNK_ELEMENTS = 1 << 20
-
-
-class _Plan(NamedTuple):
-    """The static plan of one call: chunking, dtypes, and the vocabulary's mesh axes."""
-
-    chunk: int
-    dot_dtype: Any
-    compute_dtype: Any
-    axis_name: Any = None  # mesh axes sharding the vocabulary (inside shard_map)
-    axis: int = 1  # the class axis of a [N, chunk] block (for the rule skeleton)
-
 
 class _Inputs(NamedTuple):
     hidden: jax.Array  # [N, D]
-    kernel: jax.Array  # [D, V]
+    kernel: jax.Array  # [D, V] or [V, D]
     bias: jax.Array | None  # [V]
+    weights: jax.Array | None  # [V], per class
     classes: jax.Array  # [N]
     smoothing: Any
     z_loss: Any
     softcap: Any
 
 
+# How `_linear_chunks.per_shard` splits each `_Inputs` field over a vocabulary-sharded mesh.
+_KINDS = ("rows", "kernel", "classes", "classes", "rows", "whole", "whole", "whole")
+
+
 class _Residuals(NamedTuple):
     lse: jax.Array  # [N, 1] after capping, over the whole vocabulary
-    num_finite: Any  # classes with a finite logit (smoothing only)
     target: jax.Array  # the target's logit
-    mean_logit: Any  # mean of the finite logits (smoothing only)
+    w_y: Any  # the target's class weight (class weights only)
+    num_finite: Any  # K', the classes with a finite logit (smoothing only)
+    mean_logit: Any  # (1 / K') sum_c w_c z_c over those classes (smoothing only)
+    mean_weight: Any  # (1 / K') sum_c w_c over those classes (smoothing with weights)
 
 
-def _num_steps(num_classes: int, chunk: int) -> int:
-    return -(-num_classes // chunk)
-
-
-def _dot(a: jax.Array, b: jax.Array, contract: tuple[int, int], dtype: Any) -> jax.Array:
-    dims = (((contract[0],), (contract[1],)), ((), ()))
-    return lax.dot_general(a, b, dims, preferred_element_type=dtype)
-
-
-@overload
-def _as_bits(x: jax.Array) -> jax.Array: ...
-@overload
-def _as_bits(x: None) -> None: ...
-def _as_bits(x: jax.Array | None) -> jax.Array | None:
-    """A half-precision gradient accumulator viewed as uint16; others unchanged.
-
-    The kernel's and the bias's gradients are written a chunk at a time with a
-    dynamic update slice. A backend may perform a half-precision one in float32
-    (XLA's CPU backend does), widening and narrowing the whole accumulator at
-    every chunk; an update of the bits is in place. The bit-cast back at the end
-    is one copy of the gradient (`test_linear.py::test_memory_large_vocabulary`).
-    """
-    if x is None:
-        return None
-    return lax.bitcast_convert_type(x, jnp.uint16) if x.dtype.itemsize == 2 else x
-
-
-def _from_bits(x: jax.Array, dtype: Any) -> jax.Array:
-    return lax.bitcast_convert_type(x, dtype) if x.dtype != dtype else x
-
-
-class _Chunk(NamedTuple):
-    raw: jax.Array  # h W + b of the chunk's columns, before capping
-    z: jax.Array  # the logits, after capping
-    kernel: jax.Array  # the chunk's kernel columns, in the dot's dtype
-    start: jax.Array  # first column
-    cols: jax.Array  # [1, chunk] global class index of each column
-    fresh: jax.Array  # [1, chunk] columns not already counted by the previous chunk
-
-
-def _chunk(plan, inp, h, step):
-    """Logits of chunk `step`."""
-    c, num_classes = plan.chunk, inp.kernel.shape[1]
-    start = jnp.minimum(step * c, num_classes - c)
-    # The kernel and bias are read through a barrier tied to the step, so whatever
-    # a backend does to slice them (XLA's CPU backend widens a half-precision
-    # operand of a dynamic slice) stays in the loop, chunk-sized, rather than being
-    # hoisted out of it as a converted copy of the whole kernel
-    # (`test_linear.py::test_memory_large_vocabulary`).
-    kernel, bias = lax.optimization_barrier((inp.kernel, inp.bias, step))[:2]
-    k = lax.dynamic_slice_in_dim(kernel, start, c, axis=1).astype(plan.dot_dtype)
-    raw = _dot(h, k, (1, 0), plan.compute_dtype)
-    if bias is not None:
-        b = lax.dynamic_slice_in_dim(bias, start, c)
-        raw = raw + b.astype(plan.compute_dtype)[None, :]
-    local = start + lax.iota(start.dtype, c)
-    cols = local
-    if plan.axis_name is not None:
-        cols = local + lax.axis_index(plan.axis_name).astype(start.dtype) * num_classes
-    z = _numerics.softcap(raw, inp.softcap)
-    return _Chunk(raw, z, k, start, cols[None, :], (local >= step * c)[None, :])
-
-
-def _is_target(inp, cols):
-    return cols == inp.classes[:, None].astype(cols.dtype)
-
-
-def _varying(carry, *refs):
-    """A loop's initial carry, varying over the manual axes its inputs vary over."""
-    return tuple(None if x is None else _sharding.varying_like(x, *refs) for x in carry)
-
-
-def _linear_ce_fwd(plan: _Plan, inp: _Inputs) -> tuple[jax.Array, _Residuals]:
-    dtype, eps = plan.compute_dtype, inp.smoothing
+def _linear_ce_fwd(plan: Plan, inp: _Inputs) -> tuple[jax.Array, _Residuals]:
+    dtype, eps, w = plan.compute_dtype, inp.smoothing, inp.weights
     n = inp.hidden.shape[0]
     h = inp.hidden.astype(plan.dot_dtype)
 
     def body(step, carry):
-        lse, target, z_sum, count = carry
-        chunk = _chunk(plan, inp, h, step)
-        z, fresh = chunk.z, chunk.fresh
+        lse, target, w_y, z_sum, count, w_sum = carry
+        block = _linear_chunks.chunk(plan, h, inp.kernel, inp.bias, inp.softcap, step)
+        z, fresh = block.z, block.fresh
         z_new = jnp.where(fresh, z, -jnp.inf)
         lse = jnp.logaddexp(lse, jax.nn.logsumexp(z_new, axis=1))
-        target = target + jnp.sum(jnp.where(_is_target(inp, chunk.cols) & fresh, z, 0), axis=1)
+        hit = is_target(inp.classes, block) & fresh
+        target = target + jnp.sum(jnp.where(hit, z, 0), axis=1)
+        w_c = block.classes(w)
+        if w_c is not None:
+            w_y = w_y + jnp.sum(jnp.where(hit, w_c, 0), axis=1)
         if eps is not None:
             finite = z_new > -jnp.inf
-            z_sum = z_sum + jnp.sum(jnp.where(finite, z, 0), axis=1)
+            z_sum = z_sum + jnp.sum(jnp.where(finite, z if w_c is None else w_c * z, 0), axis=1)
             count = count + jnp.sum(finite, axis=1, dtype=dtype)
-        return lse, target, z_sum, count
+            if w_c is not None:
+                w_sum = w_sum + jnp.sum(jnp.where(finite, w_c, 0), axis=1)
+        return lse, target, w_y, z_sum, count, w_sum
 
-    init = (jnp.full((n,), -jnp.inf, dtype),) + tuple(jnp.zeros((n,), dtype) for _ in range(3))
-    steps = _num_steps(inp.kernel.shape[1], plan.chunk)
-    stats = lax.fori_loop(0, steps, body, _varying(init, *inp))
+    init = (jnp.full((n,), -jnp.inf, dtype),) + tuple(jnp.zeros((n,), dtype) for _ in range(5))
+    steps = _linear_chunks.num_steps(plan, inp.kernel)
+    stats = lax.fori_loop(0, steps, body, _linear_chunks.varying(init, *inp))
     if plan.axis_name is not None:
         stats = _sharding.combine_shards(stats[0], stats[1:], plan.axis_name)
-    lse, target, z_sum, count = (x[:, None] for x in stats)
-    mean = None if eps is None else z_sum / count
-    loss = _numerics.token_cross_entropy(lse, target, eps, mean, inp.z_loss)
-    return loss, _Residuals(lse, None if eps is None else count, target, mean)
+    lse, target, w_y, z_sum, count, w_sum = (x[:, None] for x in stats)
+    if w is None:
+        w_y = w_sum = None
+    mean = mean_weight = count_ = None
+    if eps is not None:
+        mean, count_ = z_sum / count, count
+        mean_weight = None if w is None else w_sum / count
+    loss = _numerics.token_cross_entropy(lse, target, eps, mean, inp.z_loss, w_y, mean_weight)
+    return loss, _Residuals(lse, target, w_y, count_, mean, mean_weight)
 
 
-def _linear_ce_bwd(plan: _Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> tuple[Any, ...]:
-    dtype, eps, cap = plan.compute_dtype, inp.smoothing, inp.softcap
+def _linear_ce_bwd(plan: Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> tuple[Any, ...]:
+    dtype, eps, cap, w = plan.compute_dtype, inp.smoothing, inp.softcap, inp.weights
     h = inp.hidden.astype(plan.dot_dtype)
-    # d loss / d z_c = a P_c - (1 - eps) Y_c - eps / K' [z_c finite]
-    a = 1 if inp.z_loss is None else 1 + 2 * inp.z_loss * res.lse
+    w_y: Any = 1 if res.w_y is None else res.w_y
+    # d loss / d z_c = a P_c - t_c, with t = (1 - eps) w_y Y + eps / K' w_c [z_c finite]
+    # and a = sum_c t_c (+ 2 zeta lse).
+    a: Any = w_y
+    if eps is not None:
+        a = (1 - eps) * w_y + eps * (1 if res.mean_weight is None else res.mean_weight)
+    if inp.z_loss is not None:
+        a = a + 2 * inp.z_loss * res.lse
+    nll = res.lse - res.target
 
     def body(step, carry):
-        dh, dk, db, d_cap = carry
-        chunk = _chunk(plan, inp, h, step)
-        z = chunk.z
-        target = _is_target(inp, chunk.cols)
-        if eps is None:
-            target = target.astype(dtype)
-        else:
-            target = jnp.where(target, 1 - eps, 0) + jnp.where(
-                z > -jnp.inf, eps / res.num_finite, 0
-            )
-        dz = g * (a * jnp.exp(z - res.lse) - target)
+        dh, dk, db, dw, d_cap = carry
+        block = _linear_chunks.chunk(plan, h, inp.kernel, inp.bias, cap, step)
+        z, w_c = block.z, block.classes(w)
+        onehot = is_target(inp.classes, block)
+        t = jnp.where(onehot, w_y if eps is None else (1 - eps) * w_y, 0)
+        if eps is not None:
+            t = t + jnp.where(z > -jnp.inf, eps / res.num_finite * (1 if w_c is None else w_c), 0)
+        dz = g * (a * jnp.exp(z - res.lse) - t)
+        if w is not None and dw is not None:
+            # d loss / d w_c = (1 - eps) nll [c = y] + eps / K' (lse - z_c) [z_c finite]
+            dw_c = jnp.where(onehot, nll if eps is None else (1 - eps) * nll, 0)
+            if eps is not None:
+                dw_c = dw_c + jnp.where(z > -jnp.inf, eps / res.num_finite * (res.lse - z), 0)
+            dw = _linear_chunks.per_class_update(dw, jnp.sum(g * dw_c, axis=0), block, w.dtype)
         if cap is not None:
             # z = c tanh(u / c): dz/du = 1 - tanh^2, dz/dc = tanh - (u / c)(1 - tanh^2).
             tanh = z / cap
             d_cap = d_cap + jnp.sum(
-                jnp.where(chunk.fresh, dz * (tanh - chunk.raw / cap * (1 - tanh**2)), 0), axis=1
+                jnp.where(block.fresh, dz * (tanh - block.raw / cap * (1 - tanh**2)), 0), axis=1
             )
             dz = dz * (1 - tanh**2)
-        # Columns shared with the previous chunk get the same values again in dk
-        # and db, but must count once in dh.
-        dz_dot = dz.astype(plan.dot_dtype)
-        dk_chunk = _as_bits(_dot(h, dz_dot, (0, 0), dtype).astype(inp.kernel.dtype))
-        dk = lax.dynamic_update_slice_in_dim(dk, dk_chunk, chunk.start, axis=1)
-        if db is not None:
-            assert inp.bias is not None
-            db_chunk = _as_bits(jnp.sum(dz, axis=0).astype(inp.bias.dtype))
-            db = lax.dynamic_update_slice_in_dim(db, db_chunk, chunk.start, axis=0)
-        dh = dh + _dot(jnp.where(chunk.fresh, dz_dot, 0), chunk.kernel, (1, 1), dtype)
-        return dh, dk, db, d_cap
+        if inp.bias is not None and db is not None:
+            db = _linear_chunks.per_class_update(db, jnp.sum(dz, axis=0), block, inp.bias.dtype)
+        dh, dk = _linear_chunks.backprop(plan, h, dz, block, dh, dk, inp.kernel.dtype)
+        return dh, dk, db, dw, d_cap
 
     init = (
         jnp.zeros(inp.hidden.shape, dtype),
-        jnp.zeros_like(_as_bits(inp.kernel)),
-        None if inp.bias is None else jnp.zeros_like(_as_bits(inp.bias)),
+        jnp.zeros_like(as_bits(inp.kernel)),
+        None if inp.bias is None else jnp.zeros_like(as_bits(inp.bias)),
+        None if w is None else jnp.zeros_like(as_bits(w)),
         jnp.zeros(inp.hidden.shape[:1], dtype),
     )
-    steps = _num_steps(inp.kernel.shape[1], plan.chunk)
-    dh, dk, db, d_cap = lax.fori_loop(0, steps, body, _varying(init, *inp, g, res.lse))
-    db = None if db is None or inp.bias is None else _from_bits(db, inp.bias.dtype)
-    d_eps = None if eps is None else g * (res.target - res.mean_logit)
+    steps = _linear_chunks.num_steps(plan, inp.kernel)
+    carry = _linear_chunks.varying(init, *inp, g, res.lse)
+    dh, dk, db, dw, d_cap = lax.fori_loop(0, steps, body, carry)
+    db = None if db is None or inp.bias is None else from_bits(db, inp.bias.dtype)
+    dw = None if dw is None or w is None else from_bits(dw, w.dtype)
+    d_eps = None
+    if eps is not None:
+        smooth = (
+            res.lse - res.mean_logit if w is None else res.mean_weight * res.lse - res.mean_logit
+        )
+        d_eps = g * (smooth - w_y * nll)
     d_zeta = None if inp.z_loss is None else g * res.lse**2
     d_cap = None if cap is None else d_cap[:, None]
-    return dh, Summed(_from_bits(dk, inp.kernel.dtype)), Summed(db), None, d_eps, d_zeta, d_cap
+    dk = Summed(from_bits(dk, inp.kernel.dtype))
+    return dh, dk, Summed(db), Summed(dw), None, d_eps, d_zeta, d_cap
 
 
 _linear_ce = per_example_rule(_linear_ce_fwd, _linear_ce_bwd)
 
 
-def _plan(hidden, kernel, bias, num_examples, chunk_size, axis_name) -> tuple[_Plan, Any]:
-    """Chunk, dtypes and vocabulary axes; the mesh when an Explicit mesh shards the vocabulary."""
-    mesh, vocab_axes = (None, None)
+def _target_weights(weights, classes, axis_name):
+    """`w[y]` for each example; inside `shard_map` the weights are this shard's classes."""
     if axis_name is None:
-        mesh, vocab_axes = _sharding.explicit_axes(kernel, 1)
-    local_classes = kernel.shape[1]
-    if mesh is not None and vocab_axes is not None:
-        local_classes //= int(np.prod([mesh.shape[a] for a in vocab_axes]))
-    if chunk_size is None:
-        chunk = min(max(128, _AUTO_CHUNK_ELEMENTS // max(num_examples, 1)), local_classes)
-    else:
-        chunk = min(chunk_size, local_classes)
-    dtype = _checks.compute_dtype(*(a.dtype for a in (hidden, kernel, bias) if a is not None))
-    plan = _Plan(
-        chunk=chunk,
-        dot_dtype=hidden.dtype if hidden.dtype == kernel.dtype else dtype,
-        compute_dtype=dtype,
-        axis_name=axis_name if vocab_axes is None else vocab_axes,
-    )
-    return plan, mesh
+        return _numerics.class_value(weights, classes)
+    offset = lax.axis_index(axis_name) * weights.shape[0]
+    return lax.psum(_numerics.class_value(weights, classes - offset), axis_name)
 
 
-def _per_shard(plan, mesh, mask, bad, inp):
-    """Runs the chunk loop on each vocabulary shard of an Explicit mesh, with `shard_map`."""
-    vocab = plan.axis_name
-    rows = jax.typeof(inp.hidden).sharding.spec[0]
-    if rows is not None and set(rows if isinstance(rows, tuple) else (rows,)) & set(vocab):
-        rows = None
-    every = (P(rows, None), P(None, vocab), P(vocab), P(rows), P(), P(), P())
-    specs = tuple(None if x is None else s for s, x in zip(every, inp, strict=True))
-    args = (mask, bad, inp)
-    arg_specs = (P(rows), P(rows), _Inputs(*specs))  # type: ignore[arg-type]
-    args = jax.tree.map(jax.reshard, args, arg_specs)
-    run = jax.shard_map(
-        functools.partial(_linear_ce, plan), mesh=mesh, in_specs=arg_specs, out_specs=P(rows)
-    )
-    return run(*args)
-
-
-def _validate(
-    hidden: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None
-) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-    hidden, kernel = _checks.floating("hidden", hidden), _checks.floating("kernel", kernel)
-    if hidden.ndim < 1:
-        raise ValueError("hidden must have at least one dimension (the features); got a scalar.")
-    if kernel.ndim != 2 or kernel.shape[0] != hidden.shape[-1]:
-        raise ValueError(
-            f"kernel must have shape ({hidden.shape[-1]}, V) (hidden features by classes); "
-            f"got {kernel.shape}."
-        )
-    if kernel.shape[1] < 1:
-        raise ValueError("kernel must have at least one class column; got V = 0.")
-    return hidden, kernel, _checks.class_vector("bias", bias, kernel.shape[1])
-
-
-def _chunk_size(name: str, value: Any) -> int | None:
-    return None if value is None else _checks.positive_integer(name, value)
+def _kernel_layout(name: str, value: Any) -> str:
+    return _checks.one_of(name, value, _linear_chunks.LAYOUTS)
 
 
 @entry_point(
-    static=("chunk_size", "ignore_index", "reduction", "axis_name"),
+    static=("chunk_size", "ignore_index", "reduction", "axis_name", "kernel_layout"),
     hyperparameters={
         "label_smoothing": _checks.UNIT,
         "z_loss": _checks.NON_NEGATIVE,
         "logit_softcap": _checks.POSITIVE._replace(optional=True),
     },
-    checks={"chunk_size": _chunk_size},
+    checks={"chunk_size": _linear_chunks.check_chunk_size, "kernel_layout": _kernel_layout},
 )
 def linear_softmax_cross_entropy(
     hidden: ArrayLike,
@@ -294,6 +186,8 @@ def linear_softmax_cross_entropy(
     labels: ArrayLike,
     *,
     bias: ArrayLike | None = None,
+    weights: ArrayLike | None = None,
+    kernel_layout: str = "DV",
     chunk_size: int | None = None,
     ignore_index: int | None = None,
     label_smoothing: ArrayLike = 0.0,
@@ -309,13 +203,15 @@ def linear_softmax_cross_entropy(
     Equals `softmax_cross_entropy(hidden @ kernel + bias, labels, ...)`, with
     the logits optionally soft-capped first,
     $z \mapsto c \tanh(z / c)$ (Gemma 2), but streams the vocabulary in chunks:
-    with $z_i = \operatorname{cap}(h_i W + b)$ the `"mean"` loss is
+    with $z_i = \operatorname{cap}(h_i W + b)$ and class weights $w$ (1 by
+    default) the `"mean"` loss is
 
     $$
-    L = \frac{1}{S}\sum_i m_i \Big[(1-\varepsilon)\big(\operatorname{lse}(z_i) - z_{i y_i}\big)
-        + \frac{\varepsilon}{K_i}\sum_{c} \big(\operatorname{lse}(z_i) - z_{ic}\big)
+    L = \frac{1}{S}\sum_i m_i \Big[(1-\varepsilon)\, w_{y_i}
+        \big(\operatorname{lse}(z_i) - z_{i y_i}\big)
+        + \frac{\varepsilon}{K_i}\sum_{c} w_c \big(\operatorname{lse}(z_i) - z_{ic}\big)
         + \zeta \operatorname{lse}(z_i)^2\Big],
-    \qquad S = \sum_i m_i,
+    \qquad S = \sum_i m_i w_{y_i},
     $$
 
     the smoothing sum running over the $K_i$ classes with a finite logit. The
@@ -331,9 +227,16 @@ def linear_softmax_cross_entropy(
 
     Args:
       hidden: floating array `(..., D)`; the leading dimensions are examples.
-      kernel: floating array `(D, V)` (the layout of Flax `Dense`/`nnx.Linear`).
+      kernel: floating array `(D, V)` (the layout of Flax `Dense`/`nnx.Linear`),
+        or `(V, D)` with `kernel_layout="VD"`.
       labels: integer class indices in `[0, V)`, shape `hidden.shape[:-1]`.
       bias: optional floating array `(V,)`; a `-inf` entry masks a class.
+      weights: optional per-class weights `(V,)`, as in
+        [`softmax_cross_entropy`][jaxce.softmax_cross_entropy] (PyTorch's
+        `weight`), with an exact gradient.
+      kernel_layout: `"DV"` for a `(D, V)` kernel, `"VD"` for a `(V, D)` one
+        (a tied embedding table, `logits = hidden @ table.T`), read as it is:
+        no transposed copy is made.
       chunk_size: vocabulary columns per step. None picks about $2^{20}/N$
         (4 MiB of float32 logits per step), at least 128.
       ignore_index: integer label whose examples are excluded.
@@ -377,24 +280,36 @@ def linear_softmax_cross_entropy(
       ...     print(jnp.stack([fused, jaxce.softmax_cross_entropy(hidden @ kernel, labels)]))
       [0.8743 0.8743]
     """
-    hidden, kernel, bias = _validate(hidden, kernel, bias)
+    hidden, kernel, bias = _linear_chunks.validate(hidden, kernel, bias, kernel_layout)
+    local_classes = kernel.shape[kernel_layout.index("V")]
+    weights = _checks.class_vector("weights", weights, local_classes)
     classes = _labels.parse(
         hidden, labels, hidden.ndim - 1, allow_probs=False, logits_name="hidden"
-    )
-    assert classes.classes is not None
+    ).classes
+    assert classes is not None
     example_shape = hidden.shape[:-1]
-    # Inside shard_map the kernel holds this shard's columns; labels are global.
-    label_range = kernel.shape[1] * (1 if axis_name is None else lax.axis_size(axis_name))
+    # Inside shard_map the kernel holds this shard's classes; labels are global.
+    label_range = local_classes * (1 if axis_name is None else lax.axis_size(axis_name))
     mask, bad = _labels.example_mask(
-        classes.classes, example_shape, label_range, ignore_index=ignore_index, where=where
+        classes, example_shape, label_range, ignore_index=ignore_index, where=where
     )
     n = int(np.prod(example_shape))
-    plan, mesh = _plan(hidden, kernel, bias, n, chunk_size, axis_name)
+    plan, mesh = _linear_chunks.make_plan(
+        hidden,
+        kernel,
+        (bias, weights),
+        num_examples=n,
+        chunk_size=chunk_size,
+        layout=kernel_layout,
+        axis_name=axis_name,
+    )
+    flat = classes.reshape(n)
     inputs = _Inputs(
         hidden.reshape(n, hidden.shape[-1]),
         kernel,
         bias,
-        classes.classes.reshape(n),
+        weights,
+        flat,
         label_smoothing,
         z_loss,
         logit_softcap,
@@ -403,6 +318,12 @@ def linear_softmax_cross_entropy(
     if mesh is None:
         losses = _linear_ce(plan, flat_mask, flat_bad, inputs)
     else:
-        losses = _per_shard(plan, mesh, flat_mask, flat_bad, inputs)
+        losses = _linear_chunks.per_shard(
+            _linear_ce, plan, mesh, (flat_mask, flat_bad), inputs, _KINDS
+        )
     losses = losses.reshape(example_shape)
-    return reduce_loss(losses, mask.astype(losses.dtype), reduction, denominator)
+    norm = mask.astype(losses.dtype)
+    if weights is not None:
+        w_y = _target_weights(weights.astype(losses.dtype), flat, axis_name)
+        norm = jnp.where(mask, w_y.reshape(example_shape), 0)
+    return reduce_loss(losses, norm, reduction, denominator)

@@ -191,17 +191,23 @@ def token_cross_entropy(
     smoothing: Any,
     mean_logit: jax.Array | None,
     z_loss: Any,
+    w_y: jax.Array | None = None,
+    mean_weight: jax.Array | None = None,
 ) -> jax.Array:
     """Cross-entropy from per-example statistics: the logsumexp, the target logit
-    and, with smoothing, the mean of the finite logits.
+    and, with smoothing, the (class-weighted) mean of the finite logits.
 
-    `(1 - eps)(lse - x_y) + eps (lse - mean_c x_c) + z_loss lse^2`: the loss of
-    the streamed and sharded heads, which never hold a row of logits at once.
+    `(1 - eps) w_y (lse - x_y) + eps (mean_w lse - mean_c w_c x_c) + z_loss lse^2`,
+    the means over the finite classes (`w = 1` without class weights): the loss
+    of the streamed and sharded heads, which never hold a row of logits at once.
     """
     loss = lse - target
+    if w_y is not None:
+        loss = w_y * loss
     if smoothing is not None:
         assert mean_logit is not None
-        loss = (1 - smoothing) * loss + smoothing * (lse - mean_logit)
+        smooth = lse if mean_weight is None else mean_weight * lse
+        loss = (1 - smoothing) * loss + smoothing * (smooth - mean_logit)
     if z_loss is not None:
         loss = loss + z_loss * lse**2
     return loss

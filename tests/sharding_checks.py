@@ -39,7 +39,8 @@ WHERE = jnp.arange(N) % 5 != 0
 WEIGHTS = 0.5 + jnp.arange(V, dtype=jnp.float32) / V
 
 # name -> (arrays: tuple of (value, spec kind), loss of those arrays). Spec kinds:
-# "nv" (examples on data, classes on vocab), "n" (examples on data), "dv" (kernel).
+# "nv" (examples on data, classes on vocab), "n" (examples on data), "dv" and "vd"
+# (a kernel in either layout).
 CALLS = {
     "softmax_cross_entropy": (
         (("nv", LOGITS), ("n", LABELS)),
@@ -61,6 +62,12 @@ CALLS = {
         (("n", HIDDEN), ("dv", KERNEL), ("n", LABELS)),
         lambda h, k, y: jaxce.linear_softmax_cross_entropy(
             h, k, y, chunk_size=6, label_smoothing=0.1, z_loss=1e-3, where=WHERE
+        ),
+    ),
+    "linear_softmax_cross_entropy/weights_vd": (
+        (("n", HIDDEN), ("vd", KERNEL.T), ("n", LABELS)),
+        lambda h, k, y: jaxce.linear_softmax_cross_entropy(
+            h, k, y, kernel_layout="VD", weights=WEIGHTS, chunk_size=6, label_smoothing=0.1
         ),
     ),
     "sigmoid_binary_cross_entropy": (
@@ -97,7 +104,7 @@ CALLS = {
     ),
 }
 
-SPECS = {"nv": P("data", "vocab"), "n": P("data"), "dv": P(None, "vocab")}
+SPECS = {"nv": P("data", "vocab"), "n": P("data"), "dv": P(None, "vocab"), "vd": P("vocab", None)}
 
 
 def _largest_all_gather(hlo: str) -> int:
@@ -125,7 +132,7 @@ def check_mesh(name: str, axis_type: AxisType) -> None:
         hlo = f.lower(*sharded).compile().as_text()
     _compare(expected, got)
     limit = N * V // (DATA * VOCAB)  # one device's slice of the logits
-    if name == "linear_softmax_cross_entropy" and axis_type == AxisType.Auto:
+    if name.startswith("linear_softmax_cross_entropy") and axis_type == AxisType.Auto:
         # The partitioner cannot see the kernel's sharding from inside the loss, so an
         # Auto mesh gathers the D x V kernel; the N x V logits still never exist.
         limit = N * V

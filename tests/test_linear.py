@@ -251,6 +251,98 @@ def test_property_any_chunking_matches(chunk, eps, seed):
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6)
 
 
+# Class weights and the [V, D] kernel layout, against the float64 oracle.
+
+
+def _central_difference(f, x, step=1e-6):
+    """d f / d x of a float64 NumPy function, one entry at a time."""
+    x = np.array(x, np.float64)
+    grad = np.zeros_like(x)
+    for i in np.ndindex(*x.shape):
+        up, down = x.copy(), x.copy()
+        up[i] += step
+        down[i] -= step
+        grad[i] = (f(up) - f(down)) / (2 * step)
+    return grad
+
+
+WEIGHTED = [
+    {},
+    {"label_smoothing": 0.1},
+    {"label_smoothing": 0.2, "z_loss": 1e-3, "ignore_index": 5},
+    {"reduction": "sum", "label_smoothing": 0.3},
+]
+
+
+@pytest.mark.parametrize("layout", ["DV", "VD"])
+@pytest.mark.parametrize("options", WEIGHTED)
+def test_class_weights_and_layout_match_float64_oracle(options, layout, x64):
+    hidden, kernel, bias, labels = _data(n=5, d=3, v=11, dtype=jnp.float64)
+    labels = labels.at[2].set(5)
+    weights = jnp.linspace(0.2, 3.0, 11)
+    stored = kernel if layout == "DV" else kernel.T
+
+    def oracle(h, k, b, w):
+        return reference.softmax_cross_entropy(h @ k + b[None], labels, weights=w, **options)
+
+    def fused(h, k, b, w):
+        return jaxce.linear_softmax_cross_entropy(
+            h, k, labels, bias=b, weights=w, kernel_layout=layout, chunk_size=4, **options
+        )
+
+    args = [np.asarray(a) for a in (hidden, kernel, bias, weights)]
+    value, grads = jax.value_and_grad(fused, argnums=(0, 1, 2, 3))(hidden, stored, bias, weights)
+    np.testing.assert_allclose(value, oracle(*args), rtol=1e-10)
+    for i, got in enumerate(grads):
+        want = _central_difference(lambda a, i=i: oracle(*args[:i], a, *args[i + 1 :]), args[i])
+        if i == 1 and layout == "VD":
+            want = want.T
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8)
+
+
+@hypothesis.settings(max_examples=8, deadline=None)
+@hypothesis.given(
+    n=st.integers(1, 6),
+    v=st.integers(1, 12),
+    chunk=st.integers(1, 8),
+    eps=st.sampled_from([0.0, 0.2]),
+    layout=st.sampled_from(["DV", "VD"]),
+    seed=st.integers(0, 100),
+)
+def test_property_weights_and_layout_match_materialised(n, v, chunk, eps, layout, seed):
+    hidden, kernel, bias, labels = _data(n=n, d=3, v=v, seed=seed)
+    rng = np.random.default_rng(seed)
+    weights = jnp.asarray(rng.uniform(0.1, 2.0, v), jnp.float32)
+    where = jnp.asarray(rng.random(n) < 0.7)
+    opts = dict(label_smoothing=eps, where=where)
+    stored = kernel if layout == "DV" else kernel.T
+
+    def fused(h, k, w):
+        return jaxce.linear_softmax_cross_entropy(
+            h, k, labels, bias=bias, weights=w, kernel_layout=layout, chunk_size=chunk, **opts
+        )
+
+    def mat(h, k, w):
+        k = k if layout == "DV" else k.T
+        return _materialised(h, k, labels, bias=bias, weights=w, **opts)
+
+    got = jax.value_and_grad(fused, argnums=(0, 1, 2))(hidden, stored, weights)
+    want = jax.value_and_grad(mat, argnums=(0, 1, 2))(hidden, stored, weights)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
+    for g, w in zip(got[1], want[1], strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+def test_bad_layout_and_kernel_shape():
+    hidden, kernel, _, labels = _data()
+    with pytest.raises(ValueError, match="kernel_layout"):
+        jaxce.linear_softmax_cross_entropy(hidden, kernel, labels, kernel_layout="VX")
+    with pytest.raises(ValueError, match=r"kernel must have shape \(V, 6\)"):
+        jaxce.linear_softmax_cross_entropy(hidden, kernel, labels, kernel_layout="VD")
+    with pytest.raises(ValueError, match="weights"):
+        jaxce.linear_softmax_cross_entropy(hidden, kernel, labels, weights=jnp.ones(V + 1))
+
+
 # Compiled memory (deterministic; compile only, nothing runs).
 
 
@@ -269,6 +361,25 @@ def _fused(h, k, y):
 
 def _temp(compiled):
     return compiled.memory_analysis().temp_size_in_bytes
+
+
+def test_vd_layout_makes_no_transposed_copy():
+    # A [V, D] table is sliced by rows as it is: no [D, V] buffer, no copy of the table.
+    n, d, v = 4096, 1024, 131072
+    args = (
+        jax.ShapeDtypeStruct((n, d), jnp.float32),
+        jax.ShapeDtypeStruct((v, d), jnp.float32),
+        jax.ShapeDtypeStruct((n,), jnp.int32),
+    )
+
+    def loss(h, table, y):
+        return jaxce.linear_softmax_cross_entropy(h, table, y, kernel_layout="VD")
+
+    compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(*args).compile()
+    assert _temp(compiled) <= 0.02 * n * v * 4, _temp(compiled)
+    shapes = {s.split("{")[0] for s in materialised_shapes(compiled.as_text())}
+    assert f"f32[{d},{v}]" not in shapes
+    assert {s for s in shapes if s.endswith(f"[{v},{d}]")} == {f"f32[{v},{d}]"}
 
 
 def test_memory_vs_materialised():
