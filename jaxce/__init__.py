@@ -15,7 +15,9 @@ from ._calibration_fit import fit_vector_scaling as fit_vector_scaling
 from ._calibration_state import CalibrationState as CalibrationState
 from ._divergence import distillation_loss as distillation_loss
 from ._divergence import entropy as entropy
+from ._divergence import jensen_shannon_divergence as jensen_shannon_divergence
 from ._divergence import kl_divergence as kl_divergence
+from ._divergence import reverse_kl_divergence as reverse_kl_divergence
 from ._focal import FocalLoss as FocalLoss
 from ._focal import poly1_cross_entropy as poly1_cross_entropy
 from ._focal import sigmoid_focal_loss as sigmoid_focal_loss
@@ -46,11 +48,13 @@ __all__ = [
     "expected_calibration_error",
     "fit_temperature",
     "fit_vector_scaling",
+    "jensen_shannon_divergence",
     "kl_divergence",
     "linear_softmax_cross_entropy",
     "log_softmax",
     "nll_loss",
     "poly1_cross_entropy",
+    "reverse_kl_divergence",
     "sigmoid_binary_cross_entropy",
     "sigmoid_brier_score",
     "sigmoid_calibration_error",

@@ -1,12 +1,14 @@
-"""KL divergence, entropy and knowledge distillation, with analytic backwards.
+"""KL divergences, entropy and knowledge distillation, with analytic backwards.
 
 One custom_vjp core, `_soft_kl`, computes the per-example KL(p || q) between a
 target distribution p and q = softmax(x / T) for three kinds of targets:
 probabilities, log-probabilities, and teacher logits (then p = softmax(t / T)).
-`kl_divergence` and `distillation_loss` are thin fronts over it. The forward
-keeps per-example numbers only (the logits' shift and log-normaliser, the KL);
-the backward recomputes p and q from the inputs, so nothing of size N x K is
-stored between the two.
+`kl_divergence`, `distillation_loss` and `reverse_kl_divergence` (the same
+rule with student and teacher swapped) are thin fronts over it;
+`jensen_shannon_divergence` has its own rule for 0 < beta < 1 and is that KL
+rule at its endpoints. The forward keeps per-example numbers only (shifts,
+log-normalisers, divergences); the backward recomputes p and q from the
+inputs, so nothing of size N x K is stored between the two.
 
 Zero target mass contributes nothing (0 log 0 = 0): every product with a target
 probability is guarded by `p != 0`, with a second guard inside the logarithm,
@@ -20,6 +22,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.typing import ArrayLike
 
 from . import _checks, _numerics
@@ -67,10 +70,14 @@ def _log_targets(cfg: _Config, inp: _KLInputs, dtype: Any):
         p = jnp.exp(t)
         return p, where_mass(p, t)
     u = _scaled(t, inp.temperature)
-    m, lse = _numerics.log_normaliser(u, cfg.axis)
-    log_p = u - m - lse
-    p = jnp.exp(log_p)
-    return p, where_mass(p, log_p)
+    return _normalised(u, *_numerics.log_normaliser(u, cfg.axis))
+
+
+def _normalised(x: jax.Array, shift: jax.Array, log_sum: jax.Array):
+    """`(q, log q)` of `q = softmax(x)` from its log-normaliser; `log q` is 0 where `q == 0`."""
+    log_q = x - shift - log_sum
+    q = jnp.exp(log_q)
+    return q, where_mass(q, log_q)
 
 
 def _soft_kl_fwd(cfg: _Config, inp: _KLInputs) -> tuple[jax.Array, _KLResiduals]:
@@ -119,6 +126,113 @@ def _soft_kl_bwd(cfg: _Config, inp: _KLInputs, res: _KLResiduals, g: jax.Array) 
 
 
 _soft_kl = per_example_rule(_soft_kl_fwd, _soft_kl_bwd)
+
+
+class _JSInputs(NamedTuple):
+    logits: jax.Array  # the student's: q = softmax(x / T)
+    teacher: jax.Array  # p = softmax(t / T)
+    beta: Any  # the teacher's weight in the mixture m = beta p + (1 - beta) q
+    temperature: Any  # as in _KLInputs
+
+
+class _JSResiduals(NamedTuple):
+    q_shift: jax.Array  # of x / T
+    q_log_sum: jax.Array
+    p_shift: jax.Array  # of t / T
+    p_log_sum: jax.Array
+    kl_qm: jax.Array  # KL(q || m)
+    kl_pm: jax.Array  # KL(p || m)
+
+
+def _mixture_log_ratios(q, log_q, p, log_p, beta):
+    """`log(q / m)` and `log(p / m)` for `m = beta p + (1 - beta) q`, each 0 where its mass is 0.
+
+    `m` is formed from the probabilities, not in log space: it is 0 only where
+    both are (a term with no mass), and a class whose probabilities underflow
+    contributes below float32's resolution of the sum either way.
+    """
+    m = beta * p + (1 - beta) * q
+    log_m = jnp.log(jnp.where(m == 0, 1, m))
+    return where_mass(q, log_q - log_m), where_mass(p, log_p - log_m)
+
+
+def _js_fwd(cfg: _Config, inp: _JSInputs) -> tuple[jax.Array, _JSResiduals]:
+    dtype = _checks.compute_dtype(inp.logits.dtype, inp.teacher.dtype)
+    x = _scaled(inp.logits.astype(dtype), inp.temperature)
+    u = _scaled(inp.teacher.astype(dtype), inp.temperature)
+    q_norm, p_norm = _numerics.log_normaliser(x, cfg.axis), _numerics.log_normaliser(u, cfg.axis)
+    (q, log_q), (p, log_p) = _normalised(x, *q_norm), _normalised(u, *p_norm)
+    log_qm, log_pm = _mixture_log_ratios(q, log_q, p, log_p, inp.beta)
+    kl_qm = jnp.sum(q * log_qm, cfg.axis, keepdims=True)
+    kl_pm = jnp.sum(p * log_pm, cfg.axis, keepdims=True)
+    js = inp.beta * kl_pm + (1 - inp.beta) * kl_qm
+    loss = js if inp.temperature is None else js * inp.temperature**2
+    return loss, _JSResiduals(*q_norm, *p_norm, kl_qm, kl_pm)
+
+
+def _js_bwd(cfg: _Config, inp: _JSInputs, res: _JSResiduals, g: jax.Array) -> tuple[Any, ...]:
+    beta, temperature = inp.beta, inp.temperature
+    dtype = res.q_log_sum.dtype
+    x = _scaled(inp.logits.astype(dtype), temperature)
+    u = _scaled(inp.teacher.astype(dtype), temperature)
+    q, log_q = _normalised(x, res.q_shift, res.q_log_sum)
+    p, log_p = _normalised(u, res.p_shift, res.p_log_sum)
+    log_qm, log_pm = _mixture_log_ratios(q, log_q, p, log_p, beta)
+    # J = beta sum p log p + (1 - beta) sum q log q - sum m log m: the log m terms cancel in
+    # dJ/dq_c = (1 - beta) log(q_c / m_c), so through the softmax
+    # dJ/dx_c = (1 - beta) q_c (log(q_c / m_c) - KL(q || m)); likewise for the teacher.
+    dj_dx = (1 - beta) * where_mass(q, q * (log_qm - res.kl_qm))
+    dj_du = beta * where_mass(p, p * (log_pm - res.kl_pm))
+    # dJ/dbeta = sum p log p - sum q log q - sum (p - q)(log m + 1) = KL(p || m) - KL(q || m).
+    d_beta = g * (res.kl_pm - res.kl_qm)
+    if temperature is None:
+        return g * dj_dx, g * dj_du, d_beta, None
+    # d(T^2 J)/dT = T [2 J - sum_c dJ/dx_c log q_c - sum_c dJ/du_c log p_c]: x = s / T and
+    # u = t / T, centred by their log-normalisers (each dJ/d. sums to 0 over c).
+    js = beta * res.kl_pm + (1 - beta) * res.kl_qm
+    centred = jnp.sum(dj_dx * log_q + dj_du * log_p, cfg.axis, keepdims=True)
+    d_temperature = g * temperature * (2 * js - centred)
+    g_t = g * temperature  # d(T^2 J(x / T))/dx = T dJ/d(x / T)
+    return g_t * dj_dx, g_t * dj_du, d_beta * temperature**2, d_temperature
+
+
+_js = per_example_rule(_js_fwd, _js_bwd)
+
+
+def _forward_kl(
+    cfg: _Config, mask: jax.Array, student: jax.Array, teacher: jax.Array, temperature: Any
+):
+    """T^2 KL(p || q) per example, p the teacher's: `distillation_loss`'s rule."""
+    return _soft_kl(cfg, mask, None, _KLInputs(student, teacher, temperature))
+
+
+def _reverse_kl(
+    cfg: _Config, mask: jax.Array, student: jax.Array, teacher: jax.Array, temperature: Any
+):
+    """T^2 KL(q || p) per example: the same rule with the student's logits as the targets."""
+    return _soft_kl(cfg, mask, None, _KLInputs(teacher, student, temperature))
+
+
+def _generalised_js(
+    cfg: _Config,
+    mask: jax.Array,
+    student: jax.Array,
+    teacher: jax.Array,
+    beta: Any,
+    temperature: Any,
+) -> jax.Array:
+    """Per-example generalised JSD, and exactly the forward and reverse KL at beta = 0 and 1."""
+    if beta is None:  # a concrete 0: the forward KL is the whole program
+        return _forward_kl(cfg, mask, student, teacher, temperature)
+    # Any other beta arrives traced (a schedule compiles once), so the endpoints, where the
+    # divergence jumps from 0 to a KL, are chosen at run time; only the chosen branch runs.
+    branches = [
+        lambda m, s, t, b, temp: _js(cfg, m, None, _JSInputs(s, t, b, temp)),
+        lambda m, s, t, b, temp: _forward_kl(cfg, m, s, t, temp),
+        lambda m, s, t, b, temp: _reverse_kl(cfg, m, s, t, temp),
+    ]
+    index = jnp.where(beta == 0, 1, jnp.where(beta == 1, 2, 0))
+    return lax.switch(index, branches, mask, student, teacher, beta, temperature)
 
 
 class _EntropyInputs(NamedTuple):
@@ -413,4 +527,198 @@ def distillation_loss(
     assert teacher is not None
     inputs = _KLInputs(student, teacher, temperature)
     losses = _soft_kl(_Config(axis, _LOGITS), mask, None, inputs)
+    return reduce_loss(losses, mask.astype(losses.dtype), reduction)
+
+
+def _prepare_pair(
+    logits: ArrayLike, teacher_logits: ArrayLike, axis: int, where: ArrayLike | None
+) -> tuple[_Config, jax.Array, jax.Array, jax.Array]:
+    student, teacher, axis, mask = _prepare(
+        logits, teacher_logits, axis, where, logits_name="logits", targets_name="teacher_logits"
+    )
+    assert teacher is not None
+    return _Config(axis, _LOGITS), student, teacher, mask
+
+
+@entry_point(
+    static=("axis", "reduction"),
+    hyperparameters={"beta": _checks.UNIT, "temperature": _checks.TEMPERATURE},
+)
+def jensen_shannon_divergence(
+    logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    *,
+    beta: ArrayLike = 0.5,
+    temperature: ArrayLike = 1.0,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+    reduction: str = "mean",
+) -> jax.Array:
+    r"""Generalised Jensen-Shannon divergence between teacher and student, GKD's distillation loss.
+
+    With the student's $q = \operatorname{softmax}(s/T)$ (`logits`), the
+    teacher's $p = \operatorname{softmax}(t/T)$ over `axis` and their mixture
+    $m = \beta p + (1 - \beta) q$, the loss of example $i$ is
+
+    $$
+    \ell_i = T^2 \big[\beta\, \mathrm{KL}(p_i \,\|\, m_i)
+      + (1 - \beta)\, \mathrm{KL}(q_i \,\|\, m_i)\big], \qquad 0 < \beta < 1,
+    $$
+
+    the symmetric Jensen-Shannon divergence at $\beta = 1/2$. The bracket
+    tends to 0 at both ends, so the endpoints are defined apart, as in TRL's
+    `generalized_jsd_loss` and Liger-Kernel's JSD: $\beta = 0$ gives exactly
+    the forward KL $T^2\,\mathrm{KL}(p_i \,\|\, q_i)$ (`distillation_loss`)
+    and $\beta = 1$ exactly the reverse KL $T^2\,\mathrm{KL}(q_i \,\|\, p_i)$
+    (`reverse_kl_divergence`). `"mean"` averages over the examples `where`
+    keeps (TRL's `"batchmean"`); the $T^2$ factor is Hinton et al.'s, as in
+    `distillation_loss` (TRL does not apply it: divide by `temperature**2` to
+    compare).
+
+    For $0 < \beta < 1$ the bracket lies in
+    $[0, -\beta \log \beta - (1 - \beta) \log (1 - \beta)]$, so a class that
+    either model masks with a `-inf` logit gives a finite loss; a class both
+    mask contributes nothing. Its `-inf` logit gets exactly zero gradient.
+
+    The gradient is analytic (a `jax.custom_vjp`, differentiable again):
+    $T(1 - \beta)\, q_{ic}(\log(q_{ic}/m_{ic}) - \mathrm{KL}(q_i \| m_i))$
+    w.r.t. the student logits,
+    $T\beta\, p_{ic}(\log(p_{ic}/m_{ic}) - \mathrm{KL}(p_i \| m_i))$ w.r.t.
+    the teacher logits (exact, although usually cut with
+    `jax.lax.stop_gradient`), and
+    $T^2(\mathrm{KL}(p_i \| m_i) - \mathrm{KL}(q_i \| m_i))$ w.r.t. $\beta$.
+    `beta` and `temperature` may be Python numbers or traced scalars, each
+    with its exact gradient. A concrete `beta=0` compiles the forward KL alone;
+    any other value shares one program that picks the branch at run time, so
+    a schedule reaching 0 or 1 compiles once. At the endpoints the loss is a
+    KL, which does not depend on $\beta$: its $\beta$-gradient there is 0.
+    Forward mode (`jax.jvp`) is not supported.
+
+    Args:
+      logits: the student's logits, floating, with the classes on `axis`.
+      teacher_logits: the teacher's logits, floating, of the same shape.
+      beta: the teacher's weight $\beta \in [0, 1]$ in the mixture, a Python
+        number or a traced scalar (NaN, and a `checkify` error naming it, if a
+        traced value is outside $[0, 1]$).
+      temperature: $T > 0$, a Python number or a traced scalar.
+      axis: the class axis.
+      where: boolean mask broadcastable to the examples' shape; False excludes
+        an example.
+      reduction: `"mean"` (per example), `"sum"` or `"none"`.
+
+    Returns:
+      A scalar, or per-example losses (the logits' shape without `axis`) for
+      `"none"`; float32 for half-precision inputs, otherwise the widest input
+      floating type.
+
+    Raises:
+      TypeError: non-floating logits, a non-numeric `beta` or `temperature`,
+        a non-boolean `where`.
+      ValueError: a concrete `beta` outside $[0, 1]$, a concrete
+        `temperature <= 0`, either not finite, mismatched shapes, a bad
+        `axis`, a `where` that does not broadcast, an unknown `reduction`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxce
+      >>> student = jnp.array([[2.0, 1.0, 0.1], [0.0, 5.0, -jnp.inf]])
+      >>> teacher = jnp.array([[3.0, 0.5, 0.0], [0.5, 4.0, 1.0]])
+      >>> jsd = jaxce.jensen_shannon_divergence
+      >>> with jnp.printoptions(precision=4):
+      ...     print(jsd(student, teacher, reduction="none"))
+      ...     print(jsd(student, teacher, beta=1.0, reduction="none"))  # the reverse KL
+      ...     print(f"{jsd(student, teacher, beta=0.9, temperature=2.0):.4f}")
+      [0.0377 0.0201]
+      [0.1789 0.0602]
+      0.0474
+
+    References:
+      Agarwal et al., "On-Policy Distillation of Language Models: Learning
+      from Self-Generated Mistakes", ICLR 2024. https://arxiv.org/abs/2306.13649
+
+      Lin, "Divergence measures based on the Shannon entropy", IEEE
+      Transactions on Information Theory 37(1), 1991.
+    """
+    cfg, student, teacher, mask = _prepare_pair(logits, teacher_logits, axis, where)
+    losses = _generalised_js(cfg, mask, student, teacher, beta, temperature)
+    return reduce_loss(losses, mask.astype(losses.dtype), reduction)
+
+
+@entry_point(static=("axis", "reduction"), hyperparameters={"temperature": _checks.TEMPERATURE})
+def reverse_kl_divergence(
+    logits: ArrayLike,
+    teacher_logits: ArrayLike,
+    *,
+    temperature: ArrayLike = 1.0,
+    axis: int = -1,
+    where: ArrayLike | None = None,
+    reduction: str = "mean",
+) -> jax.Array:
+    r"""Reverse KL divergence from the teacher to the student: KL(student ‖ teacher).
+
+    With the student's $q = \operatorname{softmax}(s/T)$ (`logits`) and the
+    teacher's $p = \operatorname{softmax}(t/T)$ over `axis`,
+
+    $$
+    \ell_i = T^2\, \mathrm{KL}(q_i \,\|\, p_i) = T^2 \sum_c q_{ic}\,(\log q_{ic} - \log p_{ic}),
+    $$
+
+    averaged over the examples `where` keeps for `"mean"`. Where
+    `distillation_loss`'s forward KL makes the student cover all of the
+    teacher's mass, the reverse KL is mode-seeking: it charges the student
+    for mass where the teacher has little (MiniLLM, on-policy distillation).
+    It is `distillation_loss(teacher_logits, logits)` with the roles swapped,
+    computed by the same rule, and `jensen_shannon_divergence(..., beta=1.0)`;
+    it equals PyTorch's `T**2 * kl_div(log_softmax(t / T), log_softmax(s / T),
+    log_target=True, reduction="batchmean")`.
+
+    A class whose student logit is `-inf` contributes nothing and gets zero
+    gradient for both inputs; student mass on a class the teacher masks with
+    `-inf` gives `+inf`, as it should.
+
+    The gradient is analytic (a `jax.custom_vjp`, differentiable again):
+    $T\, q_{ic}(\log q_{ic} - \log p_{ic} - \mathrm{KL}_i)$ w.r.t. the
+    student logits and $T(p_i - q_i)$ w.r.t. the teacher logits. `temperature`
+    may be a Python number or a traced scalar with its exact gradient,
+    `distillation_loss`'s with the roles swapped. Forward mode (`jax.jvp`) is
+    not supported.
+
+    Args:
+      logits: the student's logits, floating, with the classes on `axis`.
+      teacher_logits: the teacher's logits, floating, of the same shape.
+      temperature: $T > 0$, a Python number or a traced scalar (NaN, and a
+        `checkify` error naming it, if a traced value is not positive).
+      axis: the class axis.
+      where: boolean mask broadcastable to the examples' shape; False excludes
+        an example.
+      reduction: `"mean"` (per example), `"sum"` or `"none"`.
+
+    Returns:
+      A scalar, or per-example losses for `"none"`; float32 for half-precision
+      inputs, otherwise the widest input floating type.
+
+    Raises:
+      TypeError: non-floating logits, a non-numeric `temperature`, a
+        non-boolean `where`.
+      ValueError: a concrete `temperature <= 0` or not finite, mismatched
+        shapes, a bad `axis`, a `where` that does not broadcast, an unknown
+        `reduction`.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> import jaxce
+      >>> student = jnp.array([[2.0, 1.0, 0.1], [0.0, 5.0, -jnp.inf]])
+      >>> teacher = jnp.array([[3.0, 0.5, 0.0], [0.5, 4.0, 1.0]])
+      >>> with jnp.printoptions(precision=4):
+      ...     print(jaxce.reverse_kl_divergence(student, teacher, reduction="none"))
+      ...     print(f"{jaxce.reverse_kl_divergence(student, teacher, temperature=2.0):.4f}")
+      [0.1789 0.0602]
+      0.5110
+
+    References:
+      Gu, Dong, Wei and Huang, "MiniLLM: Knowledge Distillation of Large
+      Language Models", ICLR 2024. https://arxiv.org/abs/2306.08543
+    """
+    cfg, student, teacher, mask = _prepare_pair(logits, teacher_logits, axis, where)
+    losses = _reverse_kl(cfg, mask, student, teacher, temperature)
     return reduce_loss(losses, mask.astype(losses.dtype), reduction)

@@ -270,6 +270,81 @@ def distillation_grads(student, teacher, *, temperature=1.0):
     return temperature * (q - p), temperature * dt
 
 
+def _student_teacher(student, teacher, temperature, axis=-1):
+    """(log q, q, log p, p) of q = softmax(s / T) and p = softmax(t / T), class axis last."""
+    s = np.moveaxis(np.asarray(student, np.float64), axis, -1) / temperature
+    t = np.moveaxis(np.asarray(teacher, np.float64), axis, -1) / temperature
+    log_q, log_p = log_softmax(s), log_softmax(t)
+    return log_q, np.exp(log_q), log_p, np.exp(log_p)
+
+
+def _jsd_rows(log_q, q, log_p, p, beta):
+    """beta KL(p || m) + (1 - beta) KL(q || m), m = beta p + (1 - beta) q; the KLs at 0 and 1."""
+    if beta == 0:
+        return _kl_rows(log_q, p, log_p)
+    if beta == 1:
+        return _kl_rows(log_p, q, log_q)
+    with np.errstate(divide="ignore"):
+        log_m = np.log(beta * p + (1 - beta) * q)
+    return beta * _kl_rows(log_m, p, log_p) + (1 - beta) * _kl_rows(log_m, q, log_q)
+
+
+def jensen_shannon_divergence(
+    student, teacher, *, beta=0.5, temperature=1.0, axis=-1, where=None, reduction="mean"
+):
+    """T^2 times the generalised JSD of GKD per example: forward KL at beta 0, reverse at 1."""
+    log_q, q, log_p, p = _student_teacher(student, teacher, temperature, axis)
+    losses = temperature**2 * _jsd_rows(log_q, q, log_p, p, beta)
+    return masked_reduce(losses, where, reduction)
+
+
+def jensen_shannon_grads(student, teacher, *, beta=0.5, temperature=1.0):
+    """Per-example partials of T^2 JSD, class axis last: (d/ds, d/dt, d/dbeta, d/dT).
+
+    For 0 < beta < 1 and finite logits. From J = beta sum p log p + (1 - beta) sum q log q
+    - sum m log m: dJ/dq_c = (1 - beta) log(q_c / m_c), taken through the softmax Jacobian
+    (diag(q) - q q^T) / T of s; dJ/dbeta = sum p log p - sum q log q - sum (p - q)(log m + 1)
+    = KL(p || m) - KL(q || m); and T^2 J(s / T, t / T) is homogeneous of degree 2 in
+    (s, t, T), so dT = (2 loss - s . ds - t . dt) / T.
+    """
+    s = np.asarray(student, np.float64)
+    t = np.asarray(teacher, np.float64)
+    log_q, q, log_p, p = _student_teacher(s, t, temperature)
+    log_m = np.log(beta * p + (1 - beta) * q)
+    kl_qm = _kl_rows(log_m, q, log_q)[..., None]
+    kl_pm = _kl_rows(log_m, p, log_p)[..., None]
+    ds = temperature * (1 - beta) * q * (log_q - log_m - kl_qm)
+    dt = temperature * beta * p * (log_p - log_m - kl_pm)
+    dbeta = temperature**2 * (kl_pm - kl_qm)[..., 0]
+    loss = temperature**2 * (beta * kl_pm + (1 - beta) * kl_qm)[..., 0]
+    dtemp = (2 * loss - np.sum(s * ds, -1) - np.sum(t * dt, -1)) / temperature
+    return ds, dt, dbeta, dtemp
+
+
+def reverse_kl_divergence(
+    student, teacher, *, temperature=1.0, axis=-1, where=None, reduction="mean"
+):
+    """T^2 KL(softmax(s / T) || softmax(t / T)) per example."""
+    log_q, q, log_p, _ = _student_teacher(student, teacher, temperature, axis)
+    return masked_reduce(temperature**2 * _kl_rows(log_p, q, log_q), where, reduction)
+
+
+def reverse_kl_grads(student, teacher, *, temperature=1.0):
+    """Per-example gradients, class axis last: T q (log q - log p - KL), T (p - q), and d/dT.
+
+    d/dT from homogeneity, as in `jensen_shannon_grads`; finite logits only.
+    """
+    s = np.asarray(student, np.float64)
+    t = np.asarray(teacher, np.float64)
+    log_q, q, log_p, p = _student_teacher(s, t, temperature)
+    kl = _kl_rows(log_p, q, log_q)
+    with np.errstate(invalid="ignore"):
+        ds = temperature * np.where(q != 0, q * (log_q - log_p - kl[..., None]), 0.0)
+    dt = temperature * (p - q)
+    dtemp = (2 * temperature**2 * kl - np.sum(s * ds, -1) - np.sum(t * dt, -1)) / temperature
+    return ds, dt, dtemp
+
+
 # Binary, focal and poly-1 oracles.
 
 

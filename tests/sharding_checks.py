@@ -102,6 +102,18 @@ CALLS = {
         (("nv", LOGITS), ("nv", 2 * PROBS)),
         lambda s, t: jaxce.distillation_loss(s, t, temperature=2.0),
     ),
+    "jensen_shannon_divergence": (
+        (("nv", LOGITS), ("nv", 2 * PROBS)),
+        lambda s, t: jaxce.jensen_shannon_divergence(s, t, beta=0.3, temperature=2.0, where=WHERE),
+    ),
+    "jensen_shannon_divergence/beta0": (
+        (("nv", LOGITS), ("nv", 2 * PROBS)),
+        lambda s, t: jaxce.jensen_shannon_divergence(s, t, beta=0.0),
+    ),
+    "reverse_kl_divergence": (
+        (("nv", LOGITS), ("nv", 2 * PROBS)),
+        lambda s, t: jaxce.reverse_kl_divergence(s, t, temperature=2.0),
+    ),
 }
 
 SPECS = {"nv": P("data", "vocab"), "n": P("data"), "dv": P(None, "vocab"), "vd": P("vocab", None)}

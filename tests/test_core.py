@@ -94,6 +94,24 @@ EMPTY = {
         (0,),
     ),
     "entropy": (lambda x, _, **kw: jaxce.entropy(x, **kw), (0, 3), None, (0,)),
+    "jensen_shannon_divergence": (
+        functools.partial(jaxce.jensen_shannon_divergence, beta=0.3, temperature=2.0),
+        (0, 3),
+        np.zeros((0, 3), np.float32),
+        (0,),
+    ),
+    "jensen_shannon_divergence/beta0": (
+        functools.partial(jaxce.jensen_shannon_divergence, beta=0.0),
+        (0, 3),
+        np.zeros((0, 3), np.float32),
+        (0,),
+    ),
+    "reverse_kl_divergence": (
+        functools.partial(jaxce.reverse_kl_divergence, temperature=2.0),
+        (0, 3),
+        np.zeros((0, 3), np.float32),
+        (0,),
+    ),
 }
 
 
@@ -181,6 +199,21 @@ HYPER = {
         "temperature",
         (0.5, 2.0, 4.0),
     ),
+    "jsd/beta": (
+        lambda x, v: jaxce.jensen_shannon_divergence(x, _cast(TEACHER)[0], beta=v, temperature=2.0),
+        "beta",
+        (0.1, 0.5, 0.9),
+    ),
+    "jsd/temperature": (
+        lambda x, v: jaxce.jensen_shannon_divergence(x, _cast(TEACHER)[0], beta=0.3, temperature=v),
+        "temperature",
+        (0.5, 2.0, 4.0),
+    ),
+    "reverse_kl/temperature": (
+        lambda x, v: jaxce.reverse_kl_divergence(x, _cast(TEACHER)[0], temperature=v),
+        "temperature",
+        (0.5, 2.0, 4.0),
+    ),
     "linear/label_smoothing": (
         lambda x, v: jaxce.linear_softmax_cross_entropy(
             _cast(H)[0], x[:4], Y, chunk_size=2, label_smoothing=v
@@ -258,6 +291,10 @@ TRACED_OUT_OF_RANGE = [
     ("alpha", lambda v: jaxce.sigmoid_focal_loss(X, BINARY, alpha=v), 2.0),
     ("epsilon", lambda v: jaxce.poly1_cross_entropy(X, Y, epsilon=v), -2.0),
     ("temperature", lambda v: jaxce.distillation_loss(X, TEACHER, temperature=v), 0.0),
+    ("beta", lambda v: jaxce.jensen_shannon_divergence(X, TEACHER, beta=v), 1.5),
+    ("beta", lambda v: jaxce.jensen_shannon_divergence(X, TEACHER, beta=v), -0.5),
+    ("temperature", lambda v: jaxce.jensen_shannon_divergence(X, TEACHER, temperature=v), -1.0),
+    ("temperature", lambda v: jaxce.reverse_kl_divergence(X, TEACHER, temperature=v), 0.0),
     ("logit_softcap", lambda v: _linear(H, Y, logit_softcap=v), -1.0),
 ]
 

@@ -1,4 +1,5 @@
-"""KL divergence, entropy and distillation: oracles, PyTorch parity, identities, gradients."""
+"""KL divergences, entropy, distillation and generalised JSD: oracles, PyTorch parity,
+identities, gradients."""
 
 import hypothesis.extra.numpy as hnp
 import jax
@@ -45,6 +46,14 @@ def _distill(s, t, **kwargs):
     return jaxce.distillation_loss(s, t, **kwargs)
 
 
+def _jsd(s, t, **kwargs):
+    return jaxce.jensen_shannon_divergence(s, t, **kwargs)
+
+
+def _rkl(s, t, **kwargs):
+    return jaxce.reverse_kl_divergence(s, t, **kwargs)
+
+
 # Float64 oracles, eager and jitted.
 
 
@@ -87,6 +96,33 @@ def test_distillation_oracle(x64, temperature, reduction):
     np.testing.assert_allclose(jitted(s, t), expected, rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("beta,temperature", [(0.0, 1.0), (0.3, 2.5), (0.5, 1.0), (1.0, 0.5)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_jsd_oracle(x64, beta, temperature, reduction):
+    s = _logits((6, 5), seed=51, dtype=np.float64)
+    t = _logits((6, 5), seed=52, dtype=np.float64)
+    where = np.array([True, False, True, True, False, True])
+    kwargs = dict(temperature=temperature, where=where, reduction=reduction)
+    expected = ref.jensen_shannon_divergence(s, t, beta=beta, **kwargs)
+    np.testing.assert_allclose(_jsd(s, t, beta=beta, **kwargs), expected, rtol=1e-12, atol=1e-14)
+    # Jitted with beta traced: the endpoints are picked at run time.
+    jitted = jax.jit(lambda a, b, c: _jsd(a, b, beta=c, **kwargs))
+    np.testing.assert_allclose(jitted(s, t, beta), expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("temperature", [0.5, 3.0])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_reverse_kl_oracle(x64, temperature, reduction):
+    s = _logits((5, 6), seed=53, dtype=np.float64)
+    t = _logits((5, 6), seed=54, dtype=np.float64)
+    where = np.array([True, True, False, True, True])
+    kwargs = dict(temperature=temperature, where=where, reduction=reduction)
+    expected = ref.reverse_kl_divergence(s, t, **kwargs)
+    np.testing.assert_allclose(_rkl(s, t, **kwargs), expected, rtol=1e-12, atol=1e-14)
+    jitted = jax.jit(lambda a, b: _rkl(a, b, **kwargs))
+    np.testing.assert_allclose(jitted(s, t), expected, rtol=1e-12, atol=1e-14)
+
+
 def test_closed_form_gradients(x64):
     x = _logits((4, 5), seed=6, dtype=np.float64)
     # Unnormalised targets with zeros: d/dx is (sum p) q - p, not q - p.
@@ -109,6 +145,35 @@ def test_closed_form_gradients(x64):
     es, et = ref.distillation_grads(t, x, temperature=2.5)
     np.testing.assert_allclose(ds, es, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(dt, et, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("beta", [0.2, 0.5, 0.85])
+def test_jsd_closed_form_gradients(x64, beta):
+    s = _logits((4, 5), seed=55, dtype=np.float64)
+    t = _logits((4, 5), seed=56, dtype=np.float64)
+
+    def loss(a, b, c, d):
+        return _jsd(a, b, beta=c, temperature=d, reduction="sum")
+
+    grads = jax.grad(loss, argnums=(0, 1, 2, 3))(s, t, np.float64(beta), np.float64(1.7))
+    expected = ref.jensen_shannon_grads(s, t, beta=beta, temperature=1.7)
+    for got, want in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(
+            got, np.sum(want) if got.ndim == 0 else want, rtol=1e-11, atol=1e-14
+        )
+
+
+def test_reverse_kl_closed_form_gradients(x64):
+    s = _logits((4, 5), seed=57, dtype=np.float64)
+    t = _logits((4, 5), seed=58, dtype=np.float64)
+    grads = jax.grad(lambda a, b, c: _rkl(a, b, temperature=c, reduction="sum"), argnums=(0, 1, 2))(
+        s, t, np.float64(2.5)
+    )
+    expected = ref.reverse_kl_grads(s, t, temperature=2.5)
+    for got, want in zip(grads, expected, strict=True):
+        np.testing.assert_allclose(
+            got, np.sum(want) if got.ndim == 0 else want, rtol=1e-11, atol=1e-14
+        )
 
 
 def test_entropy_gradient_derivation(x64):
@@ -173,6 +238,64 @@ def test_distillation_torch_parity(x64, temperature):
     np.testing.assert_allclose(dt, tt.grad.numpy(), rtol=1e-10, atol=1e-14)
 
 
+def _torch_jsd(s, t, beta, temperature):
+    """GKD's generalised JSD per example from torch's kl_div (log-space mixture, as in TRL)."""
+    log_q = F.log_softmax(s / temperature, -1)
+    log_p = F.log_softmax(t / temperature, -1)
+    if beta.item() == 0:
+        jsd = F.kl_div(log_q, log_p, reduction="none", log_target=True)
+    elif beta.item() == 1:
+        jsd = F.kl_div(log_p, log_q, reduction="none", log_target=True)
+    else:
+        log_m = torch.logsumexp(torch.stack([log_p + beta.log(), log_q + (-beta).log1p()]), 0)
+        jsd = beta * F.kl_div(log_m, log_p, reduction="none", log_target=True)
+        jsd = jsd + (1 - beta) * F.kl_div(log_m, log_q, reduction="none", log_target=True)
+    return temperature**2 * jsd.sum(-1)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.1, 0.5, 0.9, 1.0])
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+def test_jsd_torch_parity(x64, beta, temperature):
+    s = _logits((8, 7), seed=59, scale=3.0, dtype=np.float64)
+    t = _logits((8, 7), seed=60, scale=3.0, dtype=np.float64)
+    where = np.array([True, True, False, True, True, True, False, True])
+    loss, grads = jax.value_and_grad(
+        lambda a, b, c, d: _jsd(a, b, beta=c, temperature=d, where=where), argnums=(0, 1, 2, 3)
+    )(s, t, np.float64(beta), np.float64(temperature))
+    ts, tt, tb, tT = (torch_leaf(a) for a in (s, t, beta, temperature))
+    per_example = _torch_jsd(ts, tt, tb, tT)
+    mask = torch.tensor(where)
+    out = per_example[mask].sum() / mask.sum()
+    out.backward()
+    np.testing.assert_allclose(loss, out.item(), rtol=1e-12)
+    np.testing.assert_allclose(grads[0], ts.grad.numpy(), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(grads[1], tt.grad.numpy(), rtol=1e-10, atol=1e-14)
+    # At the endpoints the loss is a KL, which does not depend on beta.
+    np.testing.assert_allclose(grads[2], 0.0 if tb.grad is None else tb.grad.item(), rtol=1e-10)
+    np.testing.assert_allclose(grads[3], tT.grad.item(), rtol=1e-10)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 5.0])
+def test_reverse_kl_torch_parity(x64, temperature):
+    s = _logits((8, 7), seed=61, scale=3.0, dtype=np.float64)
+    t = _logits((8, 7), seed=62, scale=3.0, dtype=np.float64)
+    loss, grads = jax.value_and_grad(lambda a, b, c: _rkl(a, b, temperature=c), argnums=(0, 1, 2))(
+        s, t, np.float64(temperature)
+    )
+    ts, tt, tT = (torch_leaf(a) for a in (s, t, temperature))
+    out = tT**2 * F.kl_div(
+        F.log_softmax(tt / tT, -1),
+        F.log_softmax(ts / tT, -1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    out.backward()
+    np.testing.assert_allclose(loss, out.item(), rtol=1e-12)
+    np.testing.assert_allclose(grads[0], ts.grad.numpy(), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(grads[1], tt.grad.numpy(), rtol=1e-10, atol=1e-14)
+    np.testing.assert_allclose(grads[2], tT.grad.item(), rtol=1e-10)
+
+
 def test_torch_gives_nan_where_jaxce_is_finite(x64):
     # Documented differences: a zero target at a -inf logit, and a -inf log-target.
     x = np.array([[0.0, 5.0, -np.inf]])
@@ -200,6 +323,52 @@ def test_distillation_at_t1_equals_kl(x64):
     np.testing.assert_allclose(
         _distill(s, t, temperature=3.0), 9.0 * _kl(s / 3.0, ref.softmax(t / 3.0)), rtol=1e-12
     )
+
+
+def test_jsd_endpoints_are_exactly_the_kls(x64):
+    s = _logits((6, 5), seed=63, dtype=np.float64)
+    t = _logits((6, 5), seed=64, dtype=np.float64)
+    kwargs = dict(temperature=2.0, reduction="none")
+    forward, reverse = _distill(s, t, **kwargs), _rkl(s, t, **kwargs)
+    traced = jax.jit(lambda beta: _jsd(s, t, beta=beta, **kwargs))
+    for beta, kl in ((0.0, forward), (1.0, reverse)):
+        np.testing.assert_array_equal(_jsd(s, t, beta=beta, **kwargs), kl)
+        np.testing.assert_array_equal(traced(beta), kl)
+    # The same gradients w.r.t. both logits.
+    grad = jax.grad(lambda a, b, c, f: jnp.sum(f(a, b, beta=c, temperature=2.0)), argnums=(0, 1))
+    forward_grad = jax.grad(lambda a, b: _distill(a, b, temperature=2.0), argnums=(0, 1))(s, t)
+    reverse_grad = jax.grad(lambda a, b: _rkl(a, b, temperature=2.0), argnums=(0, 1))(s, t)
+    for beta, expected in ((0.0, forward_grad), (1.0, reverse_grad)):
+        for got, want in zip(grad(s, t, beta, _jsd), expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+    # Reverse KL is distillation with the roles swapped.
+    np.testing.assert_array_equal(reverse, _distill(t, s, **kwargs))
+
+
+def test_jsd_swaps_roles_with_one_minus_beta(x64):
+    s = _logits((6, 5), seed=65, dtype=np.float64)
+    t = _logits((6, 5), seed=66, dtype=np.float64)
+    for beta in (0.0, 0.2, 0.5):
+        np.testing.assert_allclose(
+            _jsd(s, t, beta=beta, reduction="none"),
+            _jsd(t, s, beta=1 - beta, reduction="none"),
+            rtol=1e-12,
+        )
+    # Symmetric JSD at beta = 1/2, at most log 2; 0 for equal distributions.
+    jsd = _jsd(s, t, reduction="none")
+    assert np.all(np.asarray(jsd) > 0) and np.all(np.asarray(jsd) <= np.log(2))
+    np.testing.assert_allclose(_jsd(s, s + 2.0, beta=0.3, temperature=2.0), 0.0, atol=1e-14)
+    np.testing.assert_allclose(_rkl(s, s - 1.0, temperature=2.0), 0.0, atol=1e-14)
+
+
+def test_jsd_is_bounded_by_the_weights_entropy(x64):
+    # Disjoint supports reach the bound -beta log beta - (1 - beta) log(1 - beta).
+    s = np.array([[0.0, -np.inf], [5.0, -np.inf]])
+    t = np.array([[-np.inf, 0.0], [-np.inf, 1.0]])
+    for beta in (0.1, 0.5, 0.7):
+        bound = -beta * np.log(beta) - (1 - beta) * np.log(1 - beta)
+        np.testing.assert_allclose(_jsd(s, t, beta=beta, reduction="none"), bound, rtol=1e-12)
+        np.testing.assert_allclose(_jsd(s, t, beta=beta, temperature=3.0), 9 * bound, rtol=1e-12)
 
 
 def test_kl_is_cross_entropy_minus_entropy(x64):
@@ -241,6 +410,8 @@ def test_check_grads_float32():
     check_grads(lambda a, b: _kl(a, b, log_targets=True), (x, np.log(p)), **opts)
     check_grads(lambda a: jaxce.entropy(a, reduction="sum"), (x,), **opts)
     check_grads(lambda a, b: _distill(a, b, temperature=2.0), (x, t), **opts)
+    check_grads(lambda a, b, c, d: _jsd(a, b, beta=c, temperature=d), (x, t, 0.3, 2.0), **opts)
+    check_grads(lambda a, b, c: _rkl(a, b, temperature=c), (x, t, 2.0), **opts)
 
 
 def test_check_grads_order2_float64(x64):
@@ -257,6 +428,12 @@ def test_check_grads_order2_float64(x64):
     )
     check_grads(jax.jit(lambda a: jaxce.entropy(a, where=where)), (x,), **opts)
     check_grads(jax.jit(lambda a, b: _distill(a, b, temperature=1.5, where=where)), (x, t), **opts)
+    # Every input of the new divergences, the hyperparameters included.
+    jsd = jax.jit(lambda a, b, c, d: _jsd(a, b, beta=c, temperature=d, where=where))
+    check_grads(jsd, (x, t, 0.3, 1.5), **opts)
+    check_grads(jsd, (x, t, 0.5, 1.0), **opts)
+    rkl = jax.jit(lambda a, b, c: _rkl(a, b, temperature=c, where=where, reduction="none"))
+    check_grads(rkl, (x, t, 1.5), **opts)
 
 
 def test_hessians(x64):
@@ -282,6 +459,9 @@ def test_second_order_with_masked_class_is_finite(x64):
         (lambda a, b: _kl(a, b), (x, p)),
         (lambda a, b: _kl(a, b, log_targets=True), (x, _log(p))),
         (lambda a, b: _distill(a, b, temperature=2.0), (x, x)),
+        (lambda a, b: _jsd(a, b, beta=0.3, temperature=2.0), (x, x)),
+        (lambda a, b: _jsd(a, b), (x, np.where(np.isinf(x), 0.5, -np.inf))),  # disjoint masks
+        (lambda a, b: _rkl(a, b, temperature=2.0), (x, x)),
     ):
         for argnum in (0, 1):
             first = jax.grad(f, argnums=argnum)
@@ -305,6 +485,18 @@ def test_vmap_equals_batched():
     np.testing.assert_allclose(
         jax.vmap(lambda a, b: _distill(a, b, temperature=2.0, reduction="none"))(x, t),
         _distill(x, t, temperature=2.0, reduction="none"),
+        rtol=1e-6,
+    )
+    for f in (
+        lambda a, b: _jsd(a, b, beta=0.3, temperature=2.0, reduction="none"),
+        lambda a, b: _rkl(a, b, temperature=2.0, reduction="none"),
+    ):
+        np.testing.assert_allclose(jax.vmap(f)(x, t), f(x, t), rtol=1e-6)
+    # A batch of betas, each in its own example: the run-time branch becomes a select.
+    betas = jnp.asarray([0.0, 0.4, 1.0])
+    np.testing.assert_allclose(
+        jax.vmap(lambda a, b, c: _jsd(a, b, beta=c, reduction="none"))(x, t, betas),
+        np.stack([_jsd(x[i], t[i], beta=float(betas[i]), reduction="none") for i in range(3)]),
         rtol=1e-6,
     )
     grads = jax.vmap(jax.grad(_kl, argnums=(0, 1)))(x, p)
@@ -335,6 +527,14 @@ def test_axis_equals_moveaxis(axis):
         _distill(last(x), last(t), temperature=2.0, reduction="none"),
         rtol=1e-6,
     )
+    np.testing.assert_allclose(
+        _jsd(x, t, axis=axis, beta=0.3, temperature=2.0, reduction="none"),
+        _jsd(last(x), last(t), beta=0.3, temperature=2.0, reduction="none"),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        _rkl(x, t, axis=axis, reduction="none"), _rkl(last(x), last(t), reduction="none"), rtol=1e-6
+    )
     dx = jax.grad(_kl)(x, p, axis=axis)
     np.testing.assert_allclose(
         np.moveaxis(dx, axis, -1), jax.grad(_kl)(last(x), last(p)), rtol=1e-6, atol=1e-8
@@ -353,6 +553,9 @@ def test_where_equals_slicing_and_zero_gradient():
         (lambda a, b, **k: _kl(a, b, **k), (x, p)),
         (lambda a, b, **k: _kl(a, b, log_targets=True, **k), (x, np.log(p))),
         (lambda a, b, **k: _distill(a, b, temperature=2.0, **k), (x, t)),
+        (lambda a, b, **k: _jsd(a, b, beta=0.3, temperature=2.0, **k), (x, t)),
+        (lambda a, b, **k: _jsd(a, b, beta=1.0, **k), (x, t)),
+        (lambda a, b, **k: _rkl(a, b, temperature=2.0, **k), (x, t)),
         (lambda a, **k: jaxce.entropy(a, reduction="mean", **k), (x,)),
     ]
     for f, args in cases:
@@ -380,6 +583,9 @@ def test_all_masked_is_zero_with_zero_gradient():
     for f, args in (
         (_kl, (x, p)),
         (_distill, (x, x)),
+        (_jsd, (x, x + 1)),
+        (lambda a, b, **k: _jsd(a, b, beta=0.0, **k), (x, x + 1)),
+        (_rkl, (x, x + 1)),
         (lambda a, **k: jaxce.entropy(a, reduction="mean", **k), (x,)),
     ):
         loss, grads = jax.value_and_grad(
@@ -396,6 +602,12 @@ def test_cached_and_no_retrace():
     size = assert_cached(jaxce.distillation_loss, [(x, x + 1) for x in xs], temperature=2.0)
     jaxce.distillation_loss(xs[0], xs[0], temperature=2)  # int and float T: one compilation
     assert jaxce.distillation_loss._cache_size() == size
+    assert_cached(jaxce.reverse_kl_divergence, [(x, x + 1) for x in xs], temperature=2.0)
+    size = assert_cached(jaxce.jensen_shannon_divergence, [(x, x + 1) for x in xs], beta=0.5)
+    # Every beta but a concrete 0 shares one program, the endpoint 1 included.
+    for beta in (0.1, 1, 1.0, np.float32(0.7), jnp.asarray(0.3)):
+        jaxce.jensen_shannon_divergence(xs[0], xs[1], beta=beta)
+    assert jaxce.jensen_shannon_divergence._cache_size() == size
 
 
 # Numerics: -inf and extreme logits.
@@ -440,6 +652,41 @@ def test_neg_inf_in_entropy_and_distillation():
     assert np.isfinite(loss) and np.all(np.isfinite(ds)) and np.all(np.asarray(dt)[masked] == 0)
 
 
+def test_neg_inf_in_jsd_and_reverse_kl():
+    s = np.array([[0.0, -np.inf, 1.0, 2.0], [-np.inf, 3.0, -np.inf, 0.5]], np.float32)
+    t = _logits(s.shape, seed=67)
+    both = np.isinf(s)
+    t_both = np.where(both, -np.inf, t)
+    # Either model alone masking a class: the JSD stays finite; its -inf logit gets 0.
+    for student, teacher in ((s, t), (t, s), (s, t_both)):
+        masked = np.isinf(student) | np.isinf(teacher)
+        for beta in (0.1, 0.5, 0.9):
+            loss, (ds, dt) = jax.value_and_grad(_jsd, argnums=(0, 1))(student, teacher, beta=beta)
+            expected = ref.jensen_shannon_divergence(student, teacher, beta=beta)
+            np.testing.assert_allclose(loss, expected, rtol=1e-5)
+            assert np.all(np.isfinite(ds)) and np.all(np.isfinite(dt))
+            assert np.all(np.asarray(ds)[np.isinf(student)] == 0)
+            assert np.all(np.asarray(dt)[np.isinf(teacher)] == 0)
+            assert np.all(np.asarray(ds)[masked & ~np.isinf(student)] != 0)
+    # A class both mask changes nothing: equal to dropping it.
+    keep = [0, 2, 3]
+    np.testing.assert_allclose(
+        _jsd(s[:1], t_both[:1], beta=0.3), _jsd(s[:1, keep], t_both[:1, keep], beta=0.3)
+    )
+    # Reverse KL: a student -inf contributes nothing, student mass on a teacher -inf is inf.
+    for teacher in (t, t_both):
+        loss, (ds, dt) = jax.value_and_grad(_rkl, argnums=(0, 1))(s, teacher, temperature=2.0)
+        expected = ref.reverse_kl_divergence(s, teacher, temperature=2.0)
+        np.testing.assert_allclose(loss, expected, rtol=1e-5)
+        assert np.all(np.isfinite(ds)) and np.all(np.isfinite(dt))
+        assert np.all(np.asarray(ds)[both] == 0)
+        assert np.all(np.asarray(dt)[np.isinf(teacher)] == 0)
+    assert _rkl(t, s, reduction="none")[0] == np.inf
+    np.testing.assert_allclose(
+        _rkl(s[:1], t_both[:1]), _rkl(s[:1, keep], t_both[:1, keep]), rtol=1e-6
+    )
+
+
 @pytest.mark.parametrize("scale", [1e4, -1e4])
 def test_extreme_logits_finite(scale):
     x = np.sign(_logits((6, 5), seed=41)) * scale
@@ -449,10 +696,19 @@ def test_extreme_logits_finite(scale):
         (_kl, (x, p)),
         (lambda a, b: _kl(a, b, log_targets=True), (x, np.log(_probs((6, 5), seed=44)))),
         (lambda a, b: _distill(a, b, temperature=3.0), (x, t)),
+        (lambda a, b: _jsd(a, b, beta=0.3, temperature=3.0), (x, t)),
+        (lambda a, b: _jsd(a, b, beta=1.0), (x, t)),
+        (lambda a, b: _rkl(a, b, temperature=3.0), (x, t)),
         (lambda a: jaxce.entropy(a, reduction="sum"), (x,)),
     ):
         loss, grads = jax.value_and_grad(f, argnums=range(len(args)))(*args)
         assert np.isfinite(loss) and all(np.all(np.isfinite(g)) for g in grads)
+    np.testing.assert_allclose(
+        _jsd(x, t, beta=0.3, temperature=3.0),
+        ref.jensen_shannon_divergence(x, t, beta=0.3, temperature=3.0),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(_rkl(x, t), ref.reverse_kl_divergence(x, t), rtol=1e-6)
     np.testing.assert_allclose(_kl(x, p), ref.kl_divergence(x, p), rtol=1e-6)
     np.testing.assert_allclose(
         _distill(x, t, temperature=3.0), ref.distillation_loss(x, t, temperature=3.0), rtol=1e-6
@@ -472,6 +728,8 @@ def test_half_precision_dtype_contract(dtype):
         (_kl, (x, p)),
         (lambda a, b: _kl(a, b, log_targets=True), (x, jnp.log(p))),
         (lambda a, b: _distill(a, b, temperature=2.0), (x, t)),
+        (lambda a, b: _jsd(a, b, beta=0.3, temperature=2.0), (x, t)),
+        (lambda a, b: _rkl(a, b, temperature=2.0), (x, t)),
         (lambda a: jaxce.entropy(a, reduction="mean"), (x,)),
     ):
         loss, grads = jax.value_and_grad(f, argnums=range(len(args)))(*args)
@@ -482,6 +740,9 @@ def test_half_precision_dtype_contract(dtype):
     expected = ref.kl_divergence(np.asarray(x, np.float64), np.asarray(p, np.float64))
     np.testing.assert_allclose(_kl(x, p), expected, rtol=1e-5)
     assert jaxce.entropy(x).dtype == jnp.float32
+    s64, t64 = np.asarray(x, np.float64), np.asarray(t, np.float64)
+    np.testing.assert_allclose(_jsd(x, t), ref.jensen_shannon_divergence(s64, t64), rtol=1e-5)
+    np.testing.assert_allclose(_rkl(x, t), ref.reverse_kl_divergence(s64, t64), rtol=1e-5)
     # Mixed precision: float32 targets with half logits compute in float32.
     p32 = _probs((8, 6), seed=46)
     _, (dx, dp) = jax.value_and_grad(_kl, argnums=(0, 1))(x, p32)
@@ -493,6 +754,7 @@ def test_float64_stays_float64(x64):
     assert _kl(x, ref.softmax(-x)).dtype == jnp.float64
     assert jaxce.entropy(x).dtype == jnp.float64
     assert _distill(x, -x).dtype == jnp.float64
+    assert _jsd(x, -x).dtype == jnp.float64 and _rkl(x, -x).dtype == jnp.float64
 
 
 # Bad input: clear errors at trace time, naming the argument.
@@ -529,6 +791,32 @@ BAD_CALLS = [
     (ValueError, "axis", lambda: jaxce.distillation_loss(X, X, axis=3)),
     (ValueError, "reduction", lambda: jaxce.distillation_loss(X, X, reduction="batchmean")),
     (ValueError, "where", lambda: jaxce.distillation_loss(X, X, where=np.ones(5, bool))),
+    (TypeError, "logits", lambda: jaxce.jensen_shannon_divergence(np.ones((2, 3), int), X)),
+    (TypeError, "teacher_logits", lambda: jaxce.jensen_shannon_divergence(X, np.ones((2, 3), int))),
+    (
+        ValueError,
+        "teacher_logits",
+        lambda: jaxce.jensen_shannon_divergence(X, np.ones((2, 4), np.float32)),
+    ),
+    (ValueError, "beta", lambda: jaxce.jensen_shannon_divergence(X, X, beta=1.5)),
+    (ValueError, "beta", lambda: jaxce.jensen_shannon_divergence(X, X, beta=-0.1)),
+    (ValueError, "beta", lambda: jaxce.jensen_shannon_divergence(X, X, beta=np.nan)),
+    (TypeError, "beta", lambda: jaxce.jensen_shannon_divergence(X, X, beta="half")),
+    (TypeError, "beta", lambda: jaxce.jensen_shannon_divergence(X, X, beta=None)),
+    (ValueError, "beta", lambda: jaxce.jensen_shannon_divergence(X, X, beta=np.ones(2))),
+    (ValueError, "temperature", lambda: jaxce.jensen_shannon_divergence(X, X, temperature=0.0)),
+    (ValueError, "axis", lambda: jaxce.jensen_shannon_divergence(X, X, axis=2)),
+    (ValueError, "reduction", lambda: jaxce.jensen_shannon_divergence(X, X, reduction="batchmean")),
+    (TypeError, "where", lambda: jaxce.jensen_shannon_divergence(X, X, where=np.ones(2))),
+    (ValueError, "where", lambda: jaxce.jensen_shannon_divergence(X, X, where=np.ones(5, bool))),
+    (TypeError, "logits", lambda: jaxce.reverse_kl_divergence(np.ones((2, 3), int), X)),
+    (TypeError, "teacher_logits", lambda: jaxce.reverse_kl_divergence(X, np.ones((2, 3), int))),
+    (ValueError, "teacher_logits", lambda: jaxce.reverse_kl_divergence(X, np.ones(3, np.float32))),
+    (ValueError, "temperature", lambda: jaxce.reverse_kl_divergence(X, X, temperature=-1.0)),
+    (TypeError, "temperature", lambda: jaxce.reverse_kl_divergence(X, X, temperature="hot")),
+    (ValueError, "axis", lambda: jaxce.reverse_kl_divergence(X, X, axis=-3)),
+    (ValueError, "reduction", lambda: jaxce.reverse_kl_divergence(X, X, reduction="avg")),
+    (ValueError, "where", lambda: jaxce.reverse_kl_divergence(X, X, where=np.ones((2, 2), bool))),
 ]
 
 
@@ -544,6 +832,8 @@ def test_errors_fire_under_jit():
     with pytest.raises(ValueError, match="temperature must be > 0; got -1.0"):
         jax.jit(lambda s, t: jaxce.distillation_loss(s, t, temperature=-1.0))(X, X)
     # A traced temperature is accepted and equals the Python number.
+    with pytest.raises(ValueError, match=r"beta must be in \[0, 1\]; got 1.5"):
+        jax.jit(lambda s, t: jaxce.jensen_shannon_divergence(s, t, beta=1.5))(X, X)
     traced = jax.jit(lambda s, t, temp: jaxce.distillation_loss(s, t, temperature=temp))
     np.testing.assert_allclose(
         traced(X, X + 1, 2.0), jaxce.distillation_loss(X, X + 1, temperature=2.0)
@@ -600,6 +890,61 @@ def _kl_properties(data, n, k, magnitude):
     np.testing.assert_allclose(np.sum(grad, -1), 0.0, atol=1e-12 * max(1.0, magnitude))
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    data=st.data(),
+    shape=st.sampled_from([(1, 1), (2, 3), (5, 8)]),  # few shapes: few compilations
+    magnitude=st.sampled_from([1.0, 20.0, 1e3]),
+    beta=st.sampled_from([0.0, 0.2, 0.5, 1.0]),
+    temperature=st.sampled_from([0.5, 1.0, 4.0]),
+)
+def test_property_jsd_and_reverse_kl_match_oracle(data, shape, magnitude, beta, temperature):
+    with jax.enable_x64(True):
+        _jsd_properties(data, *shape, magnitude, beta, temperature)
+
+
+def _jsd_properties(data, n, k, magnitude, beta, temperature):
+    floats = st.floats(-1, 1, allow_nan=False)
+    # Classes masked with -inf in either model or both; the first class stays finite in each.
+    logits = []
+    for _ in range(2):
+        x = data.draw(hnp.arrays(np.float64, (n, k), elements=floats)) * magnitude
+        masked = data.draw(hnp.arrays(np.bool_, (n, k)))
+        masked[:, 0] = False
+        logits.append(np.where(masked, -np.inf, x))
+    s, t = logits
+    where = data.draw(hnp.arrays(np.bool_, (n,)))
+    kwargs = dict(temperature=temperature, where=where)
+    atol = 1e-9 * magnitude * max(1.0, temperature**2)
+    losses = np.asarray(_jsd(s, t, beta=beta, reduction="none", **kwargs))
+    expected = ref.jensen_shannon_divergence(s, t, beta=beta, reduction="none", **kwargs)
+    np.testing.assert_allclose(losses, expected, rtol=1e-9, atol=atol)
+    np.testing.assert_allclose(
+        _jsd(s, t, beta=beta, **kwargs),
+        ref.jensen_shannon_divergence(s, t, beta=beta, **kwargs),
+        rtol=1e-9,
+        atol=atol,
+    )
+    np.testing.assert_allclose(
+        _rkl(s, t, reduction="none", **kwargs),
+        ref.reverse_kl_divergence(s, t, reduction="none", **kwargs),
+        rtol=1e-9,
+        atol=atol,
+    )
+    assert np.all(losses >= -atol)
+    if beta in (0.0, 1.0):
+        return
+    # Strictly inside: bounded by the weights' entropy, finite gradients, exactly 0 at -inf
+    # logits and masked examples, and each summing to 0 over the classes (shift invariance).
+    bound = -beta * np.log(beta) - (1 - beta) * np.log(1 - beta)
+    assert np.all(losses <= temperature**2 * bound * (1 + 1e-9) + atol)
+    grads = jax.grad(lambda a, b: _jsd(a, b, beta=beta, **kwargs), argnums=(0, 1))(s, t)
+    for g, x in zip(grads, (s, t), strict=True):
+        g = np.asarray(g)
+        assert np.all(np.isfinite(g)) and np.all(g[np.isinf(x)] == 0) and np.all(g[~where] == 0)
+        np.testing.assert_allclose(g.sum(-1), 0.0, atol=1e-12 * max(1.0, magnitude))
+
+
 @settings(max_examples=12, deadline=None)
 @given(shape=hnp.array_shapes(min_dims=1, max_dims=4, max_side=4), data=st.data())
 def test_property_any_axis_matches_oracle(shape, data):
@@ -614,6 +959,20 @@ def test_property_any_axis_matches_oracle(shape, data):
     np.testing.assert_allclose(
         jaxce.entropy(x, axis=axis), ref.entropy(x, axis=axis), rtol=1e-5, atol=1e-6
     )
+    t = _logits(shape, seed=len(shape) + 2)
+    beta = data.draw(st.sampled_from([0.0, 0.3, 1.0]))
+    np.testing.assert_allclose(
+        _jsd(x, t, axis=axis, beta=beta, reduction="none"),
+        ref.jensen_shannon_divergence(x, t, axis=axis, beta=beta, reduction="none"),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        _rkl(x, t, axis=axis, reduction="none"),
+        ref.reverse_kl_divergence(x, t, axis=axis, reduction="none"),
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 # Compiled programs: no gather (sharding-safe), no N x K residuals beyond plain autodiff.
@@ -624,15 +983,37 @@ def _naive_kl(x, p):
     return jnp.sum(jnp.where(p > 0, p * (jnp.log(jnp.where(p > 0, p, 1)) - log_q), 0)) / x.shape[0]
 
 
+def _naive_jsd(s, t, beta):
+    log_q, log_p = jax.nn.log_softmax(s), jax.nn.log_softmax(t)
+    log_m = jnp.logaddexp(jnp.log(beta) + log_p, jnp.log1p(-beta) + log_q)
+    terms = beta * jnp.exp(log_p) * (log_p - log_m) + (1 - beta) * jnp.exp(log_q) * (log_q - log_m)
+    return jnp.sum(terms) / s.shape[0]
+
+
+# (ours, plain autodiff, N x K buffers allowed). The JSD's two distributions and their
+# mixture feed two sums, and XLA:CPU materialises each sum's input: three buffers, half of
+# what plain autodiff holds (measured at this shape).
 MEMORY_CASES = [
-    (lambda a, b: jaxce.kl_divergence(a, b), _naive_kl),
+    (lambda a, b: jaxce.kl_divergence(a, b), _naive_kl, 2),
     (
         lambda a, b: jaxce.distillation_loss(a, b, temperature=2.0),
         lambda a, b: 4.0 * _naive_kl(a / 2.0, jax.nn.softmax(b / 2.0)),
+        2,
+    ),
+    (
+        lambda a, b: jaxce.jensen_shannon_divergence(a, b, beta=0.3, temperature=2.0),
+        lambda a, b: 4.0 * _naive_jsd(a / 2.0, b / 2.0, 0.3),
+        3,
+    ),
+    (
+        lambda a, b: jaxce.reverse_kl_divergence(a, b, temperature=2.0),
+        lambda a, b: 4.0 * _naive_kl(b / 2.0, jax.nn.softmax(a / 2.0)),
+        2,
     ),
     (
         lambda a, b: jaxce.entropy(a, reduction="sum"),
         lambda a, b: -jnp.sum(jax.nn.softmax(a) * jax.nn.log_softmax(a)),
+        2,
     ),
 ]
 
@@ -641,7 +1022,7 @@ MEMORY_CASES = [
 def test_compiled_memory_and_sharding_safe(case):
     n, k = 64, 512
     x = jax.ShapeDtypeStruct((n, k), jnp.float32)
-    ours, naive = MEMORY_CASES[case]
+    ours, naive, buffers = MEMORY_CASES[case]
 
     def compiled(f):
         return jax.jit(jax.value_and_grad(f)).lower(x, x).compile()
@@ -649,6 +1030,6 @@ def test_compiled_memory_and_sharding_safe(case):
     program = compiled(ours)
     temp = program.memory_analysis().temp_size_in_bytes
     assert temp <= compiled(naive).memory_analysis().temp_size_in_bytes
-    assert temp <= 2 * n * k * 4 + 16 * n  # at most two N x K buffers, plus O(N)
+    assert temp <= buffers * n * k * 4 + 16 * n  # at most `buffers` N x K buffers, plus O(N)
     text = program.as_text()
     assert_no_gather(text)
