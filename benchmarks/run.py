@@ -270,8 +270,14 @@ def bench_linear(n: int, d: int, v: int, rounds: int, step: str = "") -> dict[st
             "loss": float(compiled(h, w)[0]),
         }
         calls[name] = functools.partial(compiled, h, w)
+    # One N x D x V matmul, the unit of both heads' work: the materialised head does
+    # three (h W, and two for the gradients), the fused one four (h W again per chunk).
+    matmul = jax.jit(lambda h, w: h @ w).lower(h, w).compile()
+    calls["matmul"] = functools.partial(matmul, h, w)
     progress(step, f"timing {', '.join(calls)}: {rounds} rounds")
-    for name, seconds in time_alternating(calls, rounds).items():
+    times = time_alternating(calls, rounds)
+    row["matmul_s"] = times.pop("matmul")
+    for name, seconds in times.items():
         row[name]["time_s"] = seconds
     return row
 
@@ -555,6 +561,12 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"| {fus['temp_bytes'] / max(mat['temp_bytes'], 1):.1%} | {_fmt_ms(fus['time_s'])} "
             f"| {_fmt_ms(mat['time_s'])} | {fus['temp_bytes'] / 2**20:.1f} "
             f"| {mat['temp_bytes'] / 2**20:.1f} |",
+            "",
+            f"One `h @ W` ({_fmt_ms(lin['matmul_s'])} ms) is the unit of both heads' work: "
+            f"the materialised head takes {mat['time_s'] / lin['matmul_s']:.2f} of it for its "
+            "three matmuls (`h @ W` and the two of the gradient) and the loss between them; "
+            f"the fused head {fus['time_s'] / lin['matmul_s']:.2f} for its four (it computes "
+            "each chunk's logits again in the backward) and the loss on chunks.",
         ]
     lines += [
         "",
