@@ -121,12 +121,8 @@ def _linear_ce_bwd(plan: Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
                 dw_c = dw_c + jnp.where(z > -jnp.inf, eps / res.num_finite * (res.lse - z), 0)
             dw = _linear_chunks.per_class_update(dw, jnp.sum(g * dw_c, axis=0), block, w.dtype)
         if cap is not None:
-            # z = c tanh(u / c): dz/du = 1 - tanh^2, dz/dc = tanh - (u / c)(1 - tanh^2).
-            tanh = z / cap
-            d_cap = d_cap + jnp.sum(
-                jnp.where(block.fresh, dz * (tanh - block.raw / cap * (1 - tanh**2)), 0), axis=1
-            )
-            dz = dz * (1 - tanh**2)
+            dz, d_cap_c = _numerics.through_softcap(dz, block.raw, z, cap)
+            d_cap = d_cap + jnp.sum(jnp.where(block.fresh, d_cap_c, 0), axis=1)
         if inp.bias is not None and db is not None:
             db = _linear_chunks.per_class_update(db, jnp.sum(dz, axis=0), block, inp.bias.dtype)
         dh, dk = _linear_chunks.backprop(plan, h, dz, block, dh, dk, inp.kernel.dtype)

@@ -16,7 +16,9 @@ from jax import lax
 from . import _sharding
 
 
-def log_normaliser(x: jax.Array, axis: int, *, dtype: Any = None) -> tuple[jax.Array, jax.Array]:
+def log_normaliser(
+    x: jax.Array, axis: int, *, dtype: Any = None, cap: Any = None
+) -> tuple[jax.Array, jax.Array]:
     """The row max `m` (0 where not finite) and `log sum_c exp(x_c - m)`, kept apart (keepdims).
 
     The sum is `jax.nn.logsumexp`'s, but its two parts are kept apart:
@@ -25,17 +27,22 @@ def log_normaliser(x: jax.Array, axis: int, *, dtype: Any = None) -> tuple[jax.A
     rounding of the logsumexp itself (`test_softmax.py::test_large_offsets_lose_no_precision`).
     The max is taken in `x`'s own dtype (exact), so half-precision logits are
     widened only inside the fused sum. The shift carries no gradient; `log_sum`
-    is differentiable to any order. Computed in `dtype`, default `x.dtype`.
+    is differentiable to any order. Computed in `dtype`, default `x.dtype`, of
+    the soft-capped logits `softcap(x, cap)` (capping is monotone: the max is
+    the capped max).
     """
     dtype = x.dtype if dtype is None else dtype
-    m = jnp.max(x, axis=axis, keepdims=True)
-    m = lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0).astype(dtype))
-    return m, shifted_log_sum(x, m, axis, dtype)
+    m = softcap(jnp.max(x, axis=axis, keepdims=True).astype(dtype), cap)
+    m = lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0))
+    return m, shifted_log_sum(x, m, axis, dtype, cap)
 
 
-def shifted_log_sum(x: jax.Array, shift: jax.Array, axis: int, dtype: Any) -> jax.Array:
-    """`log sum_c exp(x_c - shift)` along `axis` (keepdims), computed in `dtype`."""
-    return jnp.log(jnp.sum(jnp.exp(widen(x, dtype, shift) - shift), axis=axis, keepdims=True))
+def shifted_log_sum(
+    x: jax.Array, shift: jax.Array, axis: int, dtype: Any, cap: Any = None
+) -> jax.Array:
+    """`log sum_c exp(z_c - shift)` along `axis` (keepdims) of `z = softcap(x, cap)`, in `dtype`."""
+    z = softcap(widen(x, dtype, shift), cap)
+    return jnp.log(jnp.sum(jnp.exp(z - shift), axis=axis, keepdims=True))
 
 
 def target_logit(x: jax.Array, classes: jax.Array, axis: int, dtype: Any) -> jax.Array:
@@ -183,6 +190,17 @@ def smoothed(
 def softcap(z: jax.Array, cap: Any) -> jax.Array:
     """`cap * tanh(z / cap)`, Gemma 2's logit soft-capping; `z` itself when `cap` is None."""
     return z if cap is None else cap * jnp.tanh(z / cap)
+
+
+def through_softcap(dz: jax.Array, raw: jax.Array, z: jax.Array, cap: Any):
+    """From the cotangent of `z = softcap(raw, cap)`: those of `raw` and, per element, of `cap`.
+
+    `dz/draw = 1 - tanh^2` and `dz/dcap = tanh - (raw / cap)(1 - tanh^2)`, with
+    `tanh = z / cap`; the caller sums the second over what `cap` was broadcast to.
+    """
+    tanh = z / cap
+    slope = 1 - tanh**2
+    return dz * slope, times(dz, tanh - raw / cap * slope)
 
 
 def token_cross_entropy(

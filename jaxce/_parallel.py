@@ -33,6 +33,7 @@ class _Inputs(NamedTuple):
     classes: jax.Array  # global labels
     smoothing: Any
     z_loss: Any
+    softcap: Any  # c, or None: the loss sees z = c tanh(x / c)
 
 
 class _Residuals(NamedTuple):
@@ -50,7 +51,7 @@ def _is_target(cfg, inp, x):
 
 def _parallel_ce_fwd(cfg: _Config, inp: _Inputs) -> tuple[jax.Array, _Residuals]:
     eps = inp.smoothing
-    x = inp.logits.astype(_checks.compute_dtype(inp.logits.dtype))
+    x = _numerics.softcap(inp.logits.astype(_checks.compute_dtype(inp.logits.dtype)), inp.softcap)
     lse = jax.nn.logsumexp(x, axis=-1)
     target = jnp.sum(jnp.where(_is_target(cfg, inp, x), x, 0), axis=-1)
     sums: tuple[jax.Array, ...] = (target,)
@@ -68,7 +69,8 @@ def _parallel_ce_fwd(cfg: _Config, inp: _Inputs) -> tuple[jax.Array, _Residuals]
 
 def _parallel_ce_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) -> tuple[Any, ...]:
     eps = inp.smoothing
-    x = inp.logits.astype(res.lse.dtype)
+    raw = inp.logits.astype(res.lse.dtype)
+    x = _numerics.softcap(raw, inp.softcap)
     a = 1 if inp.z_loss is None else 1 + 2 * inp.z_loss * res.lse
     onehot = _is_target(cfg, inp, x)
     if eps is None:
@@ -78,7 +80,12 @@ def _parallel_ce_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) 
     dx = g * (a * jnp.exp(x - res.lse) - target)
     d_eps = None if eps is None else g * (res.target - res.mean_logit)
     d_zeta = None if inp.z_loss is None else g * res.lse**2
-    return dx, None, d_eps, d_zeta
+    d_cap = None
+    if inp.softcap is not None:
+        dx, d_cap_c = _numerics.through_softcap(dx, raw, x, inp.softcap)
+        # Summed over this shard's classes; the skeleton sums it over the shards.
+        d_cap = jnp.sum(d_cap_c, axis=-1, keepdims=True)
+    return dx, None, d_eps, d_zeta, d_cap
 
 
 _parallel_ce = per_example_rule(_parallel_ce_fwd, _parallel_ce_bwd)
@@ -86,7 +93,11 @@ _parallel_ce = per_example_rule(_parallel_ce_fwd, _parallel_ce_bwd)
 
 @entry_point(
     static=("axis_name", "ignore_index", "reduction"),
-    hyperparameters={"label_smoothing": _checks.UNIT, "z_loss": _checks.NON_NEGATIVE},
+    hyperparameters={
+        "label_smoothing": _checks.UNIT,
+        "z_loss": _checks.NON_NEGATIVE,
+        "logit_softcap": _checks.POSITIVE._replace(optional=True),
+    },
 )
 def vocab_parallel_softmax_cross_entropy(
     logits: ArrayLike,
@@ -99,6 +110,7 @@ def vocab_parallel_softmax_cross_entropy(
     reduction: str = "mean",
     denominator: ArrayLike | None = None,
     z_loss: ArrayLike = 0.0,
+    logit_softcap: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Softmax cross-entropy with the vocabulary sharded over a mesh axis, inside `shard_map`.
 
@@ -133,6 +145,8 @@ def vocab_parallel_softmax_cross_entropy(
       reduction: `"mean"`, `"sum"` or `"none"`.
       denominator: replaces $S$ in `"mean"`.
       z_loss: $\zeta \ge 0$.
+      logit_softcap: $c > 0$ or None: the loss sees $c \tanh(x / c)$ instead
+        of the logits, as in `softmax_cross_entropy`.
 
     Returns:
       The same value on every shard of `axis_name`: a scalar, or per-example
@@ -168,6 +182,6 @@ def vocab_parallel_softmax_cross_entropy(
     mask, bad = _labels.example_mask(
         parsed.classes, logits.shape[:-1], num_classes, ignore_index=ignore_index, where=where
     )
-    inputs = _Inputs(logits, parsed.classes, label_smoothing, z_loss)
+    inputs = _Inputs(logits, parsed.classes, label_smoothing, z_loss, logit_softcap)
     losses = _parallel_ce(_Config(axis_name, axis), mask, bad, inputs)
     return reduce_loss(losses, mask.astype(losses.dtype), reduction, denominator)

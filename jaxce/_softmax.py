@@ -42,6 +42,7 @@ class _ClassInputs(NamedTuple):
     weights: jax.Array | None  # per class, shaped along the class axis
     smoothing: Any  # eps, or None when off
     z_loss: Any  # zeta, or None when off
+    softcap: Any  # c, or None when off: the loss sees z = c tanh(x / c)
 
 
 class _ClassResiduals(NamedTuple):
@@ -54,7 +55,7 @@ class _ClassResiduals(NamedTuple):
     smooth: Any  # (1 / K') sum_c w_c (lse - x_c) over those classes
 
 
-def _target_normaliser(x, classes, axis, dtype):
+def _target_normaliser(x, classes, axis, dtype, cap):
     """`(shift, log_sum, nll)` (keepdims) with `lse = shift + log_sum`, in one pass over `x`.
 
     The shift is the target logit, so `nll = log sum_c exp(x_c - x_y)` exactly,
@@ -64,13 +65,13 @@ def _target_normaliser(x, classes, axis, dtype):
     overflows (a logit more than ~88 above its target's in float32) or is not
     finite does the batch take the max-shifted path (two more passes).
     """
-    target = _numerics.target_logit(x, classes, axis, dtype)
+    target = _numerics.softcap(_numerics.target_logit(x, classes, axis, dtype), cap)
     shift = lax.stop_gradient(jnp.where(jnp.isfinite(target), target, 0))
-    log_sum = _numerics.shifted_log_sum(x, shift, axis, dtype)
+    log_sum = _numerics.shifted_log_sum(x, shift, axis, dtype, cap)
     shift, log_sum = lax.cond(
         jnp.all(jnp.isfinite(log_sum)),
         lambda: (shift, log_sum),
-        lambda: _numerics.log_normaliser(x, axis, dtype=dtype),
+        lambda: _numerics.log_normaliser(x, axis, dtype=dtype, cap=cap),
     )
     # (shift - x_y) + log_sum: exact in the common path, no cancellation in either.
     return shift, log_sum, (shift - target) + log_sum
@@ -79,7 +80,7 @@ def _target_normaliser(x, classes, axis, dtype):
 def _class_ce_fwd(cfg: _Config, inp: _ClassInputs) -> tuple[jax.Array, _ClassResiduals]:
     axis, eps, w = cfg.axis, inp.smoothing, inp.weights
     dtype = _checks.compute_dtype(inp.logits.dtype, *([] if w is None else [w.dtype]))
-    shift, log_sum, nll = _target_normaliser(inp.logits, inp.classes, axis, dtype)
+    shift, log_sum, nll = _target_normaliser(inp.logits, inp.classes, axis, dtype, inp.softcap)
     lse = shift + log_sum
     w_y = count = w_finite = smooth = None
     loss = nll
@@ -88,7 +89,7 @@ def _class_ce_fwd(cfg: _Config, inp: _ClassInputs) -> tuple[jax.Array, _ClassRes
         w_y = jnp.expand_dims(_numerics.class_value(w.reshape(-1), inp.classes), axis)
         loss = w_y * nll
     if eps is not None:
-        x = _numerics.widen(inp.logits, dtype, log_sum)
+        x = _numerics.softcap(_numerics.widen(inp.logits, dtype, log_sum), inp.softcap)
         finite, count = _numerics.finite_classes(x, axis)
         nll_c = jnp.where(finite, (shift - x) + log_sum, 0)
         w_finite = count if w is None else jnp.sum(jnp.where(finite, w, 0), axis, keepdims=True)
@@ -104,7 +105,8 @@ def _class_ce_bwd(
 ) -> tuple[Any, ...]:
     axis, eps, w = cfg.axis, inp.smoothing, inp.weights
     lse = res.shift + res.log_sum
-    x = _numerics.widen(inp.logits, lse.dtype, lse)
+    raw = _numerics.widen(inp.logits, lse.dtype, lse)
+    x = _numerics.softcap(raw, inp.softcap)
     w_y: Any = 1 if res.w_y is None else res.w_y
     w = None if w is None else w.astype(x.dtype)
     # d loss / d x_c = a P_c - t_c, with t = (1 - eps) w_y Y + eps / K' w_c [x_c finite].
@@ -135,7 +137,15 @@ def _class_ce_bwd(
         if eps is not None:
             dw = dw + g * eps / res.num_finite * jnp.where(finite, (res.shift - x) + res.log_sum, 0)
     d_zeta = None if inp.z_loss is None else g * lse**2
-    return dx, None, dw, d_eps, d_zeta
+    dx, d_cap = _through_softcap(dx, raw, x, inp.softcap, axis)
+    return dx, None, dw, d_eps, d_zeta, d_cap
+
+
+def _through_softcap(dz, raw, z, cap, axis):
+    if cap is None:
+        return dz, None
+    d_raw, d_cap = _numerics.through_softcap(dz, raw, z, cap)
+    return d_raw, jnp.sum(d_cap, axis, keepdims=True)
 
 
 _class_ce = per_example_rule(_class_ce_fwd, _class_ce_bwd)
@@ -150,6 +160,7 @@ class _ProbInputs(NamedTuple):
     weights: jax.Array | None
     smoothing: Any
     z_loss: Any
+    softcap: Any
 
 
 class _ProbResiduals(NamedTuple):
@@ -170,7 +181,8 @@ def _prob_targets(inp, x, count):
 def _prob_ce_fwd(cfg: _Config, inp: _ProbInputs) -> tuple[jax.Array, _ProbResiduals]:
     axis = cfg.axis
     arrays = (inp.logits, inp.probs, inp.weights)
-    x = inp.logits.astype(_checks.compute_dtype(*(a.dtype for a in arrays if a is not None)))
+    dtype = _checks.compute_dtype(*(a.dtype for a in arrays if a is not None))
+    x = _numerics.softcap(inp.logits.astype(dtype), inp.softcap)
     shift, log_sum = _numerics.log_normaliser(x, axis)
     count = None if inp.smoothing is None else _numerics.finite_classes(x, axis)[1]
     _, _, wq, _ = _prob_targets(inp, x, count)
@@ -187,7 +199,8 @@ def _prob_ce_bwd(
     cfg: _Config, inp: _ProbInputs, res: _ProbResiduals, g: jax.Array
 ) -> tuple[Any, ...]:
     eps = inp.smoothing
-    x = inp.logits.astype(res.shift.dtype)
+    raw = inp.logits.astype(res.shift.dtype)
+    x = _numerics.softcap(raw, inp.softcap)
     lse = res.shift + res.log_sum
     finite, q, wq, w = _prob_targets(inp, x, res.num_finite)
     a = res.wq_sum + (0 if inp.z_loss is None else 2 * inp.z_loss * lse)
@@ -206,28 +219,35 @@ def _prob_ce_bwd(
             _numerics.times(dq if w is None else w * dq, nll), cfg.axis, keepdims=True
         )
     d_zeta = None if inp.z_loss is None else g * lse**2
-    return dx, dprobs, dw, d_eps, d_zeta
+    dx, d_cap = _through_softcap(dx, raw, x, inp.softcap, cfg.axis)
+    return dx, dprobs, dw, d_eps, d_zeta, d_cap
 
 
 _prob_ce = per_example_rule(_prob_ce_fwd, _prob_ce_bwd)
 
 
-def per_example(args: _labels.Multiclass, smoothing: Any, z_loss: Any) -> jax.Array:
+def per_example(
+    args: _labels.Multiclass, smoothing: Any, z_loss: Any, softcap: Any = None
+) -> jax.Array:
     """Per-example cross-entropy for integer or probability labels (0 where masked)."""
     cfg = _Config(args.axis)
     weights = args.weights
     if weights is not None:
         weights = _numerics.along_axis(weights, args.logits.ndim, args.axis)
     if args.labels.classes is not None:
-        inputs = _ClassInputs(args.logits, args.labels.classes, weights, smoothing, z_loss)
+        inputs = _ClassInputs(args.logits, args.labels.classes, weights, smoothing, z_loss, softcap)
         return _class_ce(cfg, args.mask, args.bad, inputs)
     assert args.labels.probs is not None
-    probs = _ProbInputs(args.logits, args.labels.probs, weights, smoothing, z_loss)
+    probs = _ProbInputs(args.logits, args.labels.probs, weights, smoothing, z_loss, softcap)
     return _prob_ce(cfg, args.mask, None, probs)
 
 
 _CE_STATIC = ("axis", "ignore_index", "reduction")
-_CE_HYPERPARAMETERS = {"label_smoothing": _checks.UNIT, "z_loss": _checks.NON_NEGATIVE}
+_CE_HYPERPARAMETERS = {
+    "label_smoothing": _checks.UNIT,
+    "z_loss": _checks.NON_NEGATIVE,
+    "logit_softcap": _checks.POSITIVE._replace(optional=True),
+}
 
 
 @entry_point(static=_CE_STATIC, hyperparameters=_CE_HYPERPARAMETERS)
@@ -243,6 +263,7 @@ def softmax_cross_entropy(
     reduction: str = "mean",
     denominator: ArrayLike | None = None,
     z_loss: ArrayLike = 0.0,
+    logit_softcap: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Softmax cross-entropy between logits and class labels or probabilities.
 
@@ -288,6 +309,10 @@ def softmax_cross_entropy(
         global batch when the loss is summed over micro-batches or hosts.
       z_loss: $\zeta \ge 0$, coefficient of the $\operatorname{lse}^2$
         penalty (PaLM); masked like the loss, not multiplied by class weights.
+      logit_softcap: $c > 0$ or None: the loss (and everything above) sees
+        $c \tanh(x / c)$ instead of the logits $x$ (Gemma 2), as
+        [`linear_softmax_cross_entropy`][jaxce.linear_softmax_cross_entropy]
+        does; the gradient goes through the cap, and to $c$ when traced.
 
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
@@ -314,7 +339,7 @@ def softmax_cross_entropy(
     args = _labels.multiclass(
         logits, labels, axis=axis, ignore_index=ignore_index, where=where, weights=weights
     )
-    losses = per_example(args, label_smoothing, z_loss)
+    losses = per_example(args, label_smoothing, z_loss, logit_softcap)
     return reduce_loss(losses, _labels.normaliser(args, losses.dtype), reduction, denominator)
 
 
@@ -575,5 +600,6 @@ class CrossEntropyLoss(LossOptions):
     reduction: str = "mean"
     axis: int = -1
     z_loss: float = 0.0
+    logit_softcap: float | None = None
 
     loss = staticmethod(softmax_cross_entropy)

@@ -158,7 +158,9 @@ def check_mesh(name: str, axis_type: AxisType) -> None:
 
 def check_shard_map() -> None:
     mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Explicit,) * 2)
-    opts = dict(label_smoothing=0.1, z_loss=1e-3, ignore_index=3, reduction="sum")
+    opts = dict(
+        label_smoothing=0.1, z_loss=1e-3, ignore_index=3, reduction="sum", logit_softcap=3.0
+    )
 
     def local(x, y, w):
         loss = jaxce.vocab_parallel_softmax_cross_entropy(x, y, axis_name="vocab", where=w, **opts)
@@ -186,6 +188,30 @@ def check_shard_map() -> None:
     # pmax + psum of the stacked [4, N/2] statistics forward, the user's psum: none backward.
     if len(reduces) != 3:
         raise AssertionError(f"expected 3 all-reduces; got {reduces}")
+
+
+def check_shard_map_softcap_gradient() -> None:
+    # A traced cap's cotangent is summed over the vocabulary shards exactly once.
+    mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Explicit,) * 2)
+
+    def local(x, y, c):
+        loss = jaxce.vocab_parallel_softmax_cross_entropy(
+            x, y, axis_name="vocab", logit_softcap=c, reduction="sum"
+        )
+        return jax.lax.psum(loss, "data")
+
+    def sharded(x, c):
+        specs = (P("data", "vocab"), P("data"), P())
+        run = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P())
+        return run(jax.reshard(x, specs[0]), jax.reshard(LABELS, specs[1]), c)
+
+    def full(x, c):
+        return jaxce.softmax_cross_entropy(x, LABELS, logit_softcap=c, reduction="sum")
+
+    cap = jnp.float32(2.0)
+    with jax.set_mesh(mesh):
+        got = jax.jit(jax.value_and_grad(sharded, argnums=(0, 1)))(LOGITS, cap)
+    _compare(jax.value_and_grad(full, argnums=(0, 1))(LOGITS, cap), got)
 
 
 def check_linear_shard_map() -> None:
@@ -229,6 +255,13 @@ def main() -> None:
         results["vocab_parallel_softmax_cross_entropy/shard_map"] = "ok"
     except Exception:
         results["vocab_parallel_softmax_cross_entropy/shard_map"] = traceback.format_exc()[-2000:]
+    try:
+        check_shard_map_softcap_gradient()
+        results["vocab_parallel_softmax_cross_entropy/shard_map_softcap"] = "ok"
+    except Exception:
+        results["vocab_parallel_softmax_cross_entropy/shard_map_softcap"] = traceback.format_exc()[
+            -2000:
+        ]
     try:
         check_linear_shard_map()
         results["linear_softmax_cross_entropy/shard_map"] = "ok"

@@ -235,6 +235,23 @@ HYPER = {
         "logit_softcap",
         (1.5, 5.0),
     ),
+    "ce/logit_softcap": (
+        lambda x, v: jaxce.softmax_cross_entropy(
+            x, Y, weights=_cast(W)[0], logit_softcap=v, label_smoothing=0.1
+        ),
+        "logit_softcap",
+        (0.5, 2.0),
+    ),
+    "ce-probs/logit_softcap": (
+        lambda x, v: jaxce.softmax_cross_entropy(x, _cast(PROBS)[0], logit_softcap=v),
+        "logit_softcap",
+        (0.5, 2.0),
+    ),
+    "vocab_parallel/logit_softcap": (
+        lambda x, v: _vocab_parallel(x, Y, logit_softcap=v, z_loss=1e-2),
+        "logit_softcap",
+        (0.5, 2.0),
+    ),
     "vocab_parallel/label_smoothing": (
         lambda x, v: _vocab_parallel(x, Y, label_smoothing=v, z_loss=v / 10),
         "label_smoothing",

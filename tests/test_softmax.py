@@ -547,6 +547,75 @@ def test_target_logit_is_gathered_on_one_device(loss):
     assert not re.search(rf"\[{n},{k}\][^ ]* minimum\(", text), "a gather-free pick over N x K"
 
 
+# Logit soft-capping: the loss sees c tanh(x / c).
+
+
+def _central_difference(f, x, step=1e-6):
+    x = np.array(x, np.float64)
+    grad = np.zeros_like(x)
+    for i in np.ndindex(*x.shape):
+        up, down = x.copy(), x.copy()
+        up[i] += step
+        down[i] -= step
+        grad[i] = (f(up) - f(down)) / (2 * step)
+    return grad
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"label_smoothing": 0.2, "z_loss": 1e-2},
+        {"weights": np.linspace(0.5, 2.0, 7), "label_smoothing": 0.1, "ignore_index": 2},
+        {"reduction": "sum"},
+        {"probs": True, "label_smoothing": 0.1},
+    ],
+)
+def test_logit_softcap_matches_float64_oracle(options, x64):
+    options = dict(options)
+    logits, labels = class_data((5, 7), 7, seed=41)
+    logits = 4 * logits
+    if options.pop("probs", False):
+        labels = probabilities((5, 7), seed=42)
+
+    def oracle(x, c):
+        return ref.softmax_cross_entropy(c * np.tanh(x / c), labels, **options)
+
+    def loss(x, c):
+        return jaxce.softmax_cross_entropy(x, labels, logit_softcap=c, **options)
+
+    x64_logits, cap = np.asarray(logits, np.float64), 2.5
+    value, (dx, dc) = jax.value_and_grad(loss, argnums=(0, 1))(x64_logits, cap)
+    np.testing.assert_allclose(value, oracle(x64_logits, cap), rtol=1e-12)
+    np.testing.assert_allclose(
+        dx, _central_difference(lambda x: oracle(x, cap), x64_logits), rtol=1e-6, atol=1e-8
+    )
+    want_dc = _central_difference(lambda c: oracle(x64_logits, c[()]), np.array(cap))
+    np.testing.assert_allclose(dc, want_dc, rtol=1e-6)
+
+
+@settings(max_examples=10, deadline=None)
+@given(
+    shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=6),
+    cap=st.floats(0.3, 20.0),
+    seed=st.integers(0, 1000),
+)
+def test_property_logit_softcap_is_the_capped_loss(shape, cap, seed):
+    k = shape[-1]
+    logits, labels = class_data(shape, k, seed=seed)
+    where = np.random.default_rng(seed).random(shape[:-1]) < 0.7
+
+    def fused(x):
+        return jaxce.softmax_cross_entropy(x, labels, logit_softcap=cap, where=where)
+
+    def composed(x):
+        return jaxce.softmax_cross_entropy(cap * jnp.tanh(x / cap), labels, where=where)
+
+    got, want = jax.value_and_grad(fused)(logits), jax.value_and_grad(composed)(logits)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-4, atol=1e-6)
+
+
 # Bad input: clear errors at trace time, naming the argument.
 
 BAD_CALLS = [
