@@ -30,6 +30,7 @@ from ._softmax import nll_loss as nll_loss
 from ._softmax import smooth_labels as smooth_labels
 from ._softmax import softmax as softmax
 from ._softmax import softmax_cross_entropy as softmax_cross_entropy
+from ._stats import CrossEntropyStats as CrossEntropyStats
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,7 @@ __all__ = [
     "CalibrationCurve",
     "CalibrationState",
     "CrossEntropyLoss",
+    "CrossEntropyStats",
     "FocalLoss",
     "binary_cross_entropy",
     "bootstrap_calibration_error",

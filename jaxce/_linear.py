@@ -21,7 +21,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _checks, _labels, _linear_chunks, _numerics, _sharding
+from . import _checks, _labels, _linear_chunks, _numerics, _sharding, _stats
 from ._linear_chunks import Plan, as_bits, from_bits, is_target
 from ._options import entry_point
 from ._reduce import reduce_loss
@@ -52,13 +52,13 @@ class _Residuals(NamedTuple):
     mean_weight: Any  # (1 / K') sum_c w_c over those classes (smoothing with weights)
 
 
-def _linear_ce_fwd(plan: Plan, inp: _Inputs) -> tuple[jax.Array, _Residuals]:
+def _linear_ce_fwd(plan: Plan, inp: _Inputs) -> tuple[Any, _Residuals]:
     dtype, eps, w = plan.compute_dtype, inp.smoothing, inp.weights
     n = inp.hidden.shape[0]
     h = inp.hidden.astype(plan.dot_dtype)
 
     def body(step, carry):
-        lse, target, w_y, z_sum, count, w_sum = carry
+        (lse, target, w_y, z_sum, count, w_sum), best = carry
         block = _linear_chunks.chunk(plan, h, inp.kernel, inp.bias, inp.softcap, step)
         z, fresh = block.z, block.fresh
         z_new = jnp.where(fresh, z, -jnp.inf)
@@ -74,13 +74,26 @@ def _linear_ce_fwd(plan: Plan, inp: _Inputs) -> tuple[jax.Array, _Residuals]:
             count = count + jnp.sum(finite, axis=1, dtype=dtype)
             if w_c is not None:
                 w_sum = w_sum + jnp.sum(jnp.where(finite, w_c, 0), axis=1)
-        return lse, target, w_y, z_sum, count, w_sum
+        if best is not None:
+            best = _stats.running_argmax(best, z_new, block.cols[0, 0])
+        return (lse, target, w_y, z_sum, count, w_sum), best
 
     init = (jnp.full((n,), -jnp.inf, dtype),) + tuple(jnp.zeros((n,), dtype) for _ in range(5))
+    best = None
+    if plan.stats:
+        best = _linear_chunks.varying(
+            (jnp.full((n,), -jnp.inf, dtype), jnp.zeros((n,), jnp.int32)), *inp
+        )
     steps = _linear_chunks.num_steps(plan, inp.kernel)
-    stats = lax.fori_loop(0, steps, body, _linear_chunks.varying(init, *inp))
+    carry = (_linear_chunks.varying(init, *inp), best)
+    stats, best = lax.fori_loop(0, steps, body, carry)
+    predicted = None if best is None else best[1]
     if plan.axis_name is not None:
-        stats = _sharding.combine_shards(stats[0], stats[1:], plan.axis_name)
+        tops = () if best is None else (best[0],)
+        lse_, *sums = _sharding.combine_shards(stats[0], stats[1:], plan.axis_name, tops)
+        if best is not None:
+            predicted = _stats.shard_argmax(best[0], best[1], sums.pop(), plan.axis_name)
+        stats = (lse_, *sums)
     lse, target, w_y, z_sum, count, w_sum = (x[:, None] for x in stats)
     if w is None:
         w_y = w_sum = None
@@ -89,11 +102,15 @@ def _linear_ce_fwd(plan: Plan, inp: _Inputs) -> tuple[jax.Array, _Residuals]:
         mean, count_ = z_sum / count, count
         mean_weight = None if w is None else w_sum / count
     loss = _numerics.token_cross_entropy(lse, target, eps, mean, inp.z_loss, w_y, mean_weight)
-    return loss, _Residuals(lse, target, w_y, count_, mean, mean_weight)
+    residuals = _Residuals(lse, target, w_y, count_, mean, mean_weight)
+    if predicted is None:
+        return loss, residuals
+    return (loss, lse, predicted[:, None]), residuals
 
 
 def _linear_ce_bwd(plan: Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> tuple[Any, ...]:
     dtype, eps, cap, w = plan.compute_dtype, inp.smoothing, inp.softcap, inp.weights
+    g, g_lse = (g[0], g[1]) if plan.stats else (g, None)
     h = inp.hidden.astype(plan.dot_dtype)
     w_y: Any = 1 if res.w_y is None else res.w_y
     # d loss / d z_c = a P_c - t_c, with t = (1 - eps) w_y Y + eps / K' w_c [z_c finite]
@@ -113,7 +130,10 @@ def _linear_ce_bwd(plan: Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
         t = jnp.where(onehot, w_y if eps is None else (1 - eps) * w_y, 0)
         if eps is not None:
             t = t + jnp.where(z > -jnp.inf, eps / res.num_finite * (1 if w_c is None else w_c), 0)
-        dz = g * (a * jnp.exp(z - res.lse) - t)
+        probs = jnp.exp(z - res.lse)
+        dz = g * (a * probs - t)
+        if g_lse is not None:
+            dz = dz + g_lse * probs  # d lse / d z = P
         if w is not None and dw is not None:
             # d loss / d w_c = (1 - eps) nll [c = y] + eps / K' (lse - z_c) [z_c finite]
             dw_c = jnp.where(onehot, nll if eps is None else (1 - eps) * nll, 0)
@@ -168,13 +188,24 @@ def _kernel_layout(name: str, value: Any) -> str:
 
 
 @entry_point(
-    static=("chunk_size", "ignore_index", "reduction", "axis_name", "kernel_layout"),
+    static=(
+        "chunk_size",
+        "ignore_index",
+        "reduction",
+        "axis_name",
+        "kernel_layout",
+        "return_stats",
+    ),
     hyperparameters={
         "label_smoothing": _checks.UNIT,
         "z_loss": _checks.NON_NEGATIVE,
         "logit_softcap": _checks.POSITIVE._replace(optional=True),
     },
-    checks={"chunk_size": _linear_chunks.check_chunk_size, "kernel_layout": _kernel_layout},
+    checks={
+        "chunk_size": _linear_chunks.check_chunk_size,
+        "kernel_layout": _kernel_layout,
+        "return_stats": _checks.flag,
+    },
 )
 def linear_softmax_cross_entropy(
     hidden: ArrayLike,
@@ -193,7 +224,8 @@ def linear_softmax_cross_entropy(
     reduction: str = "mean",
     denominator: ArrayLike | None = None,
     axis_name: str | tuple[str, ...] | None = None,
-) -> jax.Array:
+    return_stats: bool = False,
+) -> jax.Array | tuple[jax.Array, _stats.CrossEntropyStats]:
     r"""Softmax cross-entropy of a linear head, without materialising the logits.
 
     Equals `softmax_cross_entropy(hidden @ kernel + bias, labels, ...)`, with
@@ -246,6 +278,12 @@ def linear_softmax_cross_entropy(
       reduction: `"mean"`, `"sum"` or `"none"` (per example, shape
         `hidden.shape[:-1]`, 0 where excluded).
       denominator: replaces $S$ in `"mean"`.
+      return_stats: also return a
+        [`CrossEntropyStats`][jaxce.CrossEntropyStats] of per-example arrays:
+        the logsumexp (differentiable), the argmax class (found chunk by
+        chunk, ties to the lowest index) and whether it is the label. They
+        come from the same chunk loop: no more passes over the vocabulary,
+        and on vocabulary shards one more `pmin` of $N$ indices.
       axis_name: inside `jax.shard_map` with the kernel (and bias) sharded over
         the vocabulary along this mesh axis: each device streams its own
         columns, the per-token statistics are combined with one `pmax` and one
@@ -256,7 +294,7 @@ def linear_softmax_cross_entropy(
 
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
-      inputs.
+      inputs. With `return_stats`, the pair `(loss, stats)`.
 
     Raises:
       TypeError: non-floating `hidden`, `kernel` or `bias`, non-integer
@@ -298,6 +336,7 @@ def linear_softmax_cross_entropy(
         chunk_size=chunk_size,
         layout=kernel_layout,
         axis_name=axis_name,
+        stats=return_stats,
     )
     flat = classes.reshape(n)
     inputs = _Inputs(
@@ -312,14 +351,19 @@ def linear_softmax_cross_entropy(
     )
     flat_mask, flat_bad = mask.reshape(n), None if bad is None else bad.reshape(n)
     if mesh is None:
-        losses = _linear_ce(plan, flat_mask, flat_bad, inputs)
+        out = _linear_ce(plan, flat_mask, flat_bad, inputs)
     else:
-        losses = _linear_chunks.per_shard(
+        out = _linear_chunks.per_shard(
             _linear_ce, plan, mesh, (flat_mask, flat_bad), inputs, _KINDS
         )
+    losses, lse, predicted = out if return_stats else (out, None, None)
     losses = losses.reshape(example_shape)
     norm = mask.astype(losses.dtype)
     if weights is not None:
         w_y = _target_weights(weights.astype(losses.dtype), flat, axis_name)
         norm = jnp.where(mask, w_y.reshape(example_shape), 0)
-    return reduce_loss(losses, norm, reduction, denominator)
+    loss = reduce_loss(losses, norm, reduction, denominator)
+    if lse is None or predicted is None:
+        return loss
+    lse, predicted = lse.reshape(example_shape), predicted.reshape(example_shape)
+    return loss, _stats.finish(lse, predicted, classes, mask)

@@ -41,6 +41,7 @@ class Plan(NamedTuple):
     layout: str = "DV"  # the kernel's: [D, V] or [V, D]
     axis_name: Any = None  # mesh axes sharding the vocabulary (inside shard_map)
     axis: int = 1  # the class axis of a [N, chunk] block (for the rule skeleton)
+    stats: bool = False  # also output each example's logsumexp and argmax class
 
     @property
     def class_dim(self) -> int:
@@ -180,6 +181,7 @@ def make_plan(
     chunk_size: int | None,
     layout: str,
     axis_name: Any,
+    stats: bool = False,
 ) -> tuple[Plan, Any]:
     """Chunk, dtypes and vocabulary axes; the mesh when an Explicit mesh shards the vocabulary.
 
@@ -204,6 +206,7 @@ def make_plan(
         compute_dtype=dtype,
         layout=layout,
         axis_name=axis_name if vocab_axes is None else vocab_axes,
+        stats=stats,
     )
     return plan, mesh
 
@@ -232,7 +235,7 @@ def per_shard(
         functools.partial(rule, plan),
         mesh=mesh,
         in_specs=(*example_specs, specs),
-        out_specs=P(rows),
+        out_specs=(P(rows),) * 3 if plan.stats else P(rows),
     )
     return run(*args)
 

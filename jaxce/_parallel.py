@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _checks, _labels, _numerics, _sharding
+from . import _checks, _labels, _numerics, _sharding, _stats
 from ._options import entry_point
 from ._reduce import reduce_loss
 from ._rule import per_example_rule
@@ -26,6 +26,7 @@ from ._rule import per_example_rule
 class _Config(NamedTuple):
     axis_name: str | tuple[str, ...]
     axis: int  # the class axis, last
+    stats: bool = False  # also output the logsumexp and the argmax class
 
 
 class _Inputs(NamedTuple):
@@ -49,7 +50,7 @@ def _is_target(cfg, inp, x):
     return iota == inp.classes[..., None].astype(jnp.int32)
 
 
-def _parallel_ce_fwd(cfg: _Config, inp: _Inputs) -> tuple[jax.Array, _Residuals]:
+def _parallel_ce_fwd(cfg: _Config, inp: _Inputs) -> tuple[Any, _Residuals]:
     eps = inp.smoothing
     x = _numerics.softcap(inp.logits.astype(_checks.compute_dtype(inp.logits.dtype)), inp.softcap)
     lse = jax.nn.logsumexp(x, axis=-1)
@@ -58,17 +59,30 @@ def _parallel_ce_fwd(cfg: _Config, inp: _Inputs) -> tuple[jax.Array, _Residuals]
     if eps is not None:
         finite = x > -jnp.inf
         sums += (jnp.sum(jnp.where(finite, x, 0), axis=-1), jnp.sum(finite, -1, dtype=x.dtype))
-    lse, target, *rest = (s[..., None] for s in _sharding.combine_shards(lse, sums, cfg.axis_name))
+    tops: tuple[jax.Array, ...] = ()
+    if cfg.stats:
+        offset = lax.axis_index(cfg.axis_name) * x.shape[-1]
+        local = (jnp.max(x, axis=-1), jnp.argmax(x, axis=-1).astype(jnp.int32) + offset)
+        tops = local[:1]
+    combined = _sharding.combine_shards(lse, sums, cfg.axis_name, tops)
+    if cfg.stats:
+        predicted = _stats.shard_argmax(*local, combined[-1], cfg.axis_name)
+        combined = combined[:-1]
+    lse, target, *rest = (s[..., None] for s in combined)
     count = mean = None
     if eps is not None:
         z_sum, count = rest
         mean = z_sum / count
     loss = _numerics.token_cross_entropy(lse, target, eps, mean, inp.z_loss)
-    return loss, _Residuals(lse, count, target, mean)
+    residuals = _Residuals(lse, count, target, mean)
+    if cfg.stats:
+        return (loss, lse, predicted[..., None]), residuals
+    return loss, residuals
 
 
 def _parallel_ce_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) -> tuple[Any, ...]:
     eps = inp.smoothing
+    g, g_lse = (g[0], g[1]) if cfg.stats else (g, None)
     raw = inp.logits.astype(res.lse.dtype)
     x = _numerics.softcap(raw, inp.softcap)
     a = 1 if inp.z_loss is None else 1 + 2 * inp.z_loss * res.lse
@@ -77,7 +91,10 @@ def _parallel_ce_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) 
         target = onehot.astype(x.dtype)
     else:
         target = jnp.where(onehot, 1 - eps, 0) + jnp.where(x > -jnp.inf, eps / res.num_finite, 0)
-    dx = g * (a * jnp.exp(x - res.lse) - target)
+    probs = jnp.exp(x - res.lse)
+    dx = g * (a * probs - target)
+    if g_lse is not None:
+        dx = dx + g_lse * probs  # d lse / d x = P
     d_eps = None if eps is None else g * (res.target - res.mean_logit)
     d_zeta = None if inp.z_loss is None else g * res.lse**2
     d_cap = None
@@ -92,12 +109,13 @@ _parallel_ce = per_example_rule(_parallel_ce_fwd, _parallel_ce_bwd)
 
 
 @entry_point(
-    static=("axis_name", "ignore_index", "reduction"),
+    static=("axis_name", "ignore_index", "reduction", "return_stats"),
     hyperparameters={
         "label_smoothing": _checks.UNIT,
         "z_loss": _checks.NON_NEGATIVE,
         "logit_softcap": _checks.POSITIVE._replace(optional=True),
     },
+    checks={"return_stats": _checks.flag},
 )
 def vocab_parallel_softmax_cross_entropy(
     logits: ArrayLike,
@@ -111,7 +129,8 @@ def vocab_parallel_softmax_cross_entropy(
     denominator: ArrayLike | None = None,
     z_loss: ArrayLike = 0.0,
     logit_softcap: ArrayLike | None = None,
-) -> jax.Array:
+    return_stats: bool = False,
+) -> jax.Array | tuple[jax.Array, _stats.CrossEntropyStats]:
     r"""Softmax cross-entropy with the vocabulary sharded over a mesh axis, inside `shard_map`.
 
     Each device passes its `[..., V/P]` slice of the logits (shard $p$ holds
@@ -147,10 +166,16 @@ def vocab_parallel_softmax_cross_entropy(
       z_loss: $\zeta \ge 0$.
       logit_softcap: $c > 0$ or None: the loss sees $c \tanh(x / c)$ instead
         of the logits, as in `softmax_cross_entropy`.
+      return_stats: also return a
+        [`CrossEntropyStats`][jaxce.CrossEntropyStats] of per-example arrays
+        (the global logsumexp, differentiable; the global argmax class; whether
+        it is the label), the same on every shard. The shards' maxima ride in
+        the forward's `pmax`; the argmax costs one more `pmin` of $N$ indices.
 
     Returns:
       The same value on every shard of `axis_name`: a scalar, or per-example
-      losses for `"none"`; float32 for half-precision logits.
+      losses for `"none"`; float32 for half-precision logits. With
+      `return_stats`, the pair `(loss, stats)`.
 
     Raises:
       TypeError: non-floating `logits`, non-integer `labels`.
@@ -183,5 +208,9 @@ def vocab_parallel_softmax_cross_entropy(
         parsed.classes, logits.shape[:-1], num_classes, ignore_index=ignore_index, where=where
     )
     inputs = _Inputs(logits, parsed.classes, label_smoothing, z_loss, logit_softcap)
-    losses = _parallel_ce(_Config(axis_name, axis), mask, bad, inputs)
-    return reduce_loss(losses, mask.astype(losses.dtype), reduction, denominator)
+    out = _parallel_ce(_Config(axis_name, axis, return_stats), mask, bad, inputs)
+    losses, lse, predicted = out if return_stats else (out, None, None)
+    loss = reduce_loss(losses, mask.astype(losses.dtype), reduction, denominator)
+    if lse is None or predicted is None:
+        return loss
+    return loss, _stats.finish(lse, predicted, parsed.classes, mask)

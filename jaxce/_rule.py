@@ -51,6 +51,11 @@ def _to_input(ct: Any, x: Any, mask: jax.Array) -> Any:
     return ct.astype(jnp.result_type(x))
 
 
+def _fill(x: jax.Array) -> Any:
+    """What a masked example gets in an extra output: -1 for a class index, 0 otherwise."""
+    return -1 if jnp.issubdtype(x.dtype, jnp.integer) else 0
+
+
 def per_example_rule(fwd: Callable, bwd: Callable) -> Callable:
     """Builds `rule(cfg, mask, bad, inputs) -> per-example losses` with an analytic backward.
 
@@ -60,17 +65,21 @@ def per_example_rule(fwd: Callable, bwd: Callable) -> Callable:
         kept with size 1 in `loss` (None when every element is an example).
         `inputs` is a NamedTuple of arrays (or None) that broadcast against the
         logits; `residuals` hold only what the forward computed, the inputs
-        come back to `bwd` anyway.
+        come back to `bwd` anyway. `loss` may be a tuple `(loss, *extras)` of
+        more per-example outputs (statistics): floating ones are
+        differentiable, integer ones (class indices) are not.
       bwd: `bwd(cfg, inputs, residuals, g) -> cotangents`, one per field of
         `inputs` (None for none), each broadcastable to the logits (or wrapped in
         `Summed` when the rule reduced it over the examples itself); `g` is the
         loss cotangent, zero on masked examples, NaN on invalid labels, with the
-        class axis kept.
+        class axis kept; with extras, the tuple `(g, *g_extras)`, zero on masked
+        examples, None for an integer extra.
 
     Returns:
       `rule(cfg, mask, bad, inputs)`: `mask` (True where an example counts) and
       `bad` (True where its label is invalid, or None) have the examples' shape.
-      It gives per-example losses, 0 where masked and NaN where `bad`.
+      It gives per-example losses, 0 where masked and NaN where `bad` (and
+      the extras, 0 or -1 where masked).
     """
 
     @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
@@ -78,14 +87,26 @@ def per_example_rule(fwd: Callable, bwd: Callable) -> Callable:
         return rule_fwd(cfg, mask, bad, inputs)[0]
 
     def rule_fwd(cfg, mask, bad, inputs):
-        loss, residuals = fwd(cfg, inputs)
-        loss = _numerics.nan_where(_keep_axis(cfg, bad), jnp.where(_keep_axis(cfg, mask), loss, 0))
-        return _drop_axis(cfg, loss), (mask, bad, inputs, residuals)
+        out, residuals = fwd(cfg, inputs)
+        loss, extras = (out[0], out[1:]) if isinstance(out, tuple) else (out, ())
+        kept = _keep_axis(cfg, mask)
+        loss = _numerics.nan_where(_keep_axis(cfg, bad), jnp.where(kept, loss, 0))
+        loss = _drop_axis(cfg, loss)
+        extras = tuple(_drop_axis(cfg, jnp.where(kept, e, _fill(e))) for e in extras)
+        return ((loss, *extras) if extras else loss), (mask, bad, inputs, residuals)
 
     def rule_bwd(cfg, saved, g):
         mask, bad, inputs, residuals = saved
         mask = _keep_axis(cfg, mask)
+        g, g_extras = (g[0], g[1:]) if isinstance(g, tuple) else (g, ())
         g = _numerics.nan_where(_keep_axis(cfg, bad), jnp.where(mask, _keep_axis(cfg, g), 0))
+        if g_extras:
+            # An integer output (a predicted class) has no cotangent.
+            g_extras = tuple(
+                None if ge.dtype == jax.dtypes.float0 else jnp.where(mask, _keep_axis(cfg, ge), 0)
+                for ge in g_extras
+            )
+            g = (g, *g_extras)
         cts = bwd(cfg, inputs, residuals, g)
         cts = type(inputs)(*(_to_input(c, x, mask) for c, x in zip(cts, inputs, strict=True)))
         return None, None, cts

@@ -57,13 +57,16 @@ def like_primal(ct: jax.Array, primal: Any) -> jax.Array:
 
 
 def combine_shards(
-    lse: jax.Array, sums: tuple[jax.Array, ...], axis_name: Any
+    lse: jax.Array, sums: tuple[jax.Array, ...], axis_name: Any, maxima: tuple[jax.Array, ...] = ()
 ) -> tuple[jax.Array, ...]:
-    """The global logsumexp and sums from per-shard ones: one `pmax`, one `psum` of O(N)."""
-    top = lax.pmax(lse, axis_name)
-    top = jnp.where(jnp.isfinite(top), top, 0)
+    """The global logsumexp, sums and maxima from per-shard ones: one `pmax`, one `psum` of O(N).
+
+    Returns `(lse, *sums, *maxima)`; the maxima ride along in the logsumexp's `pmax`.
+    """
+    tops = lax.pmax(jnp.stack([lse, *maxima]), axis_name)
+    top = jnp.where(jnp.isfinite(tops[0]), tops[0], 0)
     total = lax.psum(jnp.stack([jnp.exp(lse - top), *sums]), axis_name)
-    return (top + jnp.log(total[0]), *total[1:])
+    return (top + jnp.log(total[0]), *total[1:], *tops[1:])
 
 
 def explicit_axes(x: jax.Array, dim: int) -> tuple[Any, tuple[str, ...] | None]:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _checks, _labels, _numerics
+from . import _checks, _labels, _numerics, _stats
 from ._options import LossOptions, entry_point
 from ._reduce import reduce_loss
 from ._rule import per_example_rule
@@ -31,6 +31,7 @@ from ._rule import per_example_rule
 
 class _Config(NamedTuple):
     axis: int
+    stats: bool = False  # also output the logsumexp (differentiable)
 
 
 # Integer class labels.
@@ -77,7 +78,7 @@ def _target_normaliser(x, classes, axis, dtype, cap):
     return shift, log_sum, (shift - target) + log_sum
 
 
-def _class_ce_fwd(cfg: _Config, inp: _ClassInputs) -> tuple[jax.Array, _ClassResiduals]:
+def _class_ce_fwd(cfg: _Config, inp: _ClassInputs) -> tuple[Any, _ClassResiduals]:
     axis, eps, w = cfg.axis, inp.smoothing, inp.weights
     dtype = _checks.compute_dtype(inp.logits.dtype, *([] if w is None else [w.dtype]))
     shift, log_sum, nll = _target_normaliser(inp.logits, inp.classes, axis, dtype, inp.softcap)
@@ -97,13 +98,15 @@ def _class_ce_fwd(cfg: _Config, inp: _ClassInputs) -> tuple[jax.Array, _ClassRes
         loss = (1 - eps) * loss + eps * smooth
     if inp.z_loss is not None:
         loss = loss + inp.z_loss * lse**2
-    return loss, _ClassResiduals(shift, log_sum, nll, w_y, count, w_finite, smooth)
+    residuals = _ClassResiduals(shift, log_sum, nll, w_y, count, w_finite, smooth)
+    return ((loss, lse) if cfg.stats else loss), residuals
 
 
 def _class_ce_bwd(
     cfg: _Config, inp: _ClassInputs, res: _ClassResiduals, g: jax.Array
 ) -> tuple[Any, ...]:
     axis, eps, w = cfg.axis, inp.smoothing, inp.weights
+    g, g_lse = g if cfg.stats else (g, None)
     lse = res.shift + res.log_sum
     raw = _numerics.widen(inp.logits, lse.dtype, lse)
     x = _numerics.softcap(raw, inp.softcap)
@@ -124,12 +127,15 @@ def _class_ce_bwd(
     # exp(x - lse), not exp((x - shift) - log_sum): one subtraction fewer per element.
     # P then carries the rounding of lse, at most |lse| * eps relative: the same as
     # rounding the logits themselves does.
-    dense = a * jnp.exp(x - lse) - spread
+    probs = jnp.exp(x - lse)
+    dense = a * probs - spread
     # At the target, a P_y - t_y = a expm1(-nll) + (a - t_y): no cancellation as P_y -> 1,
     # and a select (not a subtraction of a one-hot) in the one fused pass.
     at_target = a * jnp.expm1(-res.nll) + (a - t_y)
     onehot = _numerics.target_mask(inp.classes, x.shape, axis)
     dx = g * jnp.where(onehot, at_target, dense)
+    if g_lse is not None:
+        dx = dx + g_lse * probs  # d lse / d x = P
     dw = None
     if w is not None:
         # d loss / d w_c = (1 - eps) nll [c = y] + eps / K' (lse - x_c) [x_c finite].
@@ -178,7 +184,7 @@ def _prob_targets(inp, x, count):
     return finite, q, (q if w is None else w * q), w
 
 
-def _prob_ce_fwd(cfg: _Config, inp: _ProbInputs) -> tuple[jax.Array, _ProbResiduals]:
+def _prob_ce_fwd(cfg: _Config, inp: _ProbInputs) -> tuple[Any, _ProbResiduals]:
     axis = cfg.axis
     arrays = (inp.logits, inp.probs, inp.weights)
     dtype = _checks.compute_dtype(*(a.dtype for a in arrays if a is not None))
@@ -192,19 +198,24 @@ def _prob_ce_fwd(cfg: _Config, inp: _ProbInputs) -> tuple[jax.Array, _ProbResidu
     if inp.z_loss is not None:
         loss = loss + inp.z_loss * (shift + log_sum) ** 2
     wq_sum = jnp.sum(wq, axis=axis, keepdims=True)
-    return loss, _ProbResiduals(shift, log_sum, count, wq_sum)
+    residuals = _ProbResiduals(shift, log_sum, count, wq_sum)
+    return ((loss, shift + log_sum) if cfg.stats else loss), residuals
 
 
 def _prob_ce_bwd(
     cfg: _Config, inp: _ProbInputs, res: _ProbResiduals, g: jax.Array
 ) -> tuple[Any, ...]:
     eps = inp.smoothing
+    g, g_lse = g if cfg.stats else (g, None)
     raw = inp.logits.astype(res.shift.dtype)
     x = _numerics.softcap(raw, inp.softcap)
     lse = res.shift + res.log_sum
     finite, q, wq, w = _prob_targets(inp, x, res.num_finite)
     a = res.wq_sum + (0 if inp.z_loss is None else 2 * inp.z_loss * lse)
-    dx = g * (a * jnp.exp(x - lse) - wq)
+    probs = jnp.exp(x - lse)
+    dx = g * (a * probs - wq)
+    if g_lse is not None:
+        dx = dx + g_lse * probs
     nll = (res.shift - x) + res.log_sum
     dprobs = g * (nll if w is None else w * nll) * (1 if eps is None else 1 - eps)
     # A -inf logit with no target mass is a masked class: zero gradient there too,
@@ -227,10 +238,15 @@ _prob_ce = per_example_rule(_prob_ce_fwd, _prob_ce_bwd)
 
 
 def per_example(
-    args: _labels.Multiclass, smoothing: Any, z_loss: Any, softcap: Any = None
-) -> jax.Array:
-    """Per-example cross-entropy for integer or probability labels (0 where masked)."""
-    cfg = _Config(args.axis)
+    args: _labels.Multiclass,
+    smoothing: Any,
+    z_loss: Any,
+    softcap: Any = None,
+    stats: bool = False,
+) -> Any:
+    """Per-example cross-entropy for integer or probability labels (0 where masked);
+    with `stats`, also each example's logsumexp (differentiable)."""
+    cfg = _Config(args.axis, stats)
     weights = args.weights
     if weights is not None:
         weights = _numerics.along_axis(weights, args.logits.ndim, args.axis)
@@ -250,7 +266,11 @@ _CE_HYPERPARAMETERS = {
 }
 
 
-@entry_point(static=_CE_STATIC, hyperparameters=_CE_HYPERPARAMETERS)
+@entry_point(
+    static=(*_CE_STATIC, "return_stats"),
+    hyperparameters=_CE_HYPERPARAMETERS,
+    checks={"return_stats": _checks.flag},
+)
 def softmax_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -264,7 +284,8 @@ def softmax_cross_entropy(
     denominator: ArrayLike | None = None,
     z_loss: ArrayLike = 0.0,
     logit_softcap: ArrayLike | None = None,
-) -> jax.Array:
+    return_stats: bool = False,
+) -> Any:
     r"""Softmax cross-entropy between logits and class labels or probabilities.
 
     With integer labels $y_i$, mask $m_i$ (0 where ignored or `where` is
@@ -313,10 +334,16 @@ def softmax_cross_entropy(
         $c \tanh(x / c)$ instead of the logits $x$ (Gemma 2), as
         [`linear_softmax_cross_entropy`][jaxce.linear_softmax_cross_entropy]
         does; the gradient goes through the cap, and to $c$ when traced.
+      return_stats: also return a
+        [`CrossEntropyStats`][jaxce.CrossEntropyStats] of per-example
+        arrays: the logsumexp (differentiable), the argmax class and whether
+        it is the label (for probability labels: the label's most probable
+        class). One more pass over the logits, for the argmax.
 
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
-      logits, otherwise the logits' floating type.
+      logits, otherwise the logits' floating type. With `return_stats`, the
+      pair `(loss, stats)`.
 
     Raises:
       TypeError: integer logits, labels that are neither integer nor floating,
@@ -339,8 +366,18 @@ def softmax_cross_entropy(
     args = _labels.multiclass(
         logits, labels, axis=axis, ignore_index=ignore_index, where=where, weights=weights
     )
-    losses = per_example(args, label_smoothing, z_loss, logit_softcap)
-    return reduce_loss(losses, _labels.normaliser(args, losses.dtype), reduction, denominator)
+    out = per_example(args, label_smoothing, z_loss, logit_softcap, return_stats)
+    losses, lse = out if return_stats else (out, None)
+    loss = reduce_loss(losses, _labels.normaliser(args, losses.dtype), reduction, denominator)
+    if lse is None:
+        return loss
+    x = _numerics.softcap(args.logits.astype(lse.dtype), logit_softcap)
+    predicted = jnp.argmax(x, axis=args.axis)
+    labels_ = args.labels.classes
+    if labels_ is None:
+        assert args.labels.probs is not None
+        labels_ = jnp.argmax(args.labels.probs, axis=args.axis)
+    return loss, _stats.finish(lse, predicted, labels_, args.mask)
 
 
 @entry_point(static=_CE_STATIC)

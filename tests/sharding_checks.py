@@ -38,6 +38,17 @@ KERNEL = jax.random.normal(_keys[5], (D, V)) / 3
 WHERE = jnp.arange(N) % 5 != 0
 WEIGHTS = 0.5 + jnp.arange(V, dtype=jnp.float32) / V
 
+# Rows whose largest logit appears twice, in different vocabulary shards (columns 5 and 40).
+TIED = LOGITS.at[::2, 5].set(9.0).at[::2, 40].set(9.0)
+
+
+def _with_stats(out):
+    """A loss that depends on every statistic: the lse (differentiable) and the argmax."""
+    loss, stats = out
+    extra = jnp.sum(stats.predicted * (stats.correct + 1)).astype(loss.dtype)
+    return loss + 0.1 * jnp.sum(stats.logsumexp**2) + 1e-3 * extra
+
+
 # name -> (arrays: tuple of (value, spec kind), loss of those arrays). Spec kinds:
 # "nv" (examples on data, classes on vocab), "n" (examples on data), "dv" and "vd"
 # (a kernel in either layout).
@@ -68,6 +79,16 @@ CALLS = {
         (("n", HIDDEN), ("vd", KERNEL.T), ("n", LABELS)),
         lambda h, k, y: jaxce.linear_softmax_cross_entropy(
             h, k, y, kernel_layout="VD", weights=WEIGHTS, chunk_size=6, label_smoothing=0.1
+        ),
+    ),
+    "softmax_cross_entropy/stats": (
+        (("nv", TIED), ("n", LABELS)),
+        lambda x, y: _with_stats(jaxce.softmax_cross_entropy(x, y, return_stats=True)),
+    ),
+    "linear_softmax_cross_entropy/stats": (
+        (("n", HIDDEN), ("dv", KERNEL), ("n", LABELS)),
+        lambda h, k, y: _with_stats(
+            jaxce.linear_softmax_cross_entropy(h, k, y, chunk_size=6, return_stats=True)
         ),
     ),
     "sigmoid_binary_cross_entropy": (
@@ -190,6 +211,37 @@ def check_shard_map() -> None:
         raise AssertionError(f"expected 3 all-reduces; got {reduces}")
 
 
+def check_shard_map_stats() -> None:
+    # Statistics of vocabulary shards equal the unsharded ones; ties go to the lowest index.
+    mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Explicit,) * 2)
+
+    def local(x, y):
+        loss, stats = jaxce.vocab_parallel_softmax_cross_entropy(
+            x, y, axis_name="vocab", reduction="sum", return_stats=True
+        )
+        return jax.lax.psum(loss, "data"), stats
+
+    def sharded(x):
+        specs = (P("data", "vocab"), P("data"))
+        out_specs = (P(), jaxce.CrossEntropyStats(P("data"), P("data"), P("data")))
+        run = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=out_specs)
+        loss, stats = run(jax.reshard(x, specs[0]), jax.reshard(LABELS, specs[1]))
+        return loss + 0.1 * jnp.sum(stats.logsumexp**2), stats
+
+    def full(x):
+        loss, stats = jaxce.softmax_cross_entropy(x, LABELS, reduction="sum", return_stats=True)
+        return loss + 0.1 * jnp.sum(stats.logsumexp**2), stats
+
+    with jax.set_mesh(mesh):
+        (value, stats), grad = jax.jit(jax.value_and_grad(sharded, has_aux=True))(TIED)
+    (want_value, want), want_grad = jax.value_and_grad(full, has_aux=True)(TIED)
+    _compare((value, grad, stats.logsumexp), (want_value, want_grad, want.logsumexp))
+    np.testing.assert_array_equal(np.asarray(stats.predicted), np.asarray(want.predicted))
+    np.testing.assert_array_equal(np.asarray(stats.correct), np.asarray(want.correct))
+    if not np.all(np.asarray(stats.predicted)[::2] == 5):
+        raise AssertionError("a tie across shards did not go to the lowest index")
+
+
 def check_shard_map_softcap_gradient() -> None:
     # A traced cap's cotangent is summed over the vocabulary shards exactly once.
     mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Explicit,) * 2)
@@ -255,6 +307,13 @@ def main() -> None:
         results["vocab_parallel_softmax_cross_entropy/shard_map"] = "ok"
     except Exception:
         results["vocab_parallel_softmax_cross_entropy/shard_map"] = traceback.format_exc()[-2000:]
+    try:
+        check_shard_map_stats()
+        results["vocab_parallel_softmax_cross_entropy/shard_map_stats"] = "ok"
+    except Exception:
+        results["vocab_parallel_softmax_cross_entropy/shard_map_stats"] = traceback.format_exc()[
+            -2000:
+        ]
     try:
         check_shard_map_softcap_gradient()
         results["vocab_parallel_softmax_cross_entropy/shard_map_softcap"] = "ok"

@@ -408,7 +408,7 @@ def test_binary_label_out_of_range_is_nan_and_checkified(name, bad):
 
 # Layering: modules import only downward; no family reaches into another's privates.
 
-LAYERS = ["_checks", "_sharding", "_numerics", "_labels", "_reduce", "_rule", "_options"]
+LAYERS = ["_checks", "_sharding", "_numerics", "_labels", "_reduce", "_stats", "_rule", "_options"]
 FAMILIES = {p.stem for p in PACKAGE.glob("_*.py")} - set(LAYERS) - {"__init__"}
 
 

@@ -54,3 +54,4 @@ def test_both_mesh_types_checked(mesh, results):
 def test_shard_map_form(results):
     assert results["vocab_parallel_softmax_cross_entropy/shard_map"] == "ok"
     assert results["vocab_parallel_softmax_cross_entropy/shard_map_softcap"] == "ok"
+    assert results["vocab_parallel_softmax_cross_entropy/shard_map_stats"] == "ok"
