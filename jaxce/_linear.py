@@ -244,7 +244,7 @@ def _plan(hidden, kernel, bias, num_examples, chunk_size, axis_name) -> tuple[_P
     return plan, mesh
 
 
-def _per_shard(plan, mesh, mask, bad, inp):
+def _per_shard(plan, mesh, mask, bad, inp, example_weights=None):
     """Runs the chunk loop on each vocabulary shard of an Explicit mesh, with `shard_map`."""
     vocab = plan.axis_name
     rows = jax.typeof(inp.hidden).sharding.spec[0]
@@ -252,8 +252,9 @@ def _per_shard(plan, mesh, mask, bad, inp):
         rows = None
     every = (P(rows, None), P(None, vocab), P(vocab), P(rows), P(), P(), P())
     specs = tuple(None if x is None else s for s, x in zip(every, inp, strict=True))
-    args = (mask, bad, inp)
-    arg_specs = (P(rows), P(rows), _Inputs(*specs))  # type: ignore[arg-type]
+    args = (mask, bad, inp, example_weights)
+    weight_spec = None if example_weights is None else P(rows)
+    arg_specs = (P(rows), P(rows), _Inputs(*specs), weight_spec)  # type: ignore[arg-type]
     args = jax.tree.map(jax.reshard, args, arg_specs)
     run = jax.shard_map(
         functools.partial(_linear_ce, plan), mesh=mesh, in_specs=arg_specs, out_specs=P(rows)
@@ -305,6 +306,7 @@ def linear_softmax_cross_entropy(
     reduction: str = "mean",
     denominator: ArrayLike | None = None,
     axis_name: str | tuple[str, ...] | None = None,
+    example_weights: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Softmax cross-entropy of a linear head, without materialising the logits.
 
@@ -314,10 +316,10 @@ def linear_softmax_cross_entropy(
     with $z_i = \operatorname{cap}(h_i W + b)$ the `"mean"` loss is
 
     $$
-    L = \frac{1}{S}\sum_i m_i \Big[(1-\varepsilon)\big(\operatorname{lse}(z_i) - z_{i y_i}\big)
+    L = \frac{1}{S}\sum_i m_i v_i \Big[(1-\varepsilon)\big(\operatorname{lse}(z_i) - z_{i y_i}\big)
         + \frac{\varepsilon}{K_i}\sum_{c} \big(\operatorname{lse}(z_i) - z_{ic}\big)
         + \zeta \operatorname{lse}(z_i)^2\Big],
-    \qquad S = \sum_i m_i,
+    \qquad S = \sum_i m_i v_i,
     $$
 
     the smoothing sum running over the $K_i$ classes with a finite logit. The
@@ -325,7 +327,7 @@ def linear_softmax_cross_entropy(
     per-token numbers; the backward (a `jax.custom_vjp`) recomputes each
     chunk's logits and accumulates $\partial L/\partial h$,
     $\partial L/\partial W$ and $\partial L/\partial b$ from
-    $\partial L/\partial z = m_i (P_i - Y_i)/S$ (smoothing and z-loss
+    $\partial L/\partial z = m_i v_i (P_i - Y_i)/S$ (smoothing and z-loss
     included). Peak memory is $O(N \cdot \text{chunk} + N D)$ instead of
     $O(N V)$, for about 4/3 of the matmul work of the materialised head.
     Half-precision inputs are multiplied with float32 accumulation. Reverse
@@ -356,14 +358,19 @@ def linear_softmax_cross_entropy(
         `shard_map`, a kernel sharded over the vocabulary on an `Explicit`
         mesh takes this path automatically; on an `Auto` mesh the
         partitioner gathers the kernel (the logits never exist either way).
+      example_weights: $v$, floating, broadcastable to `hidden.shape[:-1]`:
+        multiplies each example's loss and its share of $S$ (and its rows of
+        $\partial L/\partial z$, so every gradient, the kernel's included, is
+        weighted); 0 is `where=False` (exactly 0 and a zero gradient). Should
+        be non-negative (not checked, not clipped). Their gradient is exact.
 
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
       inputs.
 
     Raises:
-      TypeError: non-floating `hidden`, `kernel` or `bias`, non-integer
-        `labels`, a non-boolean `where`.
+      TypeError: non-floating `hidden`, `kernel`, `bias` or `example_weights`,
+        non-integer `labels`, a non-boolean `where`.
       ValueError: mismatched shapes, `chunk_size < 1`, an unknown `reduction`,
         a concrete `label_smoothing` outside [0, 1], negative `z_loss` or
         non-positive `logit_softcap`.
@@ -387,8 +394,14 @@ def linear_softmax_cross_entropy(
     example_shape = hidden.shape[:-1]
     # Inside shard_map the kernel holds this shard's columns; labels are global.
     label_range = kernel.shape[1] * (1 if axis_name is None else lax.axis_size(axis_name))
+    v = _labels.per_example_weights(example_weights, example_shape)
     mask, bad = _labels.example_mask(
-        classes.classes, example_shape, label_range, ignore_index=ignore_index, where=where
+        classes.classes,
+        example_shape,
+        label_range,
+        ignore_index=ignore_index,
+        where=where,
+        weights=v,
     )
     n = int(np.prod(example_shape))
     plan, mesh = _plan(hidden, kernel, bias, n, chunk_size, axis_name)
@@ -402,9 +415,11 @@ def linear_softmax_cross_entropy(
         logit_softcap,
     )
     flat_mask, flat_bad = mask.reshape(n), None if bad is None else bad.reshape(n)
+    flat_v = None if v is None else jnp.broadcast_to(v, example_shape).reshape(n)
     if mesh is None:
-        losses = _linear_ce(plan, flat_mask, flat_bad, inputs)
+        losses = _linear_ce(plan, flat_mask, flat_bad, inputs, flat_v)
     else:
-        losses = _per_shard(plan, mesh, flat_mask, flat_bad, inputs)
+        losses = _per_shard(plan, mesh, flat_mask, flat_bad, inputs, flat_v)
     losses = losses.reshape(example_shape)
-    return reduce_loss(losses, mask.astype(losses.dtype), reduction, denominator)
+    norm = _labels.weighted_count(mask, v, losses.dtype)
+    return reduce_loss(losses, norm, reduction, denominator)

@@ -99,6 +99,7 @@ def vocab_parallel_softmax_cross_entropy(
     reduction: str = "mean",
     denominator: ArrayLike | None = None,
     z_loss: ArrayLike = 0.0,
+    example_weights: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Softmax cross-entropy with the vocabulary sharded over a mesh axis, inside `shard_map`.
 
@@ -108,17 +109,21 @@ def vocab_parallel_softmax_cross_entropy(
     [`softmax_cross_entropy`][jaxce.softmax_cross_entropy] of the full logits:
 
     $$
-    L = \frac{1}{S}\sum_i m_i \Big[(1-\varepsilon)\big(\operatorname{lse}(x_i) - x_{i y_i}\big)
+    L = \frac{1}{S}\sum_i m_i v_i \Big[(1-\varepsilon)\big(\operatorname{lse}(x_i) - x_{i y_i}\big)
         + \frac{\varepsilon}{K_i}\sum_{c} \big(\operatorname{lse}(x_i) - x_{ic}\big)
         + \zeta \operatorname{lse}(x_i)^2\Big],
-    \qquad \operatorname{lse}(x_i) = M_i + \log \sum_p e^{\operatorname{lse}_p(x_i) - M_i},
+    \qquad S = \sum_i m_i v_i,
+    $$
+
+    $$
+    \operatorname{lse}(x_i) = M_i + \log \sum_p e^{\operatorname{lse}_p(x_i) - M_i},
     $$
 
     with $M_i = \max_p \operatorname{lse}_p(x_i)$ from one `pmax`, and the
     shard sums (of $e^{\operatorname{lse}_p - M}$, the target logit and the
     smoothing sums) from one `psum` of a `[4, N]` array. The backward
     recomputes $P$ from the local logits and the saved global logsumexp:
-    $m_i (P_i - Y_i)/S$ on each shard, with no collective. Reductions run over
+    $m_i v_i (P_i - Y_i)/S$ on each shard, with no collective. Reductions run over
     the examples this call sees; with examples also sharded over devices,
     pass the global `denominator` (or use `"sum"`) and `psum` the result.
 
@@ -133,13 +138,18 @@ def vocab_parallel_softmax_cross_entropy(
       reduction: `"mean"`, `"sum"` or `"none"`.
       denominator: replaces $S$ in `"mean"`.
       z_loss: $\zeta \ge 0$.
+      example_weights: $v$, floating, broadcastable to `labels.shape` (the
+        same on every shard of `axis_name`): multiplies each example's loss and
+        its share of $S$; 0 is `where=False` (exactly 0 and a zero gradient).
+        Should be non-negative (not checked, not clipped). Their gradient is
+        exact and, like the loss, needs no collective beyond the forward's.
 
     Returns:
       The same value on every shard of `axis_name`: a scalar, or per-example
       losses for `"none"`; float32 for half-precision logits.
 
     Raises:
-      TypeError: non-floating `logits`, non-integer `labels`.
+      TypeError: non-floating `logits` or `example_weights`, non-integer `labels`.
       ValueError: mismatched shapes, an unknown `reduction`, `label_smoothing`
         outside [0, 1], negative `z_loss`.
 
@@ -165,9 +175,16 @@ def vocab_parallel_softmax_cross_entropy(
     parsed = _labels.parse(logits, labels, axis, allow_probs=False)
     assert parsed.classes is not None
     num_classes = logits.shape[-1] * lax.axis_size(axis_name)
+    v = _labels.per_example_weights(example_weights, logits.shape[:-1])
     mask, bad = _labels.example_mask(
-        parsed.classes, logits.shape[:-1], num_classes, ignore_index=ignore_index, where=where
+        parsed.classes,
+        logits.shape[:-1],
+        num_classes,
+        ignore_index=ignore_index,
+        where=where,
+        weights=v,
     )
     inputs = _Inputs(logits, parsed.classes, label_smoothing, z_loss)
-    losses = _parallel_ce(_Config(axis_name, axis), mask, bad, inputs)
-    return reduce_loss(losses, mask.astype(losses.dtype), reduction, denominator)
+    losses = _parallel_ce(_Config(axis_name, axis), mask, bad, inputs, v)
+    norm = _labels.weighted_count(mask, v, losses.dtype)
+    return reduce_loss(losses, norm, reduction, denominator)
