@@ -95,6 +95,7 @@ def sigmoid_binary_cross_entropy(
     label_smoothing: ArrayLike = 0.0,
     where: ArrayLike | None = None,
     reduction: str = "mean",
+    example_weights: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Binary or multi-label cross-entropy from logits (PyTorch `BCEWithLogitsLoss`).
 
@@ -110,15 +111,17 @@ def sigmoid_binary_cross_entropy(
     with $\operatorname{sp}(x) = \log(1 + e^x)$ (softplus), the first form
     being the one computed: it is exact for $|x|$ large and
     finite at $x = \pm\infty$ wherever the loss is (a correct, saturated
-    prediction costs 0; PyTorch returns NaN there). `"mean"` divides the sum by
-    the number of elements where `where` is True; `weights` do not enter the
-    normaliser (as in PyTorch).
+    prediction costs 0; PyTorch returns NaN there). With example weights
+    $v_j$ and mask $m_j$ over the elements $j$, `"mean"` is
+    $\sum_j m_j v_j \ell_j / \sum_j m_j v_j$, the number of elements where
+    `where` is True when there are no example weights; `weights` do not enter
+    the normaliser (as in PyTorch), `example_weights` do.
 
     The gradient is analytic (a `jax.custom_vjp`),
     $\partial\ell/\partial x = w\big(\sigma(x)(1 + (p-1)\tilde y) - p\tilde y\big)$,
-    and exact for soft `labels`, `weights` and `pos_weight` too; it is
-    differentiable again (`jax.hessian`). Forward mode (`jvp`) is not
-    supported by `jax.custom_vjp`.
+    and exact for soft `labels`, `weights`, `pos_weight` and
+    `example_weights` too; it is differentiable again (`jax.hessian`).
+    Forward mode (`jvp`) is not supported by `jax.custom_vjp`.
 
     Args:
       logits: floating array of any shape, e.g. `(N,)` or multi-label `(N, K)`.
@@ -132,17 +135,23 @@ def sigmoid_binary_cross_entropy(
       where: boolean mask broadcastable to the logits' shape; every element is
         an example, False excludes it.
       reduction: `"mean"`, `"sum"` or `"none"` (elementwise, 0 where excluded).
+      example_weights: $v$, floating, broadcastable to the logits' shape (a
+        weight per row of `(N, K)` logits has shape `(N, 1)`): multiplies each
+        element's loss and its share of the `"mean"` normaliser. A weight of 0
+        is `where=False` (exactly 0 and a zero gradient, whatever the logits
+        or label hold). Weights should be finite and non-negative; they are not
+        checked (they may be traced) nor clipped.
 
     Returns:
       A scalar, or elementwise losses for `"none"`; float32 for half-precision
       inputs, otherwise the inputs' floating type.
 
     Raises:
-      TypeError: integer logits, non-floating `weights` or `pos_weight`, a
-        non-boolean `where`.
-      ValueError: `labels` not of the logits' shape, `weights`, `pos_weight`
-        or `where` not broadcastable to it, `label_smoothing` outside [0, 1],
-        an unknown `reduction`.
+      TypeError: integer logits, non-floating `weights`, `pos_weight` or
+        `example_weights`, a non-boolean `where`.
+      ValueError: `labels` not of the logits' shape, `weights`, `pos_weight`,
+        `example_weights` or `where` not broadcastable to it,
+        `label_smoothing` outside [0, 1], an unknown `reduction`.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -160,12 +169,18 @@ def sigmoid_binary_cross_entropy(
     shape = _checks.floating("logits", logits).shape
     weights = _checks.broadcast_option("weights", weights, shape)
     pos_weight = _checks.broadcast_option("pos_weight", pos_weight, shape)
-    logits, labels, mask, bad = _labels.binary(
-        logits, labels, where, name="logits", options=(weights, pos_weight)
+    args = _labels.binary(
+        logits,
+        labels,
+        where,
+        name="logits",
+        options=(weights, pos_weight),
+        example_weights=example_weights,
     )
-    inputs = _LogitInputs(logits, labels, weights, pos_weight, label_smoothing)
-    losses = _bce_logits(_Config(), mask, bad, inputs)
-    return reduce_loss(losses, mask.astype(losses.dtype), reduction)
+    inputs = _LogitInputs(args.x, args.labels, weights, pos_weight, label_smoothing)
+    losses = _bce_logits(_Config(), args.mask, args.bad, inputs, args.example_weights)
+    norm = _labels.weighted_count(args.mask, args.example_weights, losses.dtype)
+    return reduce_loss(losses, norm, reduction)
 
 
 # From probabilities.
@@ -213,6 +228,7 @@ def binary_cross_entropy(
     weights: ArrayLike | None = None,
     where: ArrayLike | None = None,
     reduction: str = "mean",
+    example_weights: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Binary cross-entropy from probabilities (PyTorch `binary_cross_entropy`).
 
@@ -223,8 +239,10 @@ def binary_cross_entropy(
     Each log is clamped at $-100$ as in PyTorch, so $p = 0$ or $1$ gives a
     finite loss. Prefer
     [`sigmoid_binary_cross_entropy`][jaxce.sigmoid_binary_cross_entropy] on
-    logits: it is exact where $\sigma(x)$ rounds to 0 or 1. `"mean"` divides
-    by the number of elements where `where` is True.
+    logits: it is exact where $\sigma(x)$ rounds to 0 or 1. `"mean"` is
+    $\sum_j m_j v_j \ell_j / \sum_j m_j v_j$ over the elements $j$, with the
+    mask $m$ from `where` and the example weights $v$ (1 if not given): the
+    number of elements where `where` is True, without example weights.
 
     The gradient is analytic and follows PyTorch:
     $\partial\ell/\partial p = w(p - y)/\max(p(1-p), 10^{-12})$, which is the
@@ -238,17 +256,23 @@ def binary_cross_entropy(
     Args:
       probs: probabilities in $[0, 1]$, any shape.
       labels: targets of the same shape: floating or 0/1 integer/boolean.
-      weights: element weights broadcastable to the shape of `probs`.
+      weights: element weights broadcastable to the shape of `probs` (not in
+        the normaliser).
       where: boolean mask broadcastable to the shape of `probs`.
       reduction: `"mean"`, `"sum"` or `"none"`.
+      example_weights: $v$, floating, broadcastable to the shape of `probs`:
+        multiplies each element's loss and its share of the normaliser; 0 is
+        `where=False`. Should be non-negative (not checked, not clipped).
 
     Returns:
       A scalar, or elementwise losses for `"none"`; float32 for half precision.
 
     Raises:
-      TypeError: integer `probs` or `weights`, a non-boolean `where`.
-      ValueError: `labels` not of the shape of `probs`, `weights` or `where`
-        not broadcastable to it, an unknown `reduction`.
+      TypeError: integer `probs`, `weights` or `example_weights`, a
+        non-boolean `where`.
+      ValueError: `labels` not of the shape of `probs`, `weights`,
+        `example_weights` or `where` not broadcastable to it, an unknown
+        `reduction`.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -261,11 +285,13 @@ def binary_cross_entropy(
     """
     shape = _checks.floating("probs", probs).shape
     weights = _checks.broadcast_option("weights", weights, shape)
-    probs, labels, mask, bad = _labels.binary(
-        probs, labels, where, name="probs", options=(weights,)
+    args = _labels.binary(
+        probs, labels, where, name="probs", options=(weights,), example_weights=example_weights
     )
-    losses = _bce_probs(_Config(), mask, bad, _ProbInputs(probs, labels, weights))
-    return reduce_loss(losses, mask.astype(losses.dtype), reduction)
+    inputs = _ProbInputs(args.x, args.labels, weights)
+    losses = _bce_probs(_Config(), args.mask, args.bad, inputs, args.example_weights)
+    norm = _labels.weighted_count(args.mask, args.example_weights, losses.dtype)
+    return reduce_loss(losses, norm, reduction)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,7 +300,9 @@ class BCEWithLogitsLoss(LossOptions):
 
     Calling it computes, per element,
     $w\,[(1-y)\operatorname{softplus}(x) + p_w\, y \operatorname{softplus}(-x)]$
-    with the stored `weights` $w$ and `pos_weight` $p_w$.
+    with the stored `weights` $w$ and `pos_weight` $p_w$. Arrays that change
+    with every batch are arguments of the call, not options:
+    `criterion(logits, labels, where=mask, example_weights=v)`.
 
     Frozen and hashable (`weights` and `pos_weight` are stored as nested
     tuples), so an instance can be a static argument of `jax.jit`. Options are

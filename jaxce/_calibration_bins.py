@@ -132,7 +132,7 @@ def multiclass(
 
 def binary(logits: ArrayLike, labels: ArrayLike, where: ArrayLike | None) -> Examples:
     """Sigmoid logits of any shape, 0/1 labels of the same shape, an element mask."""
-    x, y, mask, bad = _labels.binary(logits, labels, where, name="logits")
+    x, y, mask, bad, _ = _labels.binary(logits, labels, where, name="logits")
     x = x.astype(_checks.compute_dtype(x.dtype))
     return Examples(
         x.reshape(-1), y.astype(x.dtype).reshape(-1), mask.reshape(-1), bad.reshape(-1), x.shape

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _checks, _numerics
+from . import _checks, _labels, _numerics
 from ._options import entry_point
 from ._reduce import reduce_loss
 from ._rule import per_example_rule
@@ -200,17 +200,27 @@ _js = per_example_rule(_js_fwd, _js_bwd)
 
 
 def _forward_kl(
-    cfg: _Config, mask: jax.Array, student: jax.Array, teacher: jax.Array, temperature: Any
+    cfg: _Config,
+    mask: jax.Array,
+    student: jax.Array,
+    teacher: jax.Array,
+    temperature: Any,
+    example_weights: jax.Array | None = None,
 ):
     """T^2 KL(p || q) per example, p the teacher's: `distillation_loss`'s rule."""
-    return _soft_kl(cfg, mask, None, _KLInputs(student, teacher, temperature))
+    return _soft_kl(cfg, mask, None, _KLInputs(student, teacher, temperature), example_weights)
 
 
 def _reverse_kl(
-    cfg: _Config, mask: jax.Array, student: jax.Array, teacher: jax.Array, temperature: Any
+    cfg: _Config,
+    mask: jax.Array,
+    student: jax.Array,
+    teacher: jax.Array,
+    temperature: Any,
+    example_weights: jax.Array | None = None,
 ):
     """T^2 KL(q || p) per example: the same rule with the student's logits as the targets."""
-    return _soft_kl(cfg, mask, None, _KLInputs(teacher, student, temperature))
+    return _soft_kl(cfg, mask, None, _KLInputs(teacher, student, temperature), example_weights)
 
 
 def _generalised_js(
@@ -220,19 +230,21 @@ def _generalised_js(
     teacher: jax.Array,
     beta: Any,
     temperature: Any,
+    example_weights: jax.Array | None = None,
 ) -> jax.Array:
     """Per-example generalised JSD, and exactly the forward and reverse KL at beta = 0 and 1."""
     if beta is None:  # a concrete 0: the forward KL is the whole program
-        return _forward_kl(cfg, mask, student, teacher, temperature)
+        return _forward_kl(cfg, mask, student, teacher, temperature, example_weights)
     # Any other beta arrives traced (a schedule compiles once), so the endpoints, where the
     # divergence jumps from 0 to a KL, are chosen at run time; only the chosen branch runs.
     branches = [
-        lambda m, s, t, b, temp: _js(cfg, m, None, _JSInputs(s, t, b, temp)),
-        lambda m, s, t, b, temp: _forward_kl(cfg, m, s, t, temp),
-        lambda m, s, t, b, temp: _reverse_kl(cfg, m, s, t, temp),
+        lambda m, s, t, b, temp, v: _js(cfg, m, None, _JSInputs(s, t, b, temp), v),
+        lambda m, s, t, b, temp, v: _forward_kl(cfg, m, s, t, temp, v),
+        lambda m, s, t, b, temp, v: _reverse_kl(cfg, m, s, t, temp, v),
     ]
     index = jnp.where(beta == 0, 1, jnp.where(beta == 1, 2, 0))
-    return lax.switch(index, branches, mask, student, teacher, beta, temperature)
+    operands = (mask, student, teacher, beta, temperature, example_weights)
+    return lax.switch(index, branches, *operands)
 
 
 class _EntropyInputs(NamedTuple):
@@ -295,6 +307,7 @@ def kl_divergence(
     log_targets: bool = False,
     where: ArrayLike | None = None,
     reduction: str = "mean",
+    example_weights: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Kullback-Leibler divergence from `softmax(logits)` to target probabilities.
 
@@ -306,8 +319,9 @@ def kl_divergence(
     \qquad 0 \log 0 = 0,
     $$
 
-    and `"mean"` is $\sum_i m_i \ell_i / \sum_i m_i$ over the examples that
-    `where` keeps: PyTorch's `kl_div(log_softmax(x), p, reduction="batchmean")`
+    and `"mean"` is $\sum_i m_i v_i \ell_i / \sum_i m_i v_i$ over the examples
+    that `where` keeps, with example weights $v_i$ (1 if not given):
+    PyTorch's `kl_div(log_softmax(x), p, reduction="batchmean")`
     for 2-D inputs. (For inputs with more dimensions jaxce averages over every
     example position, PyTorch's `"batchmean"` divides by the first dimension
     only.) `"none"` gives one value per example, already summed over classes,
@@ -327,8 +341,9 @@ def kl_divergence(
     derivative w.r.t. a probability target is $-\infty$; jaxce returns 0
     there (PyTorch returns NaN), which keeps gradients that flow on into
     the targets finite (a softmax producing $p_{ic} = 0$ has zero Jacobian
-    there anyway). For log-targets the limit 0 is exact. Forward mode
-    (`jax.jvp`) is not supported by `jax.custom_vjp`.
+    there anyway). For log-targets the limit 0 is exact. W.r.t. the example
+    weights it is exact too. Forward mode (`jax.jvp`) is not supported by
+    `jax.custom_vjp`.
 
     Args:
       logits: floating array with the classes on `axis`, e.g. `(N, K)`.
@@ -343,6 +358,10 @@ def kl_divergence(
       reduction: `"mean"` (per example), `"sum"` or `"none"` (per example,
         0 where excluded). If no example is kept, the mean is 0 with zero
         gradient.
+      example_weights: $v$, floating, broadcastable to the examples' shape:
+        multiplies each example's divergence and its share of the `"mean"`
+        denominator; 0 is `where=False` (exactly 0 and a zero gradient).
+        Should be non-negative (not checked, not clipped).
 
     Returns:
       A scalar, or per-example values of shape `logits.shape` without `axis`
@@ -350,10 +369,10 @@ def kl_divergence(
       input floating type.
 
     Raises:
-      TypeError: non-floating `logits` or `targets`, a non-bool
-        `log_targets`, a non-boolean `where`.
+      TypeError: non-floating `logits`, `targets` or `example_weights`, a
+        non-bool `log_targets`, a non-boolean `where`.
       ValueError: `targets` not of the logits' shape, a bad `axis`, a `where`
-        that does not broadcast, an unknown `reduction`.
+        or `example_weights` that does not broadcast, an unknown `reduction`.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -373,9 +392,10 @@ def kl_divergence(
         logits, targets, axis, where, logits_name="logits", targets_name="targets"
     )
     assert t is not None
+    mask, v = _labels.weighted_mask(mask, example_weights)
     cfg = _Config(axis, _LOG_PROBS if log_targets else _PROBS)
-    losses = _soft_kl(cfg, mask, None, _KLInputs(x, t, None))
-    return reduce_loss(losses, mask.astype(losses.dtype), reduction)
+    losses = _soft_kl(cfg, mask, None, _KLInputs(x, t, None), v)
+    return reduce_loss(losses, _labels.weighted_count(mask, v, losses.dtype), reduction)
 
 
 @entry_point(static=("axis", "reduction"))
@@ -385,6 +405,7 @@ def entropy(
     axis: int = -1,
     where: ArrayLike | None = None,
     reduction: str = "none",
+    example_weights: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Shannon entropy of `softmax(logits)`, in nats.
 
@@ -395,7 +416,8 @@ def entropy(
 
     A statistic rather than a loss, so the default reduction is `"none"`
     (one value per example); `"mean"` averages over the examples `where`
-    keeps. The entropy lies in $[0, \log K]$, $\log K$ for equal logits.
+    keeps, $\sum_i m_i v_i H_i / \sum_i m_i v_i$ with example weights $v_i$.
+    The entropy lies in $[0, \log K]$, $\log K$ for equal logits.
 
     The gradient is analytic (a `jax.custom_vjp`, differentiable again):
     differentiating $-\sum_c q_c \log q_c$ through
@@ -414,15 +436,20 @@ def entropy(
       where: boolean mask broadcastable to the examples' shape; False gives 0
         and excludes the example from `"mean"`.
       reduction: `"none"` (default), `"mean"` or `"sum"`.
+      example_weights: $v$, floating, broadcastable to the examples' shape:
+        multiplies each example's entropy (also for `"none"`) and its share of
+        the `"mean"` denominator, with an exact gradient; 0 is `where=False`.
+        Should be non-negative (not checked, not clipped).
 
     Returns:
       Per-example entropies (shape of `logits` without `axis`), or a scalar;
       float32 for half-precision logits.
 
     Raises:
-      TypeError: non-floating `logits`, a non-boolean `where`.
-      ValueError: a bad `axis`, a `where` that does not broadcast, an unknown
-        `reduction`.
+      TypeError: non-floating `logits` or `example_weights`, a non-boolean
+        `where`.
+      ValueError: a bad `axis`, a `where` or `example_weights` that does not
+        broadcast, an unknown `reduction`.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -437,8 +464,9 @@ def entropy(
     logits, _, axis, mask = _prepare(
         logits, None, axis, where, logits_name="logits", targets_name=""
     )
-    losses = _entropy(_Config(axis), mask, None, _EntropyInputs(logits))
-    return reduce_loss(losses, mask.astype(losses.dtype), reduction)
+    mask, v = _labels.weighted_mask(mask, example_weights)
+    losses = _entropy(_Config(axis), mask, None, _EntropyInputs(logits), v)
+    return reduce_loss(losses, _labels.weighted_count(mask, v, losses.dtype), reduction)
 
 
 @entry_point(static=("axis", "reduction"), hyperparameters={"temperature": _checks.TEMPERATURE})
@@ -450,6 +478,7 @@ def distillation_loss(
     axis: int = -1,
     where: ArrayLike | None = None,
     reduction: str = "mean",
+    example_weights: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Knowledge-distillation loss: temperature-scaled KL from the teacher to the student.
 
@@ -460,7 +489,8 @@ def distillation_loss(
     \ell_i = T^2\, \mathrm{KL}(p_i \,\|\, q_i) = T^2 \sum_c p_{ic}\,(\log p_{ic} - \log q_{ic}),
     $$
 
-    averaged over the examples `where` keeps for `"mean"`. The $T^2$ factor
+    averaged over the examples `where` keeps for `"mean"`, each weighted by
+    its example weight $v_i$: $\sum_i m_i v_i \ell_i / \sum_i m_i v_i$. The $T^2$ factor
     keeps the gradient's scale independent of $T$ (Hinton et al.). At
     $T = 1$ this is `kl_divergence(s, softmax(t))`; it equals PyTorch's
     `T**2 * kl_div(log_softmax(s / T), softmax(t / T), reduction="batchmean")`.
@@ -488,16 +518,21 @@ def distillation_loss(
       where: boolean mask broadcastable to the examples' shape; False excludes
         an example.
       reduction: `"mean"` (per example), `"sum"` or `"none"`.
+      example_weights: $v$, floating, broadcastable to the examples' shape:
+        multiplies each example's loss and its share of the `"mean"`
+        denominator, with an exact gradient; 0 is `where=False` (exactly 0 and
+        a zero gradient). Should be non-negative (not checked, not clipped).
 
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
       inputs, otherwise the widest input floating type.
 
     Raises:
-      TypeError: non-floating logits, a non-numeric `temperature`, a
-        non-boolean `where`.
+      TypeError: non-floating logits or `example_weights`, a non-numeric
+        `temperature`, a non-boolean `where`.
       ValueError: a concrete `temperature <= 0` or not finite, mismatched shapes, a bad
-        `axis`, a `where` that does not broadcast, an unknown `reduction`.
+        `axis`, a `where` or `example_weights` that does not broadcast, an
+        unknown `reduction`.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -525,9 +560,10 @@ def distillation_loss(
         targets_name="teacher_logits",
     )
     assert teacher is not None
+    mask, v = _labels.weighted_mask(mask, example_weights)
     inputs = _KLInputs(student, teacher, temperature)
-    losses = _soft_kl(_Config(axis, _LOGITS), mask, None, inputs)
-    return reduce_loss(losses, mask.astype(losses.dtype), reduction)
+    losses = _soft_kl(_Config(axis, _LOGITS), mask, None, inputs, v)
+    return reduce_loss(losses, _labels.weighted_count(mask, v, losses.dtype), reduction)
 
 
 def _prepare_pair(
@@ -553,6 +589,7 @@ def jensen_shannon_divergence(
     axis: int = -1,
     where: ArrayLike | None = None,
     reduction: str = "mean",
+    example_weights: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Generalised Jensen-Shannon divergence between teacher and student, GKD's distillation loss.
 
@@ -571,7 +608,8 @@ def jensen_shannon_divergence(
     the forward KL $T^2\,\mathrm{KL}(p_i \,\|\, q_i)$ (`distillation_loss`)
     and $\beta = 1$ exactly the reverse KL $T^2\,\mathrm{KL}(q_i \,\|\, p_i)$
     (`reverse_kl_divergence`). `"mean"` averages over the examples `where`
-    keeps (TRL's `"batchmean"`); the $T^2$ factor is Hinton et al.'s, as in
+    keeps (TRL's `"batchmean"`), each weighted by its example weight $v_i$:
+    $\sum_i m_i v_i \ell_i / \sum_i m_i v_i$; the $T^2$ factor is Hinton et al.'s, as in
     `distillation_loss` (TRL does not apply it: divide by `temperature**2` to
     compare).
 
@@ -586,7 +624,8 @@ def jensen_shannon_divergence(
     $T\beta\, p_{ic}(\log(p_{ic}/m_{ic}) - \mathrm{KL}(p_i \| m_i))$ w.r.t.
     the teacher logits (exact, although usually cut with
     `jax.lax.stop_gradient`), and
-    $T^2(\mathrm{KL}(p_i \| m_i) - \mathrm{KL}(q_i \| m_i))$ w.r.t. $\beta$.
+    $T^2(\mathrm{KL}(p_i \| m_i) - \mathrm{KL}(q_i \| m_i))$ w.r.t. $\beta$
+    (each times $v_i$; w.r.t. the example weights, exact too).
     `beta` and `temperature` may be Python numbers or traced scalars, each
     with its exact gradient. A concrete `beta=0` compiles the forward KL alone;
     any other value shares one program that picks the branch at run time, so
@@ -605,6 +644,10 @@ def jensen_shannon_divergence(
       where: boolean mask broadcastable to the examples' shape; False excludes
         an example.
       reduction: `"mean"` (per example), `"sum"` or `"none"`.
+      example_weights: $v$, floating, broadcastable to the examples' shape:
+        multiplies each example's loss and its share of the `"mean"`
+        denominator; 0 is `where=False` (exactly 0 and a zero gradient).
+        Should be non-negative (not checked, not clipped).
 
     Returns:
       A scalar, or per-example losses (the logits' shape without `axis`) for
@@ -612,11 +655,12 @@ def jensen_shannon_divergence(
       floating type.
 
     Raises:
-      TypeError: non-floating logits, a non-numeric `beta` or `temperature`,
-        a non-boolean `where`.
+      TypeError: non-floating logits or `example_weights`, a non-numeric
+        `beta` or `temperature`, a non-boolean `where`.
       ValueError: a concrete `beta` outside $[0, 1]$, a concrete
         `temperature <= 0`, either not finite, mismatched shapes, a bad
-        `axis`, a `where` that does not broadcast, an unknown `reduction`.
+        `axis`, a `where` or `example_weights` that does not broadcast, an
+        unknown `reduction`.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -640,8 +684,9 @@ def jensen_shannon_divergence(
       Transactions on Information Theory 37(1), 1991.
     """
     cfg, student, teacher, mask = _prepare_pair(logits, teacher_logits, axis, where)
-    losses = _generalised_js(cfg, mask, student, teacher, beta, temperature)
-    return reduce_loss(losses, mask.astype(losses.dtype), reduction)
+    mask, v = _labels.weighted_mask(mask, example_weights)
+    losses = _generalised_js(cfg, mask, student, teacher, beta, temperature, v)
+    return reduce_loss(losses, _labels.weighted_count(mask, v, losses.dtype), reduction)
 
 
 @entry_point(static=("axis", "reduction"), hyperparameters={"temperature": _checks.TEMPERATURE})
@@ -653,6 +698,7 @@ def reverse_kl_divergence(
     axis: int = -1,
     where: ArrayLike | None = None,
     reduction: str = "mean",
+    example_weights: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Reverse KL divergence from the teacher to the student: KL(student ‖ teacher).
 
@@ -663,7 +709,8 @@ def reverse_kl_divergence(
     \ell_i = T^2\, \mathrm{KL}(q_i \,\|\, p_i) = T^2 \sum_c q_{ic}\,(\log q_{ic} - \log p_{ic}),
     $$
 
-    averaged over the examples `where` keeps for `"mean"`. Where
+    averaged over the examples `where` keeps for `"mean"`, each weighted by
+    its example weight $v_i$: $\sum_i m_i v_i \ell_i / \sum_i m_i v_i$. Where
     `distillation_loss`'s forward KL makes the student cover all of the
     teacher's mass, the reverse KL is mode-seeking: it charges the student
     for mass where the teacher has little (MiniLLM, on-policy distillation).
@@ -692,17 +739,21 @@ def reverse_kl_divergence(
       where: boolean mask broadcastable to the examples' shape; False excludes
         an example.
       reduction: `"mean"` (per example), `"sum"` or `"none"`.
+      example_weights: $v$, floating, broadcastable to the examples' shape:
+        multiplies each example's loss and its share of the `"mean"`
+        denominator, with an exact gradient; 0 is `where=False` (exactly 0 and
+        a zero gradient). Should be non-negative (not checked, not clipped).
 
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
       inputs, otherwise the widest input floating type.
 
     Raises:
-      TypeError: non-floating logits, a non-numeric `temperature`, a
-        non-boolean `where`.
+      TypeError: non-floating logits or `example_weights`, a non-numeric
+        `temperature`, a non-boolean `where`.
       ValueError: a concrete `temperature <= 0` or not finite, mismatched
-        shapes, a bad `axis`, a `where` that does not broadcast, an unknown
-        `reduction`.
+        shapes, a bad `axis`, a `where` or `example_weights` that does not
+        broadcast, an unknown `reduction`.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -720,5 +771,6 @@ def reverse_kl_divergence(
       Language Models", ICLR 2024. https://arxiv.org/abs/2306.08543
     """
     cfg, student, teacher, mask = _prepare_pair(logits, teacher_logits, axis, where)
-    losses = _reverse_kl(cfg, mask, student, teacher, temperature)
-    return reduce_loss(losses, mask.astype(losses.dtype), reduction)
+    mask, v = _labels.weighted_mask(mask, example_weights)
+    losses = _reverse_kl(cfg, mask, student, teacher, temperature, v)
+    return reduce_loss(losses, _labels.weighted_count(mask, v, losses.dtype), reduction)

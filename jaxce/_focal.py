@@ -119,6 +119,7 @@ def sigmoid_focal_loss(
     gamma: ArrayLike = 2.0,
     where: ArrayLike | None = None,
     reduction: str = "mean",
+    example_weights: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Sigmoid focal loss (Lin et al. 2017), with torchvision's semantics.
 
@@ -138,11 +139,12 @@ def sigmoid_focal_loss(
     [`sigmoid_binary_cross_entropy`][jaxce.sigmoid_binary_cross_entropy].
 
     Unlike torchvision, whose default `reduction` is `"none"`, the default is
-    `"mean"` over the elements where `where` is True.
+    `"mean"` over the elements where `where` is True: with example weights
+    $v_j$ and mask $m_j$, $\sum_j m_j v_j \ell_j / \sum_j m_j v_j$.
 
-    The gradient is analytic (a `jax.custom_vjp`), exact for the logits and
-    for soft labels, and differentiable again; forward mode (`jvp`) is not
-    supported by `jax.custom_vjp`.
+    The gradient is analytic (a `jax.custom_vjp`), exact for the logits, for
+    soft labels and for `example_weights`, and differentiable again; forward
+    mode (`jvp`) is not supported by `jax.custom_vjp`.
 
     Args:
       logits: floating array of any shape.
@@ -152,14 +154,20 @@ def sigmoid_focal_loss(
       gamma: focusing parameter $\gamma \ge 0$.
       where: boolean mask broadcastable to the logits' shape.
       reduction: `"mean"`, `"sum"` or `"none"`.
+      example_weights: $v$, floating, broadcastable to the logits' shape:
+        multiplies each element's loss and its share of the `"mean"`
+        normaliser; 0 is `where=False` (exactly 0 and a zero gradient). Should
+        be non-negative (not checked, not clipped).
 
     Returns:
       A scalar, or elementwise losses for `"none"`; float32 for half precision.
 
     Raises:
-      TypeError: integer logits, a non-boolean `where`.
-      ValueError: `labels` not of the logits' shape, `alpha` outside [0, 1],
-        `gamma` < 0, an unknown `reduction`.
+      TypeError: integer logits, non-floating `example_weights`, a non-boolean
+        `where`.
+      ValueError: `labels` not of the logits' shape, `example_weights` not
+        broadcastable to it, `alpha` outside [0, 1], `gamma` < 0, an unknown
+        `reduction`.
 
     Examples:
       >>> import jax.numpy as jnp
@@ -174,10 +182,11 @@ def sigmoid_focal_loss(
       Lin, Goyal, Girshick, He, Dollár. Focal Loss for Dense Object Detection.
       ICCV 2017. https://arxiv.org/abs/1708.02002
     """
-    logits, labels, mask, bad = _labels.binary(logits, labels, where, name="logits")
-    inputs = _SigmoidInputs(logits, labels, alpha, gamma)
-    losses = _sigmoid_focal(_Config(None), mask, bad, inputs)
-    return reduce_loss(losses, mask.astype(losses.dtype), reduction)
+    args = _labels.binary(logits, labels, where, name="logits", example_weights=example_weights)
+    inputs = _SigmoidInputs(args.x, args.labels, alpha, gamma)
+    losses = _sigmoid_focal(_Config(None), args.mask, args.bad, inputs, args.example_weights)
+    norm = _labels.weighted_count(args.mask, args.example_weights, losses.dtype)
+    return reduce_loss(losses, norm, reduction)
 
 
 # Softmax focal loss.
@@ -269,15 +278,16 @@ def softmax_focal_loss(
     axis: int = -1,
     where: ArrayLike | None = None,
     reduction: str = "mean",
+    example_weights: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Multiclass focal loss on softmax probabilities, computed in log space.
 
-    With $q = \operatorname{softmax}(x_i)$, integer label $y_i$, mask $m_i$ and
-    class weights $w$, the `"mean"` loss is
+    With $q = \operatorname{softmax}(x_i)$, integer label $y_i$, mask $m_i$,
+    example weights $v_i$ and class weights $w$, the `"mean"` loss is
 
     $$
-    L = \frac{1}{S}\sum_i -m_i\, w_{y_i} (1 - q_{iy_i})^{\gamma} \log q_{iy_i},
-    \qquad S = \sum_i m_i w_{y_i},
+    L = \frac{1}{S}\sum_i -m_i v_i\, w_{y_i} (1 - q_{iy_i})^{\gamma} \log q_{iy_i},
+    \qquad S = \sum_i m_i v_i w_{y_i},
     $$
 
     normalised like weighted cross-entropy, which it equals at $\gamma = 0$.
@@ -287,10 +297,10 @@ def softmax_focal_loss(
     whose logit is `-inf` is masked: finite loss, zero gradient.
 
     The gradient is analytic (a `jax.custom_vjp`),
-    $-m_i w_{y_i}(1-q_y)^\gamma\big[\gamma \log q_y\,(R - P) + Y - P\big]/S$ with
+    $-m_i v_i w_{y_i}(1-q_y)^\gamma\big[\gamma \log q_y\,(R - P) + Y - P\big]/S$ with
     $P = q$ and $R$ the softmax over the non-target classes; it is exact for
-    the logits and `weights` and differentiable again. Forward mode (`jvp`)
-    is not supported by `jax.custom_vjp`.
+    the logits, `weights` and `example_weights` and differentiable again.
+    Forward mode (`jvp`) is not supported by `jax.custom_vjp`.
 
     Args:
       logits: floating array with the classes on `axis`.
@@ -302,12 +312,17 @@ def softmax_focal_loss(
       axis: the class axis.
       where: boolean mask broadcastable to the examples' shape.
       reduction: `"mean"`, `"sum"` or `"none"`.
+      example_weights: $v$, floating, broadcastable to the examples' shape (the
+        logits' shape without `axis`): multiplies each example's loss and its
+        share of $S$; 0 is `where=False` (exactly 0 and a zero gradient).
+        Should be non-negative (not checked, not clipped).
 
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half precision.
 
     Raises:
-      TypeError: integer logits, non-integer labels, a non-boolean `where`.
+      TypeError: integer logits, non-integer labels, non-floating
+        `example_weights`, a non-boolean `where`.
       ValueError: mismatched shapes, `weights` not of length K, `gamma` < 0, an
         unknown `reduction`.
 
@@ -333,6 +348,7 @@ def softmax_focal_loss(
         ignore_index=ignore_index,
         where=where,
         weights=weights,
+        example_weights=example_weights,
         allow_probs=False,
     )
     assert args.labels.classes is not None
@@ -342,7 +358,8 @@ def softmax_focal_loss(
         else _numerics.along_axis(args.weights, args.logits.ndim, args.axis)
     )
     inputs = _FocalInputs(args.logits, args.labels.classes, weights, gamma)
-    losses = _softmax_focal(_Config(args.axis), args.mask, args.bad, inputs)
+    cfg = _Config(args.axis)
+    losses = _softmax_focal(cfg, args.mask, args.bad, inputs, args.example_weights)
     return reduce_loss(losses, _labels.normaliser(args, losses.dtype), reduction)
 
 
@@ -427,6 +444,7 @@ def poly1_cross_entropy(
     label_smoothing: ArrayLike = 0.0,
     where: ArrayLike | None = None,
     reduction: str = "mean",
+    example_weights: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Poly-1 cross-entropy (Leng et al. 2022): cross-entropy plus $\epsilon(1 - p_t)$.
 
@@ -443,16 +461,17 @@ def poly1_cross_entropy(
     i.e. $\operatorname{CE} + \epsilon\, w_y (1 - q_y)$ for a plain integer
     label. With smoothing the poly term uses the smoothed target, so
     $1 - p_t = \sum_c \tilde y_c (1 - q_c)$, as the paper's reference code for
-    label smoothing does. The `"mean"` normaliser, masking, `ignore_index`,
-    invalid labels and the `-inf` class mask are those of cross-entropy
-    ($S = \sum_i m_i w_{y_i}$ for integer labels, $\sum_i m_i$ for probability
-    labels); `epsilon=0` gives exactly
-    [`softmax_cross_entropy`][jaxce.softmax_cross_entropy].
+    label smoothing does. Example weights $v_i$ multiply $\ell_i$. The
+    `"mean"` normaliser, masking, `ignore_index`, invalid labels and the `-inf`
+    class mask are those of cross-entropy ($S = \sum_i m_i v_i w_{y_i}$ for
+    integer labels, $\sum_i m_i v_i$ for probability labels); `epsilon=0`
+    gives exactly [`softmax_cross_entropy`][jaxce.softmax_cross_entropy].
 
     The gradient is analytic (cross-entropy's `custom_vjp` plus one for the
     poly term, $q_c(\sum_j w_j \tilde y_j q_j - w_c \tilde y_c)$); it is exact for
-    the logits, probability labels and `weights`, and differentiable again.
-    Forward mode (`jvp`) is not supported by `jax.custom_vjp`.
+    the logits, probability labels, `weights` and `example_weights`, and
+    differentiable again. Forward mode (`jvp`) is not supported by
+    `jax.custom_vjp`.
 
     Args:
       logits: floating array with the classes on `axis`.
@@ -467,13 +486,17 @@ def poly1_cross_entropy(
       label_smoothing: $\varepsilon_s \in [0, 1]$.
       where: boolean mask broadcastable to the examples' shape.
       reduction: `"mean"`, `"sum"` or `"none"`.
+      example_weights: $v$, floating, broadcastable to the examples' shape:
+        multiplies each example's loss and its share of $S$; 0 is
+        `where=False` (exactly 0 and a zero gradient). Should be non-negative
+        (not checked, not clipped).
 
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half precision.
 
     Raises:
-      TypeError: integer logits, labels neither integer nor floating, a
-        non-boolean `where`.
+      TypeError: integer logits, labels neither integer nor floating,
+        non-floating `example_weights`, a non-boolean `where`.
       ValueError: mismatched shapes, `weights` not of length K, `epsilon` < -1,
         `label_smoothing` outside [0, 1], an unknown `reduction`,
         `ignore_index` with probability labels.
@@ -495,7 +518,13 @@ def poly1_cross_entropy(
       https://arxiv.org/abs/2204.12511
     """
     args = _labels.multiclass(
-        logits, labels, axis=axis, ignore_index=ignore_index, where=where, weights=weights
+        logits,
+        labels,
+        axis=axis,
+        ignore_index=ignore_index,
+        where=where,
+        weights=weights,
+        example_weights=example_weights,
     )
     smoothing = 0.0 if label_smoothing is None else label_smoothing
     losses = softmax_cross_entropy(
@@ -507,13 +536,14 @@ def poly1_cross_entropy(
         label_smoothing=smoothing,
         where=where,
         reduction="none",
+        example_weights=example_weights,
     )
     if epsilon is not None:
         w = args.weights
         w = None if w is None else _numerics.along_axis(w, args.logits.ndim, args.axis)
         classes, probs = args.labels
         inputs = _PolyInputs(args.logits, classes, probs, w, label_smoothing)
-        poly = _poly_term(_Config(args.axis), args.mask, None, inputs)
+        poly = _poly_term(_Config(args.axis), args.mask, None, inputs, args.example_weights)
         losses = losses + epsilon * poly
     return reduce_loss(losses, _labels.normaliser(args, losses.dtype), reduction)
 
@@ -524,6 +554,8 @@ class FocalLoss(LossOptions):
 
     Calling it computes, per example, $-w_y (1 - q_y)^\gamma \log q_y$ with
     $q = \operatorname{softmax}(x)$ and the stored $\gamma$ and class weights.
+    Arrays that change with every batch are arguments of the call, not
+    options: `criterion(logits, labels, where=mask, example_weights=v)`.
 
     Frozen and hashable (weights are stored as a tuple), so an instance can be
     a static argument of `jax.jit`. Options are validated on construction. For

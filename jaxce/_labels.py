@@ -1,9 +1,9 @@
 """The one label path: integer, probability and binary labels, masks, bad labels, normalisers.
 
-Which examples count (`where`, `ignore_index`), which labels are invalid (NaN
-in the loss and a `checkify` error naming the label), and each example's share
-of the mean's denominator. Imports `_checks` and `_numerics`; the family
-modules import it.
+Which examples count (`where`, `ignore_index`, a nonzero example weight),
+which labels are invalid (NaN in the loss and a `checkify` error naming the
+label), the example weights, and each example's share of the mean's
+denominator. Imports `_checks` and `_numerics`; the family modules import it.
 """
 
 from __future__ import annotations
@@ -72,6 +72,54 @@ def _first_where(condition: jax.Array, values: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(lax.iota(index.dtype, values.size) == index, values, 0))
 
 
+def per_example_weights(
+    value: ArrayLike | None, example_shape: tuple[int, ...]
+) -> jax.Array | None:
+    """The `example_weights` argument: floating, broadcastable to the examples' shape (or None).
+
+    Given the examples' rank (leading axes of size 1 added) but not broadcast:
+    the rule skeleton sums the weights' cotangent over the axes they broadcast
+    along before it reshards it like them, so a weight per row of
+    vocabulary-sharded elements costs O(N) communication, not a gather. Their
+    values cannot be checked under `jit`: a negative weight is used as given,
+    a NaN or infinite one gives a NaN or infinite loss.
+    """
+    if value is None:
+        return None
+    value = _checks.floating("example_weights", value)
+    shape = tuple(example_shape)
+    try:
+        fits = value.ndim <= len(shape) and np.broadcast_shapes(value.shape, shape) == shape
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"example_weights must be broadcastable to the examples' shape {shape}; "
+            f"got {value.shape}."
+        )
+    return value.reshape((1,) * (len(shape) - value.ndim) + value.shape)
+
+
+def counted(
+    where: ArrayLike | None, weights: jax.Array | None, example_shape: tuple[int, ...]
+) -> jax.Array:
+    """Which examples count: `where` is True and the example weight (if any) is not 0.
+
+    A weight of 0 is `where=False`: the example contributes exactly 0 and a
+    zero gradient, whatever its logits or label hold.
+    """
+    mask = _checks.example_mask(where, example_shape)
+    return mask if weights is None else mask & (weights != 0)
+
+
+def weighted_mask(
+    mask: jax.Array, example_weights: ArrayLike | None
+) -> tuple[jax.Array, jax.Array | None]:
+    """`mask` (of the examples' shape) without the examples weighted 0, and the weights."""
+    v = per_example_weights(example_weights, mask.shape)
+    return counted(mask, v, mask.shape), v
+
+
 def example_mask(
     classes: jax.Array | None,
     example_shape: tuple[int, ...],
@@ -79,14 +127,16 @@ def example_mask(
     *,
     ignore_index: int | None,
     where: ArrayLike | None,
+    weights: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array | None]:
     """Which examples count (`mask`) and which of those have an invalid label (`bad`).
 
-    An example counts unless its label is `ignore_index` or `where` is False.
-    A counted label outside `[0, num_classes)` is never wrapped: the caller turns
-    it into NaN, and under `checkify` it raises an error naming the label.
+    An example counts unless its label is `ignore_index`, `where` is False or
+    its example weight (`weights`, from `per_example_weights`) is 0. A counted
+    label outside `[0, num_classes)` is never wrapped: the caller turns it
+    into NaN, and under `checkify` it raises an error naming the label.
     """
-    mask = _checks.example_mask(where, example_shape)
+    mask = counted(where, weights, example_shape)
     if classes is None:
         return mask, None
     if ignore_index is not None and _representable(ignore_index, classes.dtype):
@@ -113,6 +163,7 @@ class Multiclass(NamedTuple):
     weights: jax.Array | None
     mask: jax.Array
     bad: jax.Array | None
+    example_weights: jax.Array | None = None  # v, of the examples' rank, broadcastable
 
 
 def multiclass(
@@ -123,11 +174,12 @@ def multiclass(
     ignore_index: int | None,
     where: ArrayLike | None,
     weights: ArrayLike | None,
+    example_weights: ArrayLike | None = None,
     allow_probs: bool = True,
     logits_name: str = "logits",
 ) -> Multiclass:
     """The argument checks every multiclass loss shares: logits, axis, labels,
-    `ignore_index`, class weights, `where`, and which examples count."""
+    `ignore_index`, class weights, `where`, example weights, and which examples count."""
     logits = _checks.floating(logits_name, logits)
     axis = _checks.class_axis(axis, logits.ndim, name=logits_name)
     ignore_index = _checks.integer("ignore_index", ignore_index, optional=True)
@@ -141,33 +193,62 @@ def multiclass(
     )
     num_classes = logits.shape[axis]
     weights = _checks.class_vector("weights", weights, num_classes)
+    example_shape = _checks.without_axis(logits.shape, axis)
+    v = per_example_weights(example_weights, example_shape)
     mask, bad = example_mask(
         parsed.classes,
-        _checks.without_axis(logits.shape, axis),
+        example_shape,
         num_classes,
         ignore_index=ignore_index,
         where=where,
+        weights=v,
     )
-    return Multiclass(logits, axis, parsed, weights, mask, bad)
+    return Multiclass(logits, axis, parsed, weights, mask, bad, v)
+
+
+def weighted_count(mask: jax.Array, weights: jax.Array | None, dtype: Any) -> jax.Array:
+    """`m_i v_i`: each example's share of `S` when no class weight enters it (`v` = 1 if None)."""
+    if weights is None:
+        return mask.astype(dtype)
+    return jnp.where(mask, weights.astype(dtype), 0)
 
 
 def normaliser(args: Multiclass, dtype: Any) -> jax.Array:
     """Each example's share of the `"mean"` denominator `S`.
 
-    `m_i w_{y_i}` for integer labels (1 for `w`, when there are no class
-    weights), `m_i` for probability labels; plain JAX, so autodiff gives the
-    weights their share of the normaliser's gradient.
+    `m_i v_i w_{y_i}` for integer labels (1 for `w` when there are no class
+    weights, and for `v` when there are no example weights), `m_i v_i` for
+    probability labels; plain JAX, so autodiff gives both kinds of weights
+    their share of the normaliser's gradient.
     """
-    classes, weights = args.labels.classes, args.weights
+    classes, weights, v = args.labels.classes, args.weights, args.example_weights
     if classes is None or weights is None:
-        return args.mask.astype(dtype)
-    return jnp.where(args.mask, _numerics.class_value(weights.astype(dtype), classes), 0)
+        return weighted_count(args.mask, v, dtype)
+    share = _numerics.class_value(weights.astype(dtype), classes)
+    return jnp.where(args.mask, share if v is None else share * v.astype(dtype), 0)
+
+
+class Binary(NamedTuple):
+    """Validated arguments of an elementwise binary loss."""
+
+    x: jax.Array
+    labels: jax.Array
+    mask: jax.Array
+    bad: jax.Array
+    example_weights: jax.Array | None  # v, of the input's rank, broadcastable
 
 
 def binary(
-    x: ArrayLike, labels: ArrayLike, where: ArrayLike | None, *, name: str, options: tuple = ()
-) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """An elementwise binary loss's input, targets, mask, and which targets lie outside [0, 1].
+    x: ArrayLike,
+    labels: ArrayLike,
+    where: ArrayLike | None,
+    *,
+    name: str,
+    options: tuple = (),
+    example_weights: ArrayLike | None = None,
+) -> Binary:
+    """An elementwise binary loss's input, targets, mask, which targets lie outside [0, 1],
+    and the example weights (every element is an example).
 
     Targets have the input's shape; integer and boolean 0/1 labels become the
     compute dtype of `x` and the floating `options` (weights). A target outside
@@ -175,7 +256,8 @@ def binary(
     `checkify` it raises an error naming the label.
     """
     x = _checks.floating(name, x)
-    mask = _checks.example_mask(where, x.shape)
+    v = per_example_weights(example_weights, x.shape)
+    mask = counted(where, v, x.shape)
     labels = jnp.asarray(labels)
     if labels.dtype == jnp.bool_ or jnp.issubdtype(labels.dtype, jnp.integer):
         dtypes = (a.dtype for a in (x, *options) if a is not None)
@@ -185,4 +267,4 @@ def binary(
     _checks.same_shape("labels", labels, x.shape, f"same as {name}")
     bad = mask & ~((labels >= 0) & (labels <= 1))
     _report_first(bad, labels, "labels must be in [0, 1]")
-    return x, labels, mask, bad
+    return Binary(x, labels, mask, bad, v)

@@ -225,6 +225,7 @@ def linear_softmax_cross_entropy(
     denominator: ArrayLike | None = None,
     axis_name: str | tuple[str, ...] | None = None,
     return_stats: bool = False,
+    example_weights: ArrayLike | None = None,
 ) -> jax.Array | tuple[jax.Array, _stats.CrossEntropyStats]:
     r"""Softmax cross-entropy of a linear head, without materialising the logits.
 
@@ -235,11 +236,11 @@ def linear_softmax_cross_entropy(
     default) the `"mean"` loss is
 
     $$
-    L = \frac{1}{S}\sum_i m_i \Big[(1-\varepsilon)\, w_{y_i}
+    L = \frac{1}{S}\sum_i m_i v_i \Big[(1-\varepsilon)\, w_{y_i}
         \big(\operatorname{lse}(z_i) - z_{i y_i}\big)
         + \frac{\varepsilon}{K_i}\sum_{c} w_c \big(\operatorname{lse}(z_i) - z_{ic}\big)
         + \zeta \operatorname{lse}(z_i)^2\Big],
-    \qquad S = \sum_i m_i w_{y_i},
+    \qquad S = \sum_i m_i v_i w_{y_i},
     $$
 
     the smoothing sum running over the $K_i$ classes with a finite logit. The
@@ -247,7 +248,7 @@ def linear_softmax_cross_entropy(
     per-token numbers; the backward (a `jax.custom_vjp`) recomputes each
     chunk's logits and accumulates $\partial L/\partial h$,
     $\partial L/\partial W$ and $\partial L/\partial b$ from
-    $\partial L/\partial z = m_i (P_i - Y_i)/S$ (smoothing and z-loss
+    $\partial L/\partial z = m_i v_i (P_i - Y_i)/S$ (smoothing and z-loss
     included). Peak memory is $O(N \cdot \text{chunk} + N D)$ instead of
     $O(N V)$, for about 4/3 of the matmul work of the materialised head.
     Half-precision inputs are multiplied with float32 accumulation. Reverse
@@ -291,14 +292,19 @@ def linear_softmax_cross_entropy(
         `shard_map`, a kernel sharded over the vocabulary on an `Explicit`
         mesh takes this path automatically; on an `Auto` mesh the
         partitioner gathers the kernel (the logits never exist either way).
+      example_weights: $v$, floating, broadcastable to `hidden.shape[:-1]`:
+        multiplies each example's loss and its share of $S$ (and its rows of
+        $\partial L/\partial z$, so every gradient, the kernel's included, is
+        weighted); 0 is `where=False` (exactly 0 and a zero gradient). Should
+        be non-negative (not checked, not clipped). Their gradient is exact.
 
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
       inputs. With `return_stats`, the pair `(loss, stats)`.
 
     Raises:
-      TypeError: non-floating `hidden`, `kernel` or `bias`, non-integer
-        `labels`, a non-boolean `where`.
+      TypeError: non-floating `hidden`, `kernel`, `bias` or `example_weights`,
+        non-integer `labels`, a non-boolean `where`.
       ValueError: mismatched shapes, `chunk_size < 1`, an unknown `reduction`,
         a concrete `label_smoothing` outside [0, 1], negative `z_loss` or
         non-positive `logit_softcap`.
@@ -324,8 +330,14 @@ def linear_softmax_cross_entropy(
     example_shape = hidden.shape[:-1]
     # Inside shard_map the kernel holds this shard's classes; labels are global.
     label_range = local_classes * (1 if axis_name is None else lax.axis_size(axis_name))
+    v = _labels.per_example_weights(example_weights, example_shape)
     mask, bad = _labels.example_mask(
-        classes, example_shape, label_range, ignore_index=ignore_index, where=where
+        classes,
+        example_shape,
+        label_range,
+        ignore_index=ignore_index,
+        where=where,
+        weights=v,
     )
     n = int(np.prod(example_shape))
     plan, mesh = _linear_chunks.make_plan(
@@ -350,18 +362,19 @@ def linear_softmax_cross_entropy(
         logit_softcap,
     )
     flat_mask, flat_bad = mask.reshape(n), None if bad is None else bad.reshape(n)
+    flat_v = None if v is None else jnp.broadcast_to(v, example_shape).reshape(n)
     if mesh is None:
-        out = _linear_ce(plan, flat_mask, flat_bad, inputs)
+        out = _linear_ce(plan, flat_mask, flat_bad, inputs, flat_v)
     else:
         out = _linear_chunks.per_shard(
-            _linear_ce, plan, mesh, (flat_mask, flat_bad), inputs, _KINDS
+            _linear_ce, plan, mesh, (flat_mask, flat_bad), inputs, _KINDS, flat_v
         )
     losses, lse, predicted = out if return_stats else (out, None, None)
     losses = losses.reshape(example_shape)
-    norm = mask.astype(losses.dtype)
+    norm = _labels.weighted_count(mask, v, losses.dtype)
     if weights is not None:
         w_y = _target_weights(weights.astype(losses.dtype), flat, axis_name)
-        norm = jnp.where(mask, w_y.reshape(example_shape), 0)
+        norm = norm * w_y.reshape(example_shape)
     loss = reduce_loss(losses, norm, reduction, denominator)
     if lse is None or predicted is None:
         return loss

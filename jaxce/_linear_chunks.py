@@ -212,13 +212,21 @@ def make_plan(
 
 
 def per_shard(
-    rule: Any, plan: Plan, mesh: Any, per_example: tuple, inputs: Any, kinds: tuple[str, ...]
-) -> jax.Array:
-    """Runs `rule(plan, *per_example, inputs)` on each vocabulary shard of an Explicit mesh.
+    rule: Any,
+    plan: Plan,
+    mesh: Any,
+    per_example: tuple,
+    inputs: Any,
+    kinds: tuple[str, ...],
+    example_weights: jax.Array | None = None,
+) -> Any:
+    """Runs `rule(plan, *per_example, inputs, example_weights)` on each vocabulary shard
+    of an Explicit mesh.
 
-    `per_example` are arrays (or None) of the examples' shape; `kinds` names,
-    for each field of `inputs`, how it is split: `"rows"` (examples first),
-    `"kernel"`, `"classes"` (a per-class vector) or `"whole"` (replicated).
+    `per_example` (mask, bad) and `example_weights` are arrays (or None) of
+    the examples' shape; `kinds` names, for each field of `inputs`, how it is
+    split: `"rows"` (examples first), `"kernel"`, `"classes"` (a per-class
+    vector) or `"whole"` (replicated).
     """
     vocab = plan.axis_name
     rows = jax.typeof(inputs.hidden).sharding.spec[0]
@@ -229,12 +237,14 @@ def per_shard(
     specs = type(inputs)(
         *(None if x is None else spec_of[k] for x, k in zip(inputs, kinds, strict=True))
     )
+    per_example = (*per_example, inputs, example_weights)
     example_specs = tuple(None if x is None else P(rows) for x in per_example)
-    args = jax.tree.map(jax.reshard, (*per_example, inputs), (*example_specs, specs))
+    example_specs = (*example_specs[:-2], specs, example_specs[-1])
+    args = jax.tree.map(jax.reshard, per_example, example_specs)
     run = jax.shard_map(
         functools.partial(rule, plan),
         mesh=mesh,
-        in_specs=(*example_specs, specs),
+        in_specs=example_specs,
         out_specs=(P(rows),) * 3 if plan.stats else P(rows),
     )
     return run(*args)

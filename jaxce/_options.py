@@ -141,7 +141,8 @@ class LossOptions:
                     object.__setattr__(self, name, np.asarray(value).item())
 
     def __call__(self, logits: ArrayLike, labels: ArrayLike, **kwargs: Any) -> jax.Array:
-        """Calls the loss with the stored options; `kwargs` (`where`, ...) apply to this call."""
+        """Calls the loss with the stored options; `kwargs` (`where`, `example_weights`, ...)
+        apply to this call."""
         logits = _checks.floating("logits", logits)
         dtype = _checks.compute_dtype(logits.dtype)
         options = self._options()

@@ -130,6 +130,7 @@ def vocab_parallel_softmax_cross_entropy(
     z_loss: ArrayLike = 0.0,
     logit_softcap: ArrayLike | None = None,
     return_stats: bool = False,
+    example_weights: ArrayLike | None = None,
 ) -> jax.Array | tuple[jax.Array, _stats.CrossEntropyStats]:
     r"""Softmax cross-entropy with the vocabulary sharded over a mesh axis, inside `shard_map`.
 
@@ -139,17 +140,21 @@ def vocab_parallel_softmax_cross_entropy(
     [`softmax_cross_entropy`][jaxce.softmax_cross_entropy] of the full logits:
 
     $$
-    L = \frac{1}{S}\sum_i m_i \Big[(1-\varepsilon)\big(\operatorname{lse}(x_i) - x_{i y_i}\big)
+    L = \frac{1}{S}\sum_i m_i v_i \Big[(1-\varepsilon)\big(\operatorname{lse}(x_i) - x_{i y_i}\big)
         + \frac{\varepsilon}{K_i}\sum_{c} \big(\operatorname{lse}(x_i) - x_{ic}\big)
         + \zeta \operatorname{lse}(x_i)^2\Big],
-    \qquad \operatorname{lse}(x_i) = M_i + \log \sum_p e^{\operatorname{lse}_p(x_i) - M_i},
+    \qquad S = \sum_i m_i v_i,
+    $$
+
+    $$
+    \operatorname{lse}(x_i) = M_i + \log \sum_p e^{\operatorname{lse}_p(x_i) - M_i},
     $$
 
     with $M_i = \max_p \operatorname{lse}_p(x_i)$ from one `pmax`, and the
     shard sums (of $e^{\operatorname{lse}_p - M}$, the target logit and the
     smoothing sums) from one `psum` of a `[4, N]` array. The backward
     recomputes $P$ from the local logits and the saved global logsumexp:
-    $m_i (P_i - Y_i)/S$ on each shard, with no collective. Reductions run over
+    $m_i v_i (P_i - Y_i)/S$ on each shard, with no collective. Reductions run over
     the examples this call sees; with examples also sharded over devices,
     pass the global `denominator` (or use `"sum"`) and `psum` the result.
 
@@ -171,6 +176,11 @@ def vocab_parallel_softmax_cross_entropy(
         (the global logsumexp, differentiable; the global argmax class; whether
         it is the label), the same on every shard. The shards' maxima ride in
         the forward's `pmax`; the argmax costs one more `pmin` of $N$ indices.
+      example_weights: $v$, floating, broadcastable to `labels.shape` (the
+        same on every shard of `axis_name`): multiplies each example's loss and
+        its share of $S$; 0 is `where=False` (exactly 0 and a zero gradient).
+        Should be non-negative (not checked, not clipped). Their gradient is
+        exact and, like the loss, needs no collective beyond the forward's.
 
     Returns:
       The same value on every shard of `axis_name`: a scalar, or per-example
@@ -178,7 +188,7 @@ def vocab_parallel_softmax_cross_entropy(
       `return_stats`, the pair `(loss, stats)`.
 
     Raises:
-      TypeError: non-floating `logits`, non-integer `labels`.
+      TypeError: non-floating `logits` or `example_weights`, non-integer `labels`.
       ValueError: mismatched shapes, an unknown `reduction`, `label_smoothing`
         outside [0, 1], negative `z_loss`.
 
@@ -204,13 +214,20 @@ def vocab_parallel_softmax_cross_entropy(
     parsed = _labels.parse(logits, labels, axis, allow_probs=False)
     assert parsed.classes is not None
     num_classes = logits.shape[-1] * lax.axis_size(axis_name)
+    v = _labels.per_example_weights(example_weights, logits.shape[:-1])
     mask, bad = _labels.example_mask(
-        parsed.classes, logits.shape[:-1], num_classes, ignore_index=ignore_index, where=where
+        parsed.classes,
+        logits.shape[:-1],
+        num_classes,
+        ignore_index=ignore_index,
+        where=where,
+        weights=v,
     )
     inputs = _Inputs(logits, parsed.classes, label_smoothing, z_loss, logit_softcap)
-    out = _parallel_ce(_Config(axis_name, axis, return_stats), mask, bad, inputs)
+    out = _parallel_ce(_Config(axis_name, axis, return_stats), mask, bad, inputs, v)
     losses, lse, predicted = out if return_stats else (out, None, None)
-    loss = reduce_loss(losses, mask.astype(losses.dtype), reduction, denominator)
+    norm = _labels.weighted_count(mask, v, losses.dtype)
+    loss = reduce_loss(losses, norm, reduction, denominator)
     if lse is None or predicted is None:
         return loss
     return loss, _stats.finish(lse, predicted, parsed.classes, mask)

@@ -252,10 +252,10 @@ def per_example(
         weights = _numerics.along_axis(weights, args.logits.ndim, args.axis)
     if args.labels.classes is not None:
         inputs = _ClassInputs(args.logits, args.labels.classes, weights, smoothing, z_loss, softcap)
-        return _class_ce(cfg, args.mask, args.bad, inputs)
+        return _class_ce(cfg, args.mask, args.bad, inputs, args.example_weights)
     assert args.labels.probs is not None
     probs = _ProbInputs(args.logits, args.labels.probs, weights, smoothing, z_loss, softcap)
-    return _prob_ce(cfg, args.mask, None, probs)
+    return _prob_ce(cfg, args.mask, None, probs, args.example_weights)
 
 
 _CE_STATIC = ("axis", "ignore_index", "reduction")
@@ -285,31 +285,34 @@ def softmax_cross_entropy(
     z_loss: ArrayLike = 0.0,
     logit_softcap: ArrayLike | None = None,
     return_stats: bool = False,
-) -> Any:
+    example_weights: ArrayLike | None = None,
+) -> jax.Array | tuple[jax.Array, _stats.CrossEntropyStats]:
     r"""Softmax cross-entropy between logits and class labels or probabilities.
 
     With integer labels $y_i$, mask $m_i$ (0 where ignored or `where` is
-    False) and class weights $w$, the `"mean"` loss is PyTorch's
+    False), example weights $v_i$ and class weights $w$, the `"mean"` loss is
+    PyTorch's, each example's term multiplied by $v_i$:
 
     $$
-    L = \frac{1}{S}\sum_i m_i \Big[(1-\varepsilon)\, w_{y_i}\big(\ell_i - x_{i y_i}\big)
+    L = \frac{1}{S}\sum_i m_i v_i \Big[(1-\varepsilon)\, w_{y_i}\big(\ell_i - x_{i y_i}\big)
         + \frac{\varepsilon}{K_i}\sum_{c} w_c \big(\ell_i - x_{ic}\big)
         + \zeta\, \ell_i^2\Big],
-    \qquad S = \sum_i m_i w_{y_i},
+    \qquad S = \sum_i m_i v_i w_{y_i},
     $$
 
     where $\ell_i = \log\sum_c e^{x_{ic}}$ and the smoothing sum runs over the
     $K_i$ classes whose logit is finite (a `-inf` logit marks a masked class
     and gets no smoothing mass). With floating labels $p$ (same shape as the
-    logits) the loss of example $i$ is $\sum_c w_c \tilde p_{ic}(\ell_i - x_{ic})$ with
-    $\tilde p = (1-\varepsilon)p + \varepsilon/K_i$, and $S = \sum_i m_i$.
+    logits) the loss of example $i$ is $v_i\sum_c w_c \tilde p_{ic}(\ell_i - x_{ic})$ with
+    $\tilde p = (1-\varepsilon)p + \varepsilon/K_i$, and $S = \sum_i m_i v_i$.
     If no example counts (also an empty batch), the mean is 0 with zero gradient.
 
     The gradient is analytic (a `jax.custom_vjp`): for integer labels without
-    smoothing it is $m_i w_{y_i}(P_i - Y_i)/S$ with $P = \operatorname{softmax}(x)$.
-    It is exact for the logits, probability labels and `weights`, and
-    differentiable again (`jax.hessian`, `grad(grad)`); forward mode (`jvp`)
-    is not supported by `jax.custom_vjp`.
+    smoothing it is $m_i v_i w_{y_i}(P_i - Y_i)/S$ with $P = \operatorname{softmax}(x)$.
+    It is exact for the logits, probability labels, `weights` and
+    `example_weights` (with their share of $S$), and differentiable again
+    (`jax.hessian`, `grad(grad)`); forward mode (`jvp`) is not supported by
+    `jax.custom_vjp`.
 
     Args:
       logits: floating array with the classes on `axis`, e.g. `(N, K)` or
@@ -339,6 +342,13 @@ def softmax_cross_entropy(
         arrays: the logsumexp (differentiable), the argmax class and whether
         it is the label (for probability labels: the label's most probable
         class). One more pass over the logits, for the argmax.
+      example_weights: $v$, floating, broadcastable to the examples' shape
+        (the logits' shape without `axis`): multiplies each example's loss
+        (z-loss included) and its share of $S$. A weight of 0 is
+        `where=False`: the example contributes exactly 0 and a zero gradient,
+        whatever its logits or label hold. Weights should be finite and
+        non-negative; they are not checked (they may be traced) nor clipped:
+        a negative weight is used as given, and a mean whose $S$ is 0 is 0.
 
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
@@ -347,8 +357,9 @@ def softmax_cross_entropy(
 
     Raises:
       TypeError: integer logits, labels that are neither integer nor floating,
-        a non-boolean `where`.
-      ValueError: mismatched shapes, `weights` not of length K, an unknown
+        a non-boolean `where`, non-floating `example_weights`.
+      ValueError: mismatched shapes, `weights` not of length K,
+        `example_weights` not broadcastable to the examples' shape, an unknown
         `reduction`, `label_smoothing` outside [0, 1], negative `z_loss`,
         `ignore_index` with probability labels.
 
@@ -362,9 +373,18 @@ def softmax_cross_entropy(
       >>> with jnp.printoptions(precision=4):
       ...     print(jaxce.softmax_cross_entropy(logits, labels, reduction="none"))
       [0.417  0.0149]
+      >>> v = jnp.array([3.0, 1.0])  # the first example counts three times
+      >>> print(f"{jaxce.softmax_cross_entropy(logits, labels, example_weights=v):.4f}")
+      0.3165
     """
     args = _labels.multiclass(
-        logits, labels, axis=axis, ignore_index=ignore_index, where=where, weights=weights
+        logits,
+        labels,
+        axis=axis,
+        ignore_index=ignore_index,
+        where=where,
+        weights=weights,
+        example_weights=example_weights,
     )
     out = per_example(args, label_smoothing, z_loss, logit_softcap, return_stats)
     losses, lse = out if return_stats else (out, None)
@@ -391,16 +411,17 @@ def nll_loss(
     where: ArrayLike | None = None,
     reduction: str = "mean",
     denominator: ArrayLike | None = None,
+    example_weights: ArrayLike | None = None,
 ) -> jax.Array:
     r"""Negative log-likelihood of integer labels under given log-probabilities.
 
     $$
-    L = \frac{\sum_i m_i w_{y_i} (-\log q_{i y_i})}{\sum_i m_i w_{y_i}}
+    L = \frac{\sum_i m_i v_i w_{y_i} (-\log q_{i y_i})}{\sum_i m_i v_i w_{y_i}}
     $$
 
-    The loss is linear in `log_probs`, so its gradient, $-m_i w_{y_i} Y_i / S$,
+    The loss is linear in `log_probs`, so its gradient, $-m_i v_i w_{y_i} Y_i / S$,
     is what autodiff of the pick produces; no custom rule is needed. Masking,
-    weights, invalid labels and reductions are those of
+    class and example weights, invalid labels and reductions are those of
     [`softmax_cross_entropy`][jaxce.softmax_cross_entropy].
 
     Args:
@@ -412,12 +433,15 @@ def nll_loss(
       where: boolean mask broadcastable to the examples' shape.
       reduction: `"mean"`, `"sum"` or `"none"`.
       denominator: replaces $S$ in `"mean"`.
+      example_weights: $v$, floating, broadcastable to the examples' shape:
+        multiplies each example's loss and its share of $S$; 0 is
+        `where=False`. Should be non-negative (not checked, not clipped).
 
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half precision.
 
     Raises:
-      TypeError: non-floating `log_probs` or non-integer `labels`.
+      TypeError: non-floating `log_probs` or `example_weights`, non-integer `labels`.
       ValueError: mismatched shapes or an unknown `reduction`.
 
     Examples:
@@ -434,17 +458,20 @@ def nll_loss(
         ignore_index=ignore_index,
         where=where,
         weights=weights,
+        example_weights=example_weights,
         allow_probs=False,
         logits_name="log_probs",
     )
     classes = args.labels.classes
     assert classes is not None
-    dtypes = [args.logits.dtype] + ([] if args.weights is None else [args.weights.dtype])
+    options = (args.weights, args.example_weights)
+    dtypes = [args.logits.dtype] + [a.dtype for a in options if a is not None]
     dtype = _checks.compute_dtype(*dtypes)
     # Autodiff of the pick is the loss's whole gradient.
     picked = jnp.squeeze(_numerics.target_logit(args.logits, classes, args.axis, dtype), args.axis)
     norm = _labels.normaliser(args, dtype)
-    w_y = 1 if args.weights is None else norm
+    # The normaliser's share m_i v_i w_{y_i} is also the factor of the example's loss.
+    w_y = 1 if args.weights is None and args.example_weights is None else norm
     loss = _numerics.nan_where(args.bad, jnp.where(args.mask, -w_y * picked, 0))
     return reduce_loss(loss, norm, reduction, denominator)
 
@@ -616,8 +643,11 @@ def softmax(
 class CrossEntropyLoss(LossOptions):
     r"""Options of [`softmax_cross_entropy`][jaxce.softmax_cross_entropy], held in a callable.
 
-    Calling it computes $\frac{1}{S}\sum_i m_i w_{y_i}\big(\log\sum_c e^{x_{ic}} - x_{iy_i}\big)$
+    Calling it computes
+    $\frac{1}{S}\sum_i m_i v_i w_{y_i}\big(\log\sum_c e^{x_{ic}} - x_{iy_i}\big)$
     (with the smoothing and z-loss terms of the function) with the stored options.
+    Arrays that change with every batch are arguments of the call, not options:
+    `criterion(logits, labels, where=mask, example_weights=v)`.
 
     Frozen and hashable (weights are stored as a tuple), so an instance can be a
     static argument of `jax.jit`. Options are validated on construction.

@@ -14,10 +14,24 @@ def softmax(x, axis=-1):
     return np.exp(log_softmax(x, axis))
 
 
-def masked_reduce(losses, where, reduction):
-    """Every entry of `losses` is an example; `where` False drops it from the mean."""
+def example_weights_of(example_weights, shape):
+    """The example weights v as float64 of the examples' shape (1 where not given)."""
+    if example_weights is None:
+        return np.ones(shape)
+    return np.broadcast_to(np.asarray(example_weights, np.float64), shape)
+
+
+def masked_reduce(losses, where, reduction, example_weights=None):
+    """Every entry of `losses` is an example; `where` False or a weight v of 0 drops it.
+
+    A weight multiplies the example's loss and its count in the mean's denominator.
+    """
     mask = np.ones(losses.shape, bool) if where is None else np.broadcast_to(where, losses.shape)
-    return reduce(np.where(mask, losses, 0.0), mask, reduction)
+    v = example_weights_of(example_weights, losses.shape)
+    mask = mask & (v != 0)
+    with np.errstate(invalid="ignore"):
+        weighted = np.where(mask, v * np.where(mask, losses, 0.0), 0.0)
+    return reduce(weighted, np.where(mask, v, 0.0), reduction)
 
 
 def reduce(losses, norm, reduction):
@@ -41,8 +55,13 @@ def softmax_cross_entropy(
     where=None,
     reduction="mean",
     z_loss=0.0,
+    example_weights=None,
 ):
-    """Loops over examples in float64 with the class axis moved last."""
+    """Loops over examples in float64 with the class axis moved last.
+
+    An example weight v multiplies the example's loss and its share of the
+    normaliser; v = 0 skips the example like `where` False.
+    """
     x = np.moveaxis(np.asarray(logits, np.float64), axis, -1)
     k = x.shape[-1]
     w = np.ones(k) if weights is None else np.asarray(weights, np.float64)
@@ -52,10 +71,13 @@ def softmax_cross_entropy(
         labels = np.moveaxis(labels.astype(np.float64), axis, -1)
     example_shape = x.shape[:-1]
     mask = np.ones(example_shape, bool) if where is None else np.broadcast_to(where, example_shape)
+    v = example_weights_of(example_weights, example_shape)
     losses = np.zeros(example_shape)
     norm = np.zeros(example_shape)
     eps = label_smoothing
     for idx in np.ndindex(*example_shape):
+        if v[idx] == 0:
+            continue
         row = x[idx]
         finite = row > -np.inf
         lse = np.log(np.sum(np.exp(row[finite] - row[finite].max()))) + row[finite].max()
@@ -77,22 +99,73 @@ def softmax_cross_entropy(
                 n = w[y]
         if not mask[idx]:
             continue
-        losses[idx] = loss + z_loss * lse**2
-        norm[idx] = n
+        losses[idx] = v[idx] * (loss + z_loss * lse**2)
+        norm[idx] = v[idx] * n
     return reduce(losses, norm, reduction)
 
 
-def softmax_cross_entropy_grad(logits, labels, *, weights=None, where=None):
-    """Closed form `m_i w_{y_i} (P_i - Y_i) / S` for integer labels, class axis last."""
+def nll_loss(
+    log_probs,
+    labels,
+    *,
+    weights=None,
+    ignore_index=None,
+    where=None,
+    reduction="mean",
+    example_weights=None,
+):
+    """-v_i w_{y_i} log q_{i y_i} over the counted examples, class axis last."""
+    lp = np.asarray(log_probs, np.float64)
+    labels = np.asarray(labels)
+    w = np.ones(lp.shape[-1]) if weights is None else np.asarray(weights, np.float64)
+    mask = np.ones(labels.shape, bool) if where is None else np.broadcast_to(where, labels.shape)
+    v = example_weights_of(example_weights, labels.shape)
+    losses = np.zeros(labels.shape)
+    norm = np.zeros(labels.shape)
+    for idx in np.ndindex(*labels.shape):
+        y = int(labels[idx])
+        if not mask[idx] or v[idx] == 0 or (ignore_index is not None and y == ignore_index):
+            continue
+        losses[idx] = -v[idx] * w[y] * lp[idx][y]
+        norm[idx] = v[idx] * w[y]
+    return reduce(losses, norm, reduction)
+
+
+def softmax_cross_entropy_grad(logits, labels, *, weights=None, where=None, example_weights=None):
+    """Closed form `m_i v_i w_{y_i} (P_i - Y_i) / S` for integer labels, class axis last."""
     x = np.asarray(logits, np.float64)
     labels = np.asarray(labels)
     k = x.shape[-1]
     w = np.ones(k) if weights is None else np.asarray(weights, np.float64)
     mask = np.ones(labels.shape, bool) if where is None else np.broadcast_to(where, labels.shape)
     onehot = np.eye(k)[labels]
-    wy = w[labels] * mask
+    wy = w[labels] * mask * example_weights_of(example_weights, labels.shape)
     s = wy.sum()
     return np.zeros_like(x) if s == 0 else wy[..., None] * (softmax(x) - onehot) / s
+
+
+def softmax_cross_entropy_example_weights_grad(
+    logits, labels, example_weights, *, weights=None, where=None
+):
+    """Closed form d mean / d v_i = m_i w_{y_i} (l_i - L) / S, class axis last.
+
+    `l_i` is the unweighted NLL, `L` the weighted mean and `S = sum_i m_i v_i w_{y_i}`;
+    0 where `where` is False or v_i = 0 (such an example does not count).
+    """
+    x = np.asarray(logits, np.float64)
+    labels = np.asarray(labels)
+    k = x.shape[-1]
+    w = np.ones(k) if weights is None else np.asarray(weights, np.float64)
+    v = example_weights_of(example_weights, labels.shape)
+    mask = np.ones(labels.shape, bool) if where is None else np.broadcast_to(where, labels.shape)
+    mask = mask & (v != 0)
+    nll = -np.take_along_axis(log_softmax(x), labels[..., None], -1)[..., 0]
+    share = np.where(mask, w[labels], 0.0)
+    s = np.sum(share * v)
+    if s == 0:
+        return np.zeros(labels.shape)
+    mean = np.sum(share * v * nll) / s
+    return share * (nll - mean) / s
 
 
 # Calibration.
@@ -208,14 +281,23 @@ def _kl_rows(log_q, p, log_p):
     return out
 
 
-def kl_divergence(logits, targets, *, axis=-1, log_targets=False, where=None, reduction="mean"):
+def kl_divergence(
+    logits,
+    targets,
+    *,
+    axis=-1,
+    log_targets=False,
+    where=None,
+    reduction="mean",
+    example_weights=None,
+):
     """KL(targets || softmax(logits)) per example; "mean" divides by the kept examples."""
     x = np.moveaxis(np.asarray(logits, np.float64), axis, -1)
     t = np.moveaxis(np.asarray(targets, np.float64), axis, -1)
     p = np.exp(t) if log_targets else t
     with np.errstate(divide="ignore", invalid="ignore"):
         log_p = t if log_targets else np.log(p)
-    return masked_reduce(_kl_rows(log_softmax(x), p, log_p), where, reduction)
+    return masked_reduce(_kl_rows(log_softmax(x), p, log_p), where, reduction, example_weights)
 
 
 def kl_divergence_grads(logits, targets, *, log_targets=False):
@@ -232,12 +314,13 @@ def kl_divergence_grads(logits, targets, *, log_targets=False):
     return dx, dt
 
 
-def entropy(logits, *, axis=-1, where=None, reduction="none"):
+def entropy(logits, *, axis=-1, where=None, reduction="none", example_weights=None):
     """-sum_c q_c log q_c of q = softmax(logits), per example."""
     x = np.moveaxis(np.asarray(logits, np.float64), axis, -1)
     log_q = log_softmax(x)
     q = np.exp(log_q)
-    return masked_reduce(_kl_rows(np.zeros_like(q), q, -log_q) * 1.0, where, reduction)
+    entropies = _kl_rows(np.zeros_like(q), q, -log_q) * 1.0
+    return masked_reduce(entropies, where, reduction, example_weights)
 
 
 def entropy_grad(logits):
@@ -249,13 +332,22 @@ def entropy_grad(logits):
     return np.where(q != 0, -q * (np.where(q != 0, log_q, 0.0) + h), 0.0)
 
 
-def distillation_loss(student, teacher, *, temperature=1.0, axis=-1, where=None, reduction="mean"):
+def distillation_loss(
+    student,
+    teacher,
+    *,
+    temperature=1.0,
+    axis=-1,
+    where=None,
+    reduction="mean",
+    example_weights=None,
+):
     """T^2 KL(softmax(t / T) || softmax(s / T)) per example."""
     s = np.moveaxis(np.asarray(student, np.float64), axis, -1) / temperature
     t = np.moveaxis(np.asarray(teacher, np.float64), axis, -1) / temperature
     log_p = log_softmax(t)
     losses = temperature**2 * _kl_rows(log_softmax(s), np.exp(log_p), log_p)
-    return masked_reduce(losses, where, reduction)
+    return masked_reduce(losses, where, reduction, example_weights)
 
 
 def distillation_grads(student, teacher, *, temperature=1.0):
@@ -290,12 +382,20 @@ def _jsd_rows(log_q, q, log_p, p, beta):
 
 
 def jensen_shannon_divergence(
-    student, teacher, *, beta=0.5, temperature=1.0, axis=-1, where=None, reduction="mean"
+    student,
+    teacher,
+    *,
+    beta=0.5,
+    temperature=1.0,
+    axis=-1,
+    where=None,
+    reduction="mean",
+    example_weights=None,
 ):
     """T^2 times the generalised JSD of GKD per example: forward KL at beta 0, reverse at 1."""
     log_q, q, log_p, p = _student_teacher(student, teacher, temperature, axis)
     losses = temperature**2 * _jsd_rows(log_q, q, log_p, p, beta)
-    return masked_reduce(losses, where, reduction)
+    return masked_reduce(losses, where, reduction, example_weights)
 
 
 def jensen_shannon_grads(student, teacher, *, beta=0.5, temperature=1.0):
@@ -322,11 +422,19 @@ def jensen_shannon_grads(student, teacher, *, beta=0.5, temperature=1.0):
 
 
 def reverse_kl_divergence(
-    student, teacher, *, temperature=1.0, axis=-1, where=None, reduction="mean"
+    student,
+    teacher,
+    *,
+    temperature=1.0,
+    axis=-1,
+    where=None,
+    reduction="mean",
+    example_weights=None,
 ):
     """T^2 KL(softmax(s / T) || softmax(t / T)) per example."""
     log_q, q, log_p, _ = _student_teacher(student, teacher, temperature, axis)
-    return masked_reduce(temperature**2 * _kl_rows(log_p, q, log_q), where, reduction)
+    losses = temperature**2 * _kl_rows(log_p, q, log_q)
+    return masked_reduce(losses, where, reduction, example_weights)
 
 
 def reverse_kl_grads(student, teacher, *, temperature=1.0):
@@ -357,6 +465,7 @@ def sigmoid_binary_cross_entropy(
     label_smoothing=0.0,
     where=None,
     reduction="mean",
+    example_weights=None,
 ):
     """PyTorch's form (1 - y) x + (1 + (p - 1) y) log(1 + e^-x), in float64."""
     x = np.asarray(logits, np.float64)
@@ -364,7 +473,7 @@ def sigmoid_binary_cross_entropy(
     p = 1.0 if pos_weight is None else np.asarray(pos_weight, np.float64)
     w = 1.0 if weights is None else np.asarray(weights, np.float64)
     losses = w * ((1 - y) * x + (1 + (p - 1) * y) * np.logaddexp(0.0, -x))
-    return masked_reduce(np.broadcast_to(losses, x.shape), where, reduction)
+    return masked_reduce(np.broadcast_to(losses, x.shape), where, reduction, example_weights)
 
 
 def sigmoid_binary_cross_entropy_grads(logits, labels, *, weights=None, pos_weight=None):
@@ -381,7 +490,9 @@ def sigmoid_binary_cross_entropy_grads(logits, labels, *, weights=None, pos_weig
     return dx, dy, dw, dp
 
 
-def binary_cross_entropy(probs, labels, *, weights=None, where=None, reduction="mean"):
+def binary_cross_entropy(
+    probs, labels, *, weights=None, where=None, reduction="mean", example_weights=None
+):
     p = np.asarray(probs, np.float64)
     y = np.asarray(labels, np.float64)
     w = 1.0 if weights is None else np.asarray(weights, np.float64)
@@ -389,10 +500,12 @@ def binary_cross_entropy(probs, labels, *, weights=None, where=None, reduction="
         log_p = np.maximum(np.log(p), -100.0)
         log_q = np.maximum(np.log(1 - p), -100.0)
     losses = -w * (y * log_p + (1 - y) * log_q)
-    return masked_reduce(np.broadcast_to(losses, p.shape), where, reduction)
+    return masked_reduce(np.broadcast_to(losses, p.shape), where, reduction, example_weights)
 
 
-def sigmoid_focal_loss(logits, labels, *, alpha=0.25, gamma=2.0, where=None, reduction="mean"):
+def sigmoid_focal_loss(
+    logits, labels, *, alpha=0.25, gamma=2.0, where=None, reduction="mean", example_weights=None
+):
     """torchvision's formula, term by term, in float64."""
     x = np.asarray(logits, np.float64)
     y = np.asarray(labels, np.float64)
@@ -402,28 +515,37 @@ def sigmoid_focal_loss(logits, labels, *, alpha=0.25, gamma=2.0, where=None, red
     losses = ce * (1 - p_t) ** gamma
     if alpha is not None:
         losses = (alpha * y + (1 - alpha) * (1 - y)) * losses
-    return masked_reduce(losses, where, reduction)
+    return masked_reduce(losses, where, reduction, example_weights)
 
 
 def softmax_focal_loss(
-    logits, labels, *, gamma=2.0, weights=None, ignore_index=None, where=None, reduction="mean"
+    logits,
+    labels,
+    *,
+    gamma=2.0,
+    weights=None,
+    ignore_index=None,
+    where=None,
+    reduction="mean",
+    example_weights=None,
 ):
-    """Class axis last; -w_y (1 - q_y)^gamma log q_y over the counted examples."""
+    """Class axis last; -v w_y (1 - q_y)^gamma log q_y over the counted examples."""
     x = np.asarray(logits, np.float64)
     labels = np.asarray(labels)
     k = x.shape[-1]
     w = np.ones(k) if weights is None else np.asarray(weights, np.float64)
     mask = np.ones(labels.shape, bool) if where is None else np.broadcast_to(where, labels.shape)
+    v = example_weights_of(example_weights, labels.shape)
     losses = np.zeros(labels.shape)
     norm = np.zeros(labels.shape)
-    log_q = log_softmax(x)
     for idx in np.ndindex(*labels.shape):
         y = int(labels[idx])
-        if not mask[idx] or (ignore_index is not None and y == ignore_index):
+        if not mask[idx] or v[idx] == 0 or (ignore_index is not None and y == ignore_index):
             continue
-        q_y = np.exp(log_q[idx][y])
-        losses[idx] = -w[y] * (1 - q_y) ** gamma * log_q[idx][y]
-        norm[idx] = w[y]
+        log_q = log_softmax(x[idx])
+        q_y = np.exp(log_q[y])
+        losses[idx] = -v[idx] * w[y] * (1 - q_y) ** gamma * log_q[y]
+        norm[idx] = v[idx] * w[y]
     return reduce(losses, norm, reduction)
 
 
@@ -437,8 +559,9 @@ def poly1_cross_entropy(
     label_smoothing=0.0,
     where=None,
     reduction="mean",
+    example_weights=None,
 ):
-    """Class axis last: CE_i + epsilon sum_c w_c y~_c (1 - q_c), normalised like CE."""
+    """Class axis last: v_i [CE_i + epsilon sum_c w_c y~_c (1 - q_c)], normalised like CE."""
     x = np.asarray(logits, np.float64)
     k = x.shape[-1]
     labels = np.asarray(labels)
@@ -446,6 +569,7 @@ def poly1_cross_entropy(
     probs = np.issubdtype(labels.dtype, np.floating)
     example_shape = x.shape[:-1]
     mask = np.ones(example_shape, bool) if where is None else np.broadcast_to(where, example_shape)
+    v = example_weights_of(example_weights, example_shape)
     ce = softmax_cross_entropy(
         x,
         labels,
@@ -454,11 +578,13 @@ def poly1_cross_entropy(
         label_smoothing=label_smoothing,
         where=where,
         reduction="none",
+        example_weights=example_weights,
     )
-    q = softmax(x)
     losses = np.array(ce, dtype=np.float64)
     norm = np.zeros(example_shape)
     for idx in np.ndindex(*example_shape):
+        if v[idx] == 0:
+            continue
         if probs:
             target = labels[idx].astype(np.float64)
             n = 1.0
@@ -474,8 +600,8 @@ def poly1_cross_entropy(
         target = (1 - label_smoothing) * target + np.where(
             finite, label_smoothing / finite.sum(), 0
         )
-        losses[idx] += epsilon * np.sum(w * target * (1 - q[idx]))
-        norm[idx] = n
+        losses[idx] += v[idx] * epsilon * np.sum(w * target * (1 - softmax(x[idx])))
+        norm[idx] = v[idx] * n
     return reduce(losses, norm, reduction)
 
 

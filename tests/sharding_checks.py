@@ -137,6 +137,80 @@ CALLS = {
     ),
 }
 
+# Every loss again with example weights, sharded like the examples (some of them 0, which
+# is where=False): the weights' gradient is compared too.
+EXAMPLE_WEIGHTS = jnp.where(jnp.arange(N) % 4 == 1, 0.0, 0.5 + jnp.arange(N) / N)
+ROW_WEIGHTS = EXAMPLE_WEIGHTS[:, None]  # one per row of elementwise (N, V) losses
+ELEMENT_WEIGHTS = ROW_WEIGHTS * BINARY + 0.5
+CALLS.update(
+    {
+        "softmax_cross_entropy/example_weights": (
+            (("nv", LOGITS), ("n", LABELS), ("n", EXAMPLE_WEIGHTS)),
+            lambda x, y, v: jaxce.softmax_cross_entropy(
+                x, y, weights=WEIGHTS, label_smoothing=0.1, z_loss=1e-3, example_weights=v
+            ),
+        ),
+        "softmax_cross_entropy/probs/example_weights": (
+            (("nv", LOGITS), ("nv", PROBS), ("n", EXAMPLE_WEIGHTS)),
+            lambda x, p, v: jaxce.softmax_cross_entropy(
+                x, p, label_smoothing=0.1, example_weights=v
+            ),
+        ),
+        "nll_loss/example_weights": (
+            (("nv", jax.nn.log_softmax(LOGITS)), ("n", LABELS), ("n", EXAMPLE_WEIGHTS)),
+            lambda x, y, v: jaxce.nll_loss(x, y, weights=WEIGHTS, example_weights=v),
+        ),
+        "linear_softmax_cross_entropy/example_weights": (
+            (("n", HIDDEN), ("dv", KERNEL), ("n", LABELS), ("n", EXAMPLE_WEIGHTS)),
+            lambda h, k, y, v: jaxce.linear_softmax_cross_entropy(
+                h, k, y, chunk_size=6, label_smoothing=0.1, where=WHERE, example_weights=v
+            ),
+        ),
+        "sigmoid_binary_cross_entropy/example_weights": (
+            (("nv", LOGITS), ("nv", BINARY), ("nv", ELEMENT_WEIGHTS)),
+            lambda x, y, v: jaxce.sigmoid_binary_cross_entropy(x, y, example_weights=v),
+        ),
+        "binary_cross_entropy/example_weights": (
+            (("nv", jax.nn.sigmoid(LOGITS)), ("nv", BINARY), ("n", ROW_WEIGHTS)),
+            lambda p, y, v: jaxce.binary_cross_entropy(p, y, example_weights=v),
+        ),
+        "sigmoid_focal_loss/example_weights": (
+            (("nv", LOGITS), ("nv", BINARY), ("n", ROW_WEIGHTS)),
+            lambda x, y, v: jaxce.sigmoid_focal_loss(x, y, example_weights=v),
+        ),
+        "softmax_focal_loss/example_weights": (
+            (("nv", LOGITS), ("n", LABELS), ("n", EXAMPLE_WEIGHTS)),
+            lambda x, y, v: jaxce.softmax_focal_loss(x, y, weights=WEIGHTS, example_weights=v),
+        ),
+        "poly1_cross_entropy/example_weights": (
+            (("nv", LOGITS), ("n", LABELS), ("n", EXAMPLE_WEIGHTS)),
+            lambda x, y, v: jaxce.poly1_cross_entropy(x, y, example_weights=v),
+        ),
+        "kl_divergence/example_weights": (
+            (("nv", LOGITS), ("nv", PROBS), ("n", EXAMPLE_WEIGHTS)),
+            lambda x, t, v: jaxce.kl_divergence(x, t, example_weights=v),
+        ),
+        "entropy/example_weights": (
+            (("nv", LOGITS), ("n", EXAMPLE_WEIGHTS)),
+            lambda x, v: jaxce.entropy(x, reduction="mean", example_weights=v),
+        ),
+        "distillation_loss/example_weights": (
+            (("nv", LOGITS), ("nv", 2 * PROBS), ("n", EXAMPLE_WEIGHTS)),
+            lambda s, t, v: jaxce.distillation_loss(s, t, temperature=2.0, example_weights=v),
+        ),
+        "jensen_shannon_divergence/example_weights": (
+            (("nv", LOGITS), ("nv", 2 * PROBS), ("n", EXAMPLE_WEIGHTS)),
+            lambda s, t, v: jaxce.jensen_shannon_divergence(
+                s, t, beta=0.3, temperature=2.0, example_weights=v
+            ),
+        ),
+        "reverse_kl_divergence/example_weights": (
+            (("nv", LOGITS), ("nv", 2 * PROBS), ("n", EXAMPLE_WEIGHTS)),
+            lambda s, t, v: jaxce.reverse_kl_divergence(s, t, temperature=2.0, example_weights=v),
+        ),
+    }
+)
+
 SPECS = {"nv": P("data", "vocab"), "n": P("data"), "dv": P(None, "vocab"), "vd": P("vocab", None)}
 
 
@@ -177,32 +251,36 @@ def check_mesh(name: str, axis_type: AxisType) -> None:
         raise AssertionError("a gather on an Explicit mesh whose class axis is split")
 
 
-def check_shard_map() -> None:
+def check_shard_map(*weights: jax.Array) -> None:
+    """The vocabulary-parallel loss; with `weights`, example weights and their gradient too."""
     mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Explicit,) * 2)
     opts = dict(
         label_smoothing=0.1, z_loss=1e-3, ignore_index=3, reduction="sum", logit_softcap=3.0
     )
 
-    def local(x, y, w):
-        loss = jaxce.vocab_parallel_softmax_cross_entropy(x, y, axis_name="vocab", where=w, **opts)
+    def local(x, y, w, *v):
+        loss = jaxce.vocab_parallel_softmax_cross_entropy(
+            x, y, axis_name="vocab", where=w, example_weights=v[0] if v else None, **opts
+        )
         return jax.lax.psum(loss, "data")
 
-    def sharded(x):
-        run = jax.shard_map(
-            local, mesh=mesh, in_specs=(P("data", "vocab"), P("data"), P("data")), out_specs=P()
-        )
-        args = (x, LABELS, WHERE)
-        specs = (P("data", "vocab"), P("data"), P("data"))
+    def sharded(x, *v):
+        args = (x, LABELS, WHERE, *v)
+        specs = (P("data", "vocab"), P("data"), P("data")) + (P("data"),) * len(v)
+        run = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P())
         return run(*(jax.reshard(a, s) for a, s in zip(args, specs, strict=True)))
 
-    def full(x):
-        return jaxce.softmax_cross_entropy(x, LABELS, where=WHERE, **opts)
+    def full(x, *v):
+        return jaxce.softmax_cross_entropy(
+            x, LABELS, where=WHERE, example_weights=v[0] if v else None, **opts
+        )
 
+    argnums = tuple(range(1 + len(weights)))
     with jax.set_mesh(mesh):
-        f = jax.jit(jax.value_and_grad(sharded))
-        got = f(LOGITS)
-        hlo = f.lower(LOGITS).compile().as_text()
-    _compare(jax.value_and_grad(full)(LOGITS), got)
+        f = jax.jit(jax.value_and_grad(sharded, argnums=argnums))
+        got = f(LOGITS, *weights)
+        hlo = f.lower(LOGITS, *weights).compile().as_text()
+    _compare(jax.value_and_grad(full, argnums=argnums)(LOGITS, *weights), got)
     if _largest_all_gather(hlo):
         raise AssertionError("all-gather in the vocabulary-parallel loss")
     reduces = re.findall(r"= (\S+) all-reduce(?:-start)?\(", hlo)
@@ -266,24 +344,31 @@ def check_shard_map_softcap_gradient() -> None:
     _compare(jax.value_and_grad(full, argnums=(0, 1))(LOGITS, cap), got)
 
 
-def check_linear_shard_map() -> None:
+def check_linear_shard_map(*weights: jax.Array) -> None:
+    """The fused head inside shard_map; with `weights`, example weights and their gradient too."""
     mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Auto,) * 2)
     opts = dict(chunk_size=5, label_smoothing=0.1, reduction="sum")
 
-    def local(h, k, y):
-        loss = jaxce.linear_softmax_cross_entropy(h, k, y, axis_name="vocab", **opts)
+    def local(h, k, y, *v):
+        loss = jaxce.linear_softmax_cross_entropy(
+            h, k, y, axis_name="vocab", example_weights=v[0] if v else None, **opts
+        )
         return jax.lax.psum(loss, "data")
 
-    def sharded(h, k):
-        specs = (P("data"), P(None, "vocab"), P("data"))
-        return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P())(h, k, LABELS)
+    def sharded(h, k, *v):
+        specs = (P("data"), P(None, "vocab"), P("data")) + (P("data"),) * len(v)
+        return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P())(h, k, LABELS, *v)
 
-    def full(h, k):
-        return jaxce.linear_softmax_cross_entropy(h, k, LABELS, **opts)
+    def full(h, k, *v):
+        return jaxce.linear_softmax_cross_entropy(
+            h, k, LABELS, example_weights=v[0] if v else None, **opts
+        )
 
-    f = jax.jit(jax.value_and_grad(sharded, argnums=(0, 1)))
-    _compare(jax.value_and_grad(full, argnums=(0, 1))(HIDDEN, KERNEL), f(HIDDEN, KERNEL))
-    if _largest_all_gather(f.lower(HIDDEN, KERNEL).compile().as_text()):
+    argnums = tuple(range(2 + len(weights)))
+    f = jax.jit(jax.value_and_grad(sharded, argnums=argnums))
+    args = (HIDDEN, KERNEL, *weights)
+    _compare(jax.value_and_grad(full, argnums=argnums)(*args), f(*args))
+    if _largest_all_gather(f.lower(*args).compile().as_text()):
         raise AssertionError("all-gather in the vocabulary-parallel linear head")
 
 
@@ -302,30 +387,29 @@ def main() -> None:
             results[key] = "ok"
         except Exception:
             results[key] = traceback.format_exc(limit=3)[-2000:]
-    try:
-        check_shard_map()
-        results["vocab_parallel_softmax_cross_entropy/shard_map"] = "ok"
-    except Exception:
-        results["vocab_parallel_softmax_cross_entropy/shard_map"] = traceback.format_exc()[-2000:]
-    try:
-        check_shard_map_stats()
-        results["vocab_parallel_softmax_cross_entropy/shard_map_stats"] = "ok"
-    except Exception:
-        results["vocab_parallel_softmax_cross_entropy/shard_map_stats"] = traceback.format_exc()[
-            -2000:
-        ]
-    try:
-        check_shard_map_softcap_gradient()
-        results["vocab_parallel_softmax_cross_entropy/shard_map_softcap"] = "ok"
-    except Exception:
-        results["vocab_parallel_softmax_cross_entropy/shard_map_softcap"] = traceback.format_exc()[
-            -2000:
-        ]
-    try:
-        check_linear_shard_map()
-        results["linear_softmax_cross_entropy/shard_map"] = "ok"
-    except Exception:
-        results["linear_softmax_cross_entropy/shard_map"] = traceback.format_exc()[-2000:]
+    for name, check in (
+        ("vocab_parallel_softmax_cross_entropy", check_shard_map),
+        ("linear_softmax_cross_entropy", check_linear_shard_map),
+    ):
+        for suffix, weights in (("", ()), ("/example_weights", (EXAMPLE_WEIGHTS,))):
+            key = f"{name}/shard_map{suffix}"
+            try:
+                check(*weights)
+                results[key] = "ok"
+            except Exception:
+                results[key] = traceback.format_exc()[-2000:]
+    for key, check in (
+        ("vocab_parallel_softmax_cross_entropy/shard_map_stats", check_shard_map_stats),
+        (
+            "vocab_parallel_softmax_cross_entropy/shard_map_softcap",
+            check_shard_map_softcap_gradient,
+        ),
+    ):
+        try:
+            check()
+            results[key] = "ok"
+        except Exception:
+            results[key] = traceback.format_exc()[-2000:]
     print(json.dumps(results))
 
 

@@ -45,6 +45,15 @@ def test_loss_shards_over_vocabulary(name, results):
     assert not failed, failed
 
 
+@pytest.mark.parametrize("name", LOSSES)
+def test_loss_with_example_weights_shards_over_vocabulary(name, results):
+    # Weights sharded like the examples; their gradient is compared too.
+    cases = {k: v for k, v in _cases(name, results).items() if "/example_weights" in k}
+    assert cases, f"{name} has no example_weights entry in tests/sharding_checks.py"
+    failed = {k: v for k, v in cases.items() if v != "ok"}
+    assert not failed, failed
+
+
 @pytest.mark.parametrize("mesh", ["Auto", "Explicit"])
 def test_both_mesh_types_checked(mesh, results):
     names = {k.split("/")[0] for k in results if k.endswith("/" + mesh)}
