@@ -275,7 +275,9 @@ def linear_softmax_cross_entropy(
         The three float options may be traced (a schedule compiles once) and
         get exact gradients.
       where: boolean mask broadcastable to `hidden.shape[:-1]`; False excludes
-        an example like `ignore_index`.
+        an example like `ignore_index`. An excluded example's hidden state
+        must still be finite: the kernel's gradient sums $h_i \cdot 0$ for it
+        in each chunk's matmul, which is NaN where $h_i$ is not finite.
       reduction: `"mean"`, `"sum"` or `"none"` (per example, shape
         `hidden.shape[:-1]`, 0 where excluded).
       denominator: replaces $S$ in `"mean"`.

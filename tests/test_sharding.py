@@ -15,6 +15,7 @@ NOT_LOSSES = {
     "BCEWithLogitsLoss",
     "CalibrationCurve",
     "CrossEntropyLoss",
+    "CrossEntropyStats",
     "FocalLoss",
     "calibration_curve",
     "expected_calibration_error",
