@@ -73,6 +73,18 @@ def assert_no_gather(compiled_text):
     assert "gather." not in compiled_text.replace("all-gather", ""), "the program has a gather"
 
 
+def central_difference(f, x, step=1e-6):
+    """d f / d x of a float64 NumPy function of one array, by central differences."""
+    x = np.array(x, np.float64)
+    grad = np.zeros_like(x)
+    for i in np.ndindex(*x.shape):
+        up, down = x.copy(), x.copy()
+        up[i] += step
+        down[i] -= step
+        grad[i] = (f(up) - f(down)) / (2 * step)
+    return grad
+
+
 def materialised_shapes(compiled_text):
     """Result shapes of the instructions that own a buffer: those outside fusion bodies."""
     fused = set(re.findall(r"fusion\(.*?calls=(%[\w.-]+)", compiled_text))

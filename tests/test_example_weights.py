@@ -19,7 +19,7 @@ from jax.test_util import check_grads
 
 import jaxce
 from tests import reference as ref
-from tests.helpers import assert_cached
+from tests.helpers import assert_cached, central_difference
 
 IGNORE = -100
 
@@ -339,17 +339,6 @@ def test_every_loss_takes_example_weights():
     assert not missing, f"losses without example-weight tests: {sorted(missing)}"
 
 
-def _numeric_grad(f, x, eps=1e-6):
-    """Central differences of a float64 NumPy function of one array."""
-    x = np.array(x, np.float64)
-    grad = np.zeros_like(x)
-    for i in range(x.size):
-        step = np.zeros_like(x)
-        step.flat[i] = eps
-        grad.flat[i] = (f(x + step) - f(x - step)) / (2 * eps)
-    return grad
-
-
 def _weights(rng, shape, low=0.2):
     return rng.uniform(low, 3.0, shape)
 
@@ -390,11 +379,15 @@ def test_matches_oracle_value_and_gradients(x64, name, reduction):
         def of_input(x_i, i=i):
             return scalar(xs=tuple(x_i if j == i else a for j, a in enumerate(case.inputs)))
 
-        np.testing.assert_allclose(d_inputs[i], _numeric_grad(of_input, x), rtol=1e-6, atol=1e-8)
-    np.testing.assert_allclose(d_v, _numeric_grad(lambda v: scalar(v=v), v), rtol=1e-6, atol=1e-8)
+        np.testing.assert_allclose(
+            d_inputs[i], central_difference(of_input, x), rtol=1e-6, atol=1e-8
+        )
+    np.testing.assert_allclose(
+        d_v, central_difference(lambda v: scalar(v=v), v), rtol=1e-6, atol=1e-8
+    )
     if w is not None:
         np.testing.assert_allclose(
-            d_w, _numeric_grad(lambda w: scalar(w=w), w), rtol=1e-6, atol=1e-8
+            d_w, central_difference(lambda w: scalar(w=w), w), rtol=1e-6, atol=1e-8
         )
 
 

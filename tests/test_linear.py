@@ -13,7 +13,7 @@ from jax.test_util import check_grads
 import jaxce
 
 from . import reference
-from .helpers import materialised_shapes
+from .helpers import central_difference, materialised_shapes
 
 N, D, V = 11, 6, 37  # V is not a multiple of the chunk sizes below
 
@@ -254,18 +254,6 @@ def test_property_any_chunking_matches(chunk, eps, seed):
 # Class weights and the [V, D] kernel layout, against the float64 oracle.
 
 
-def _central_difference(f, x, step=1e-6):
-    """d f / d x of a float64 NumPy function, one entry at a time."""
-    x = np.array(x, np.float64)
-    grad = np.zeros_like(x)
-    for i in np.ndindex(*x.shape):
-        up, down = x.copy(), x.copy()
-        up[i] += step
-        down[i] -= step
-        grad[i] = (f(up) - f(down)) / (2 * step)
-    return grad
-
-
 WEIGHTED = [
     {},
     {"label_smoothing": 0.1},
@@ -294,7 +282,7 @@ def test_class_weights_and_layout_match_float64_oracle(options, layout, x64):
     value, grads = jax.value_and_grad(fused, argnums=(0, 1, 2, 3))(hidden, stored, bias, weights)
     np.testing.assert_allclose(value, oracle(*args), rtol=1e-10)
     for i, got in enumerate(grads):
-        want = _central_difference(lambda a, i=i: oracle(*args[:i], a, *args[i + 1 :]), args[i])
+        want = central_difference(lambda a, i=i: oracle(*args[:i], a, *args[i + 1 :]), args[i])
         if i == 1 and layout == "VD":
             want = want.T
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-8)

@@ -16,7 +16,7 @@ from jax.test_util import check_grads
 
 import jaxce
 from tests import reference as ref
-from tests.helpers import assert_cached, class_data, probabilities
+from tests.helpers import assert_cached, central_difference, class_data, probabilities
 
 # Golden values printed in the tutorials.
 
@@ -550,17 +550,6 @@ def test_target_logit_is_gathered_on_one_device(loss):
 # Logit soft-capping: the loss sees c tanh(x / c).
 
 
-def _central_difference(f, x, step=1e-6):
-    x = np.array(x, np.float64)
-    grad = np.zeros_like(x)
-    for i in np.ndindex(*x.shape):
-        up, down = x.copy(), x.copy()
-        up[i] += step
-        down[i] -= step
-        grad[i] = (f(up) - f(down)) / (2 * step)
-    return grad
-
-
 @pytest.mark.parametrize(
     "options",
     [
@@ -588,9 +577,9 @@ def test_logit_softcap_matches_float64_oracle(options, x64):
     value, (dx, dc) = jax.value_and_grad(loss, argnums=(0, 1))(x64_logits, cap)
     np.testing.assert_allclose(value, oracle(x64_logits, cap), rtol=1e-12)
     np.testing.assert_allclose(
-        dx, _central_difference(lambda x: oracle(x, cap), x64_logits), rtol=1e-6, atol=1e-8
+        dx, central_difference(lambda x: oracle(x, cap), x64_logits), rtol=1e-6, atol=1e-8
     )
-    want_dc = _central_difference(lambda c: oracle(x64_logits, c[()]), np.array(cap))
+    want_dc = central_difference(lambda c: oracle(x64_logits, c[()]), np.array(cap))
     np.testing.assert_allclose(dc, want_dc, rtol=1e-6)
 
 
