@@ -311,16 +311,21 @@ def make_plan(
     chunk_size: int | None,
     layout: str,
     axis_name: Any,
+    class_inputs: tuple[tuple[jax.Array | None, int], ...] = (),
 ) -> tuple[Plan, Any]:
     """Chunk, dtypes and vocabulary axes; the mesh when an Explicit mesh shards the vocabulary.
 
-    `others` are the floating per-class inputs (bias, weights) that join the
-    compute dtype.
+    `others` are the floating inputs besides hidden and kernel (bias, weights)
+    that join the compute dtype. The vocabulary's mesh axes are the kernel's
+    class axis's, or else those of the first of `class_inputs` (arrays, each
+    with its class dimension) whose class axis is sharded.
     """
     class_dim = 1 if layout == "DV" else 0
     mesh, vocab_axes = (None, None)
     if axis_name is None:
-        mesh, vocab_axes = _sharding.explicit_axes(kernel, class_dim)
+        for array, dim in ((kernel, class_dim), *class_inputs):
+            if array is not None and vocab_axes is None:
+                mesh, vocab_axes = _sharding.explicit_axes(array, dim)
     local_classes = kernel.shape[class_dim]
     if mesh is not None and vocab_axes is not None:
         local_classes //= int(np.prod([mesh.shape[a] for a in vocab_axes]))
