@@ -1,6 +1,10 @@
 """linear_distillation_loss: equal to the materialised head and the unfused divergences."""
 
+import contextlib
 import functools
+import io
+import pathlib
+import re
 from typing import NamedTuple
 
 import hypothesis
@@ -571,3 +575,15 @@ def test_memory_vs_materialised(divergence, options):
 
     fused_bytes, materialised_bytes = temp(fused), temp(materialised)
     assert fused_bytes <= 0.05 * materialised_bytes, (fused_bytes, materialised_bytes)
+
+
+def test_guide_example_prints_what_it_shows():
+    guide = pathlib.Path(__file__).resolve().parents[1] / "docs/guide/large-vocabularies.md"
+    text = guide.read_text()
+    section = text[text.index("## Distillation at vocabulary scale") :]
+    example = re.search(r"```python\n(.*?)```", section, flags=re.S).group(1)
+    shown = example[example.rindex("print(") :].splitlines()[1:]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(example, str(guide), "exec"), {})
+    assert out.getvalue().splitlines() == [line.removeprefix("# ") for line in shown]
