@@ -434,9 +434,12 @@ def test_bfloat16_inputs(teacher):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-2 * np.abs(want).max())
 
 
-def test_check_grads_second_order(x64):
+@pytest.mark.parametrize(
+    ("divergence", "teacher"), [("kl", "hidden"), ("reverse_kl", "logits"), ("jsd", "logits")]
+)
+def test_check_grads_second_order(divergence, teacher, x64):
     data = _data(n=3, d=2, v=5, dtype=jnp.float64)
-    t = data.teacher_logits
+    t, extra = data.teacher(teacher)
 
     def f(h, k, b):
         return jaxce.linear_distillation_loss(
@@ -444,12 +447,13 @@ def test_check_grads_second_order(x64):
             k,
             t,
             bias=b,
-            divergence="jsd",
+            divergence=divergence,
             beta=0.3,
             temperature=2.0,
             alpha=0.2,
             labels=data.labels,
             chunk_size=2,
+            **extra,
         )
 
     check_grads(f, (data.hidden, data.kernel, data.bias), order=2, modes=["rev"])
