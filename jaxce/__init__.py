@@ -23,6 +23,7 @@ from ._focal import poly1_cross_entropy as poly1_cross_entropy
 from ._focal import sigmoid_focal_loss as sigmoid_focal_loss
 from ._focal import softmax_focal_loss as softmax_focal_loss
 from ._linear import linear_softmax_cross_entropy as linear_softmax_cross_entropy
+from ._linear_distill import linear_distillation_loss as linear_distillation_loss
 from ._parallel import vocab_parallel_softmax_cross_entropy as vocab_parallel_softmax_cross_entropy
 from ._softmax import CrossEntropyLoss as CrossEntropyLoss
 from ._softmax import log_softmax as log_softmax
@@ -52,6 +53,7 @@ __all__ = [
     "fit_vector_scaling",
     "jensen_shannon_divergence",
     "kl_divergence",
+    "linear_distillation_loss",
     "linear_softmax_cross_entropy",
     "log_softmax",
     "nll_loss",

@@ -70,14 +70,7 @@ def _log_targets(cfg: _Config, inp: _KLInputs, dtype: Any):
         p = jnp.exp(t)
         return p, where_mass(p, t)
     u = _scaled(t, inp.temperature)
-    return _normalised(u, *_numerics.log_normaliser(u, cfg.axis))
-
-
-def _normalised(x: jax.Array, shift: jax.Array, log_sum: jax.Array):
-    """`(q, log q)` of `q = softmax(x)` from its log-normaliser; `log q` is 0 where `q == 0`."""
-    log_q = x - shift - log_sum
-    q = jnp.exp(log_q)
-    return q, where_mass(q, log_q)
+    return _numerics.normalised(u, *_numerics.log_normaliser(u, cfg.axis))
 
 
 def _soft_kl_fwd(cfg: _Config, inp: _KLInputs) -> tuple[jax.Array, _KLResiduals]:
@@ -144,25 +137,13 @@ class _JSResiduals(NamedTuple):
     kl_pm: jax.Array  # KL(p || m)
 
 
-def _mixture_log_ratios(q, log_q, p, log_p, beta):
-    """`log(q / m)` and `log(p / m)` for `m = beta p + (1 - beta) q`, each 0 where its mass is 0.
-
-    `m` is formed from the probabilities, not in log space: it is 0 only where
-    both are (a term with no mass), and a class whose probabilities underflow
-    contributes below float32's resolution of the sum either way.
-    """
-    m = beta * p + (1 - beta) * q
-    log_m = jnp.log(jnp.where(m == 0, 1, m))
-    return where_mass(q, log_q - log_m), where_mass(p, log_p - log_m)
-
-
 def _js_fwd(cfg: _Config, inp: _JSInputs) -> tuple[jax.Array, _JSResiduals]:
     dtype = _checks.compute_dtype(inp.logits.dtype, inp.teacher.dtype)
     x = _scaled(inp.logits.astype(dtype), inp.temperature)
     u = _scaled(inp.teacher.astype(dtype), inp.temperature)
     q_norm, p_norm = _numerics.log_normaliser(x, cfg.axis), _numerics.log_normaliser(u, cfg.axis)
-    (q, log_q), (p, log_p) = _normalised(x, *q_norm), _normalised(u, *p_norm)
-    log_qm, log_pm = _mixture_log_ratios(q, log_q, p, log_p, inp.beta)
+    (q, log_q), (p, log_p) = _numerics.normalised(x, *q_norm), _numerics.normalised(u, *p_norm)
+    log_qm, log_pm = _numerics.mixture_log_ratios(q, log_q, p, log_p, inp.beta)
     kl_qm = jnp.sum(q * log_qm, cfg.axis, keepdims=True)
     kl_pm = jnp.sum(p * log_pm, cfg.axis, keepdims=True)
     js = inp.beta * kl_pm + (1 - inp.beta) * kl_qm
@@ -175,9 +156,9 @@ def _js_bwd(cfg: _Config, inp: _JSInputs, res: _JSResiduals, g: jax.Array) -> tu
     dtype = res.q_log_sum.dtype
     x = _scaled(inp.logits.astype(dtype), temperature)
     u = _scaled(inp.teacher.astype(dtype), temperature)
-    q, log_q = _normalised(x, res.q_shift, res.q_log_sum)
-    p, log_p = _normalised(u, res.p_shift, res.p_log_sum)
-    log_qm, log_pm = _mixture_log_ratios(q, log_q, p, log_p, beta)
+    q, log_q = _numerics.normalised(x, res.q_shift, res.q_log_sum)
+    p, log_p = _numerics.normalised(u, res.p_shift, res.p_log_sum)
+    log_qm, log_pm = _numerics.mixture_log_ratios(q, log_q, p, log_p, beta)
     # J = beta sum p log p + (1 - beta) sum q log q - sum m log m: the log m terms cancel in
     # dJ/dq_c = (1 - beta) log(q_c / m_c), so through the softmax
     # dJ/dx_c = (1 - beta) q_c (log(q_c / m_c) - KL(q || m)); likewise for the teacher.

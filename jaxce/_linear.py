@@ -22,7 +22,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from . import _checks, _labels, _linear_chunks, _numerics, _sharding, _stats
-from ._linear_chunks import Plan, as_bits, from_bits, is_target
+from ._linear_chunks import Grads, Plan, as_bits, from_bits, is_target
 from ._options import entry_point
 from ._reduce import reduce_loss
 from ._rule import Summed, per_example_rule
@@ -63,11 +63,10 @@ def _linear_ce_fwd(plan: Plan, inp: _Inputs) -> tuple[Any, _Residuals]:
         z, fresh = block.z, block.fresh
         z_new = jnp.where(fresh, z, -jnp.inf)
         lse = jnp.logaddexp(lse, jax.nn.logsumexp(z_new, axis=1))
-        hit = is_target(inp.classes, block) & fresh
-        target = target + jnp.sum(jnp.where(hit, z, 0), axis=1)
+        target = target + _linear_chunks.at_target(inp.classes, block, z)
         w_c = block.classes(w)
         if w_c is not None:
-            w_y = w_y + jnp.sum(jnp.where(hit, w_c, 0), axis=1)
+            w_y = w_y + _linear_chunks.at_target(inp.classes, block, w_c)
         if eps is not None:
             finite = z_new > -jnp.inf
             z_sum = z_sum + jnp.sum(jnp.where(finite, z if w_c is None else w_c * z, 0), axis=1)
@@ -123,7 +122,7 @@ def _linear_ce_bwd(plan: Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
     nll = res.lse - res.target
 
     def body(step, carry):
-        dh, dk, db, dw, d_cap = carry
+        grads, dw, d_cap = carry
         block = _linear_chunks.chunk(plan, h, inp.kernel, inp.bias, cap, step)
         z, w_c = block.z, block.classes(w)
         onehot = is_target(inp.classes, block)
@@ -143,22 +142,18 @@ def _linear_ce_bwd(plan: Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
         if cap is not None:
             dz, d_cap_c = _numerics.through_softcap(dz, block.raw, z, cap)
             d_cap = d_cap + jnp.sum(jnp.where(block.fresh, d_cap_c, 0), axis=1)
-        if inp.bias is not None and db is not None:
-            db = _linear_chunks.per_class_update(db, jnp.sum(dz, axis=0), block, inp.bias.dtype)
-        dh, dk = _linear_chunks.backprop(plan, h, dz, block, dh, dk, inp.kernel.dtype)
-        return dh, dk, db, dw, d_cap
+        grads = _linear_chunks.backprop(plan, h, dz, block, grads, inp.kernel, inp.bias)
+        return grads, dw, d_cap
 
     init = (
-        jnp.zeros(inp.hidden.shape, dtype),
-        jnp.zeros_like(as_bits(inp.kernel)),
-        None if inp.bias is None else jnp.zeros_like(as_bits(inp.bias)),
+        Grads.zeros(plan, inp.hidden, inp.kernel, inp.bias),
         None if w is None else jnp.zeros_like(as_bits(w)),
         jnp.zeros(inp.hidden.shape[:1], dtype),
     )
     steps = _linear_chunks.num_steps(plan, inp.kernel)
     carry = _linear_chunks.varying(init, *inp, g, res.lse)
-    dh, dk, db, dw, d_cap = lax.fori_loop(0, steps, body, carry)
-    db = None if db is None or inp.bias is None else from_bits(db, inp.bias.dtype)
+    grads, dw, d_cap = lax.fori_loop(0, steps, body, carry)
+    dh, dk, db = grads.result(inp.kernel, inp.bias)
     dw = None if dw is None or w is None else from_bits(dw, w.dtype)
     d_eps = None
     if eps is not None:
@@ -168,8 +163,7 @@ def _linear_ce_bwd(plan: Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
         d_eps = g * (smooth - w_y * nll)
     d_zeta = None if inp.z_loss is None else g * res.lse**2
     d_cap = None if cap is None else d_cap[:, None]
-    dk = Summed(from_bits(dk, inp.kernel.dtype))
-    return dh, dk, Summed(db), Summed(dw), None, d_eps, d_zeta, d_cap
+    return dh, Summed(dk), Summed(db), Summed(dw), None, d_eps, d_zeta, d_cap
 
 
 _linear_ce = per_example_rule(_linear_ce_fwd, _linear_ce_bwd)
@@ -181,10 +175,6 @@ def _target_weights(weights, classes, axis_name):
         return _numerics.class_value(weights, classes)
     offset = lax.axis_index(axis_name) * weights.shape[0]
     return lax.psum(_numerics.class_value(weights, classes - offset), axis_name)
-
-
-def _kernel_layout(name: str, value: Any) -> str:
-    return _checks.one_of(name, value, _linear_chunks.LAYOUTS)
 
 
 @entry_point(
@@ -203,7 +193,7 @@ def _kernel_layout(name: str, value: Any) -> str:
     },
     checks={
         "chunk_size": _linear_chunks.check_chunk_size,
-        "kernel_layout": _kernel_layout,
+        "kernel_layout": _linear_chunks.check_layout,
         "return_stats": _checks.flag,
     },
 )

@@ -10,7 +10,12 @@ is: no transposed copy.
 A ragged last chunk (V not a multiple of the chunk) is not padded: it starts at
 `V - chunk`, overlapping the previous one, and its already-counted columns are
 masked (`Chunk.fresh`). The kernel chunk is sliced and converted to the dot's
-dtype inside the loop, so no converted copy of the whole kernel is ever made.
+dtype inside the loop, so no converted copy of the whole kernel is ever made;
+logits given whole (a teacher's) are read the same way, a chunk at a time
+(`columns`). The running statistics of a softmax and of sums weighted by it
+(`Softmax`) fold in one chunk at a time and combine over vocabulary shards with
+one `pmax` and one `psum` (`combine`); `Grads` accumulates d hidden, d kernel
+and d bias.
 """
 
 from __future__ import annotations
@@ -101,6 +106,11 @@ class Chunk(NamedTuple):
         return lax.dynamic_slice_in_dim(vector, self.start, self.cols.shape[1])[None, :]
 
 
+def _start(plan: Plan, total: int, step: jax.Array) -> jax.Array:
+    """The first column of chunk `step`; the last chunk ends at the last class."""
+    return jnp.minimum(step * plan.chunk, total - plan.chunk)
+
+
 def chunk(
     plan: Plan,
     h: jax.Array,
@@ -111,7 +121,7 @@ def chunk(
 ) -> Chunk:
     """The logits of chunk `step`: `cap(h W + b)` for its columns; `h` in the dot's dtype."""
     c, total = plan.chunk, num_classes(plan, kernel)
-    start = jnp.minimum(step * c, total - c)
+    start = _start(plan, total, step)
     # The kernel and bias are read through a barrier tied to the step, so whatever
     # a backend does to slice them (XLA's CPU backend widens a half-precision
     # operand of a dynamic slice) stays in the loop, chunk-sized, rather than being
@@ -131,9 +141,105 @@ def chunk(
     return Chunk(raw, z, k, start, cols[None, :], (local >= step * c)[None, :])
 
 
+def columns(plan: Plan, logits: jax.Array, step: jax.Array) -> jax.Array:
+    """Chunk `step`'s columns of given logits `[N, V]`, `[N, chunk]` in the compute dtype.
+
+    Read through a barrier tied to the step, like the kernel in `chunk`, so a
+    half-precision array is widened a chunk at a time inside the loop.
+    """
+    logits = lax.optimization_barrier((logits, step))[0]
+    start = _start(plan, logits.shape[1], step)
+    return lax.dynamic_slice_in_dim(logits, start, plan.chunk, axis=1).astype(plan.compute_dtype)
+
+
 def is_target(classes: jax.Array, block: Chunk) -> jax.Array:
     """`[N, chunk]`: whether each column is its row's label."""
     return block.cols == classes[:, None].astype(block.cols.dtype)
+
+
+def at_target(classes: jax.Array, block: Chunk, values: jax.Array) -> jax.Array:
+    """`[N]`: `values` at each row's label if this chunk counts it first, else 0."""
+    hit = is_target(classes, block) & block.fresh
+    return jnp.sum(jnp.where(hit, values, 0), axis=1)
+
+
+class Softmax(NamedTuple):
+    """A softmax over the columns streamed so far, one `[N]` array per statistic.
+
+    `top` is the running max of its logits (-inf until a finite one),
+    `total = sum_c exp(z_c - top)`, and `sums` hold `sum_c exp(z_c - top) v_c`
+    for each value `v` it averages. A chunk with a larger max rescales them all
+    by `exp(top_old - top_new)`: one `exp` per logit, and the max kept apart
+    from the log-sum, so that two softmaxes' normalisers are compared without
+    cancellation (`test_linear_distill.py::test_large_offsets_lose_no_precision`).
+    """
+
+    top: jax.Array
+    total: jax.Array
+    sums: tuple[jax.Array, ...] = ()
+
+    @classmethod
+    def empty(cls, n: int, dtype: Any, num_sums: int = 0) -> Softmax:
+        zeros = jnp.zeros((n,), dtype)
+        return cls(jnp.full((n,), -jnp.inf, dtype), zeros, (zeros,) * num_sums)
+
+    def normaliser(self) -> tuple[jax.Array, jax.Array]:
+        """The shift (the max; 0 if not finite) and `log sum_c exp(z_c - shift)`, each `[N, 1]`."""
+        return _finite(self.top)[:, None], jnp.log(self.total)[:, None]
+
+    def mean(self, i: int) -> jax.Array:
+        """`sum_c softmax(z)_c v_c` of the `i`-th value, `[N, 1]`."""
+        return (self.sums[i] / self.total)[:, None]
+
+
+def _finite(top: jax.Array) -> jax.Array:
+    return jnp.where(jnp.isfinite(top), top, 0)
+
+
+def _rescale(top: jax.Array, new_top: jax.Array) -> jax.Array:
+    """`exp(top - new_top)`, the worth of a sum shifted by `top`; 0 while `top` is -inf."""
+    return jnp.where(top == -jnp.inf, 0, jnp.exp(top - _finite(new_top)))
+
+
+def fold(state: Softmax, z: jax.Array, block: Chunk, values: tuple[jax.Array, ...] = ()) -> Softmax:
+    """Adds a chunk's fresh logits `z [N, chunk]` (and its `values`, `[N, chunk]` each).
+
+    A value counts nothing where its weight `exp(z_c - top)` is 0 (`0 log 0 = 0`),
+    whatever it holds there (inf, NaN).
+    """
+    z = jnp.where(block.fresh, z, -jnp.inf)
+    top = lax.stop_gradient(jnp.maximum(state.top, jnp.max(z, axis=1)))
+    scale = _rescale(state.top, top)
+    e = jnp.exp(z - _finite(top)[:, None])
+    sums = tuple(
+        _numerics.times(scale, s) + jnp.sum(_numerics.times(e, v), axis=1)
+        for s, v in zip(state.sums, values, strict=True)
+    )
+    return Softmax(top, state.total * scale + jnp.sum(e, axis=1), sums)
+
+
+def combine(
+    states: tuple[Softmax | None, ...], sums: tuple[jax.Array | None, ...], axis_name: Any
+) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """Softmax statistics and plain sums over every vocabulary shard: one `pmax`, one `psum`.
+
+    Each comes back in its place, a None as None.
+    """
+    present = [state for state in states if state is not None]
+    tops = lax.stop_gradient(lax.pmax(jnp.stack([state.top for state in present]), axis_name))
+    parts: list[jax.Array] = []
+    for state, top in zip(present, tops, strict=True):
+        scale = _rescale(state.top, top)
+        parts += [state.total * scale, *(_numerics.times(scale, x) for x in state.sums)]
+    parts += [x for x in sums if x is not None]
+    total, top_of = iter(lax.psum(jnp.stack(parts), axis_name)), iter(tops)
+    combined = tuple(
+        None
+        if state is None
+        else Softmax(next(top_of), next(total), tuple(next(total) for _ in state.sums))
+        for state in states
+    )
+    return combined, tuple(None if x is None else next(total) for x in sums)
 
 
 def per_class_update(acc: jax.Array, values: jax.Array, block: Chunk, dtype: Any) -> jax.Array:
@@ -144,32 +250,57 @@ def per_class_update(acc: jax.Array, values: jax.Array, block: Chunk, dtype: Any
     return lax.dynamic_update_slice_in_dim(acc, as_bits(values.astype(dtype)), block.start, 0)
 
 
+class Grads(NamedTuple):
+    """d hidden (compute dtype), d kernel and d bias (`as_bits`), summed over the chunks so far."""
+
+    hidden: jax.Array
+    kernel: jax.Array
+    bias: jax.Array | None
+
+    @classmethod
+    def zeros(
+        cls, plan: Plan, hidden: jax.Array, kernel: jax.Array, bias: jax.Array | None
+    ) -> Grads:
+        db = None if bias is None else jnp.zeros_like(as_bits(bias))
+        return cls(jnp.zeros(hidden.shape, plan.compute_dtype), jnp.zeros_like(as_bits(kernel)), db)
+
+    def result(
+        self, kernel: jax.Array, bias: jax.Array | None
+    ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+        """d hidden, d kernel and d bias, each in its input's form."""
+        db = None if self.bias is None or bias is None else from_bits(self.bias, bias.dtype)
+        return self.hidden, from_bits(self.kernel, kernel.dtype), db
+
+
 def backprop(
     plan: Plan,
     h: jax.Array,
     dz: jax.Array,
     block: Chunk,
-    dh: jax.Array,
-    dk: jax.Array,
-    kernel_dtype: Any,
-) -> tuple[jax.Array, jax.Array]:
-    """Adds the chunk's logit cotangent `dz [N, chunk]` to d hidden and d kernel (`as_bits`)."""
+    grads: Grads,
+    kernel: jax.Array,
+    bias: jax.Array | None,
+) -> Grads:
+    """Adds the chunk's logit cotangent `dz [N, chunk]` to d hidden, d kernel and d bias."""
+    db = grads.bias
+    if bias is not None and db is not None:
+        db = per_class_update(db, jnp.sum(dz, axis=0), block, bias.dtype)
     dz_dot = dz.astype(plan.dot_dtype)
     if plan.layout == "DV":
         dk_chunk = dot(h, dz_dot, (0, 0), plan.compute_dtype)  # [D, chunk]
     else:
         dk_chunk = dot(dz_dot, h, (0, 0), plan.compute_dtype)  # [chunk, D]
-    dk_chunk = as_bits(dk_chunk.astype(kernel_dtype))
-    dk = lax.dynamic_update_slice_in_dim(dk, dk_chunk, block.start, axis=plan.class_dim)
+    dk_chunk = as_bits(dk_chunk.astype(kernel.dtype))
+    dk = lax.dynamic_update_slice_in_dim(grads.kernel, dk_chunk, block.start, axis=plan.class_dim)
     # Columns shared with the previous chunk were written again in dk, but count once in dh.
     fresh = jnp.where(block.fresh, dz_dot, 0)
-    dh = dh + dot(fresh, block.kernel, (1, plan.class_dim), plan.compute_dtype)
-    return dh, dk
+    dh = grads.hidden + dot(fresh, block.kernel, (1, plan.class_dim), plan.compute_dtype)
+    return Grads(dh, dk, db)
 
 
-def varying(carry: tuple, *refs: Any) -> tuple:
-    """A loop's initial carry, varying over the manual axes its inputs vary over."""
-    return tuple(None if x is None else _sharding.varying_like(x, *refs) for x in carry)
+def varying(carry: Any, *refs: Any) -> Any:
+    """A loop's initial carry (a pytree), varying over the manual axes its inputs vary over."""
+    return jax.tree.map(lambda x: _sharding.varying_like(x, *refs), carry)
 
 
 def make_plan(
@@ -181,17 +312,22 @@ def make_plan(
     chunk_size: int | None,
     layout: str,
     axis_name: Any,
+    class_inputs: tuple[tuple[jax.Array | None, int], ...] = (),
     stats: bool = False,
 ) -> tuple[Plan, Any]:
     """Chunk, dtypes and vocabulary axes; the mesh when an Explicit mesh shards the vocabulary.
 
-    `others` are the floating per-class inputs (bias, weights) that join the
-    compute dtype.
+    `others` are the floating inputs besides hidden and kernel (bias, weights)
+    that join the compute dtype. The vocabulary's mesh axes are the kernel's
+    class axis's, or else those of the first of `class_inputs` (arrays, each
+    with its class dimension) whose class axis is sharded.
     """
     class_dim = 1 if layout == "DV" else 0
     mesh, vocab_axes = (None, None)
     if axis_name is None:
-        mesh, vocab_axes = _sharding.explicit_axes(kernel, class_dim)
+        for array, dim in ((kernel, class_dim), *class_inputs):
+            if array is not None and vocab_axes is None:
+                mesh, vocab_axes = _sharding.explicit_axes(array, dim)
     local_classes = kernel.shape[class_dim]
     if mesh is not None and vocab_axes is not None:
         local_classes //= int(np.prod([mesh.shape[a] for a in vocab_axes]))
@@ -219,21 +355,29 @@ def per_shard(
     inputs: Any,
     kinds: tuple[str, ...],
     example_weights: jax.Array | None = None,
+    config: Any = None,
 ) -> Any:
-    """Runs `rule(plan, *per_example, inputs, example_weights)` on each vocabulary shard
-    of an Explicit mesh.
+    """Runs `rule(config, *per_example, inputs, example_weights)` on each vocabulary
+    shard of an Explicit mesh.
 
     `per_example` (mask, bad) and `example_weights` are arrays (or None) of
     the examples' shape; `kinds` names, for each field of `inputs`, how it is
     split: `"rows"` (examples first), `"kernel"`, `"classes"` (a per-class
-    vector) or `"whole"` (replicated).
+    vector), `"logits"` (examples by classes) or `"whole"` (replicated).
+    `config` is the rule's static configuration, `plan` by default.
     """
     vocab = plan.axis_name
     rows = jax.typeof(inputs.hidden).sharding.spec[0]
     if rows is not None and set(rows if isinstance(rows, tuple) else (rows,)) & set(vocab):
         rows = None
     kernel_spec = P(None, vocab) if plan.layout == "DV" else P(vocab, None)
-    spec_of = {"rows": P(rows), "kernel": kernel_spec, "classes": P(vocab), "whole": P()}
+    spec_of = {
+        "rows": P(rows),
+        "kernel": kernel_spec,
+        "classes": P(vocab),
+        "logits": P(rows, vocab),
+        "whole": P(),
+    }
     specs = type(inputs)(
         *(None if x is None else spec_of[k] for x, k in zip(inputs, kinds, strict=True))
     )
@@ -242,7 +386,7 @@ def per_shard(
     example_specs = (*example_specs[:-2], specs, example_specs[-1])
     args = jax.tree.map(jax.reshard, per_example, example_specs)
     run = jax.shard_map(
-        functools.partial(rule, plan),
+        functools.partial(rule, plan if config is None else config),
         mesh=mesh,
         in_specs=example_specs,
         out_specs=(P(rows),) * 3 if plan.stats else P(rows),
@@ -251,23 +395,35 @@ def per_shard(
 
 
 def validate(
-    hidden: ArrayLike, kernel: ArrayLike, bias: ArrayLike | None, layout: str
+    hidden: ArrayLike,
+    kernel: ArrayLike,
+    bias: ArrayLike | None,
+    layout: str,
+    names: tuple[str, str, str] = ("hidden", "kernel", "bias"),
 ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-    """Floating `hidden (..., D)`, a kernel of the layout's shape, and a bias `(V,)`."""
-    hidden, kernel = _checks.floating("hidden", hidden), _checks.floating("kernel", kernel)
+    """Floating `hidden (..., D)`, a kernel of the layout's shape, and a bias `(V,)`.
+
+    `names` are the three arguments' names in the error messages.
+    """
+    h_name, k_name, b_name = names
+    hidden, kernel = _checks.floating(h_name, hidden), _checks.floating(k_name, kernel)
     if hidden.ndim < 1:
-        raise ValueError("hidden must have at least one dimension (the features); got a scalar.")
+        raise ValueError(f"{h_name} must have at least one dimension (the features); got a scalar.")
     d = hidden.shape[-1]
     feature_dim = layout.index("D")
     if kernel.ndim != 2 or kernel.shape[feature_dim] != d:
-        want = f"({d}, V) (hidden features by classes)" if layout == "DV" else f"(V, {d})"
+        want = f"({d}, V) ({h_name} features by classes)" if layout == "DV" else f"(V, {d})"
         raise ValueError(
-            f"kernel must have shape {want} for kernel_layout={layout!r}; got {kernel.shape}."
+            f"{k_name} must have shape {want} for kernel_layout={layout!r}; got {kernel.shape}."
         )
     v = kernel.shape[1 - feature_dim]
     if v < 1:
-        raise ValueError("kernel must have at least one class; got V = 0.")
-    return hidden, kernel, _checks.class_vector("bias", bias, v)
+        raise ValueError(f"{k_name} must have at least one class; got V = 0.")
+    return hidden, kernel, _checks.class_vector(b_name, bias, v)
+
+
+def check_layout(name: str, value: Any) -> str:
+    return _checks.one_of(name, value, LAYOUTS)
 
 
 def check_chunk_size(name: str, value: Any) -> int | None:

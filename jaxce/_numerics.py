@@ -160,6 +160,27 @@ def where_mass(p: jax.Array, value: jax.Array) -> jax.Array:
     return jnp.where(p != 0, value, 0)
 
 
+def normalised(x: jax.Array, shift: jax.Array, log_sum: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`(q, log q)` of `q = softmax(x)` from its log-normaliser; `log q` is 0 where `q == 0`."""
+    log_q = x - shift - log_sum
+    q = jnp.exp(log_q)
+    return q, where_mass(q, log_q)
+
+
+def mixture_log_ratios(
+    q: jax.Array, log_q: jax.Array, p: jax.Array, log_p: jax.Array, beta: Any
+) -> tuple[jax.Array, jax.Array]:
+    """`log(q / m)` and `log(p / m)` for `m = beta p + (1 - beta) q`, each 0 where its mass is 0.
+
+    `m` is formed from the probabilities, not in log space: it is 0 only where
+    both are (a term with no mass), and a class whose probabilities underflow
+    contributes below float32's resolution of the sum either way.
+    """
+    m = beta * p + (1 - beta) * q
+    log_m = jnp.log(jnp.where(m == 0, 1, m))
+    return where_mass(q, log_q - log_m), where_mass(p, log_p - log_m)
+
+
 def log_or_neg_inf(a: jax.Array, log: Any = jnp.log) -> jax.Array:
     """`log(a)` for `a > 0` and `-inf` at 0, with no NaN in either branch."""
     positive = a > 0

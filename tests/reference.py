@@ -782,3 +782,67 @@ def vector_scaling_search(logits, labels, where=None, grid=9, sweeps=60):
         if not improved:
             step /= 2
     return value, point[:k], np.r_[0.0, point[k:]]
+
+
+# Fused linear distillation (loops over examples, kernels in either layout).
+
+
+def linear_distillation_loss(
+    hidden,
+    kernel,
+    teacher,
+    *,
+    teacher_kernel=None,
+    bias=None,
+    teacher_bias=None,
+    divergence="kl",
+    beta=0.5,
+    temperature=1.0,
+    labels=None,
+    alpha=0.0,
+    ignore_index=None,
+    where=None,
+    kernel_layout="DV",
+    reduction="mean",
+    example_weights=None,
+):
+    """(1 - alpha) T^2 D(p || q) + alpha CE per example, with s = h W + b, q = softmax(s / T),
+    p = softmax(t / T) and t the teacher's logits (given, or its h W + b); "mean" over the
+    examples that `where` and `ignore_index` keep, each counted with its example weight."""
+
+    def logits(h, w, b):
+        h = np.asarray(h, np.float64)
+        w = np.asarray(w, np.float64)
+        w = w if kernel_layout == "DV" else w.T
+        z = h.reshape(-1, h.shape[-1]) @ w
+        return z if b is None else z + np.asarray(b, np.float64)
+
+    s = logits(hidden, kernel, bias)
+    if teacher_kernel is None:
+        t = np.asarray(teacher, np.float64).reshape(s.shape)
+    else:
+        t = logits(teacher, teacher_kernel, teacher_bias)
+    example_shape = np.shape(hidden)[:-1]
+    mask = np.ones(example_shape, bool) if where is None else np.broadcast_to(where, example_shape)
+    mask = mask.reshape(-1).copy()
+    if labels is not None:
+        y = np.asarray(labels).reshape(-1)
+        if ignore_index is not None:
+            mask &= y != ignore_index
+    losses = np.zeros(s.shape[0])
+    for i in range(s.shape[0]):
+        if not mask[i]:
+            continue
+        log_q, log_p = log_softmax(s[i] / temperature), log_softmax(t[i] / temperature)
+        q, p = np.exp(log_q), np.exp(log_p)
+        if divergence == "kl":
+            d = _kl_rows(log_q[None], p[None], log_p[None])[0]
+        elif divergence == "reverse_kl":
+            d = _kl_rows(log_p[None], q[None], log_q[None])[0]
+        else:
+            d = _jsd_rows(log_q[None], q[None], log_p[None], p[None], beta)[0]
+        losses[i] = (1 - alpha) * temperature**2 * d
+        if alpha:
+            losses[i] += alpha * -log_softmax(s[i])[y[i]]
+    shape = example_shape
+    return masked_reduce(losses.reshape(shape), mask.reshape(shape), reduction, example_weights)

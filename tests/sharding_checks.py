@@ -28,7 +28,7 @@ import jaxce  # noqa: E402
 N, V, D = 16, 64, 8
 DATA, VOCAB = 2, 4
 
-_keys = jax.random.split(jax.random.key(0), 6)
+_keys = jax.random.split(jax.random.key(0), 9)
 LOGITS = jax.random.normal(_keys[0], (N, V))
 LABELS = jax.random.randint(_keys[1], (N,), 0, V)
 PROBS = jax.nn.softmax(jax.random.normal(_keys[2], (N, V)))
@@ -37,6 +37,9 @@ HIDDEN = jax.random.normal(_keys[4], (N, D))
 KERNEL = jax.random.normal(_keys[5], (D, V)) / 3
 WHERE = jnp.arange(N) % 5 != 0
 WEIGHTS = 0.5 + jnp.arange(V, dtype=jnp.float32) / V
+TEACHER = 2 * jax.random.normal(_keys[6], (N, V))  # a teacher's logits
+TEACHER_HIDDEN = jax.random.normal(_keys[7], (N, 12))
+TEACHER_KERNEL = jax.random.normal(_keys[8], (12, V)) / 4
 
 # Rows whose largest logit appears twice, in different vocabulary shards (columns 5 and 40).
 TIED = LOGITS.at[::2, 5].set(9.0).at[::2, 40].set(9.0)
@@ -89,6 +92,32 @@ CALLS = {
         (("n", HIDDEN), ("dv", KERNEL), ("n", LABELS)),
         lambda h, k, y: _with_stats(
             jaxce.linear_softmax_cross_entropy(h, k, y, chunk_size=6, return_stats=True)
+        ),
+    ),
+    "linear_distillation_loss": (
+        (("n", HIDDEN), ("dv", KERNEL), ("nv", TEACHER), ("n", LABELS)),
+        lambda h, k, t, y: jaxce.linear_distillation_loss(
+            h, k, t, labels=y, alpha=0.3, temperature=2.0, chunk_size=6, where=WHERE
+        ),
+    ),
+    "linear_distillation_loss/jsd_teacher_hidden_vd": (
+        (("n", HIDDEN), ("vd", KERNEL.T), ("n", TEACHER_HIDDEN), ("vd", TEACHER_KERNEL.T)),
+        lambda h, k, th, tk: jaxce.linear_distillation_loss(
+            h,
+            k,
+            th,
+            teacher_kernel=tk,
+            kernel_layout="VD",
+            divergence="jsd",
+            beta=0.3,
+            temperature=2.0,
+            chunk_size=6,
+        ),
+    ),
+    "linear_distillation_loss/reverse_kl": (
+        (("n", HIDDEN), ("dv", KERNEL), ("nv", TEACHER)),
+        lambda h, k, t: jaxce.linear_distillation_loss(
+            h, k, t, divergence="reverse_kl", temperature=0.5, chunk_size=5
         ),
     ),
     "sigmoid_binary_cross_entropy": (
@@ -166,6 +195,12 @@ CALLS.update(
                 h, k, y, chunk_size=6, label_smoothing=0.1, where=WHERE, example_weights=v
             ),
         ),
+        "linear_distillation_loss/example_weights": (
+            (("n", HIDDEN), ("dv", KERNEL), ("nv", TEACHER), ("n", EXAMPLE_WEIGHTS)),
+            lambda h, k, t, v: jaxce.linear_distillation_loss(
+                h, k, t, labels=LABELS, alpha=0.3, chunk_size=6, example_weights=v
+            ),
+        ),
         "sigmoid_binary_cross_entropy/example_weights": (
             (("nv", LOGITS), ("nv", BINARY), ("nv", ELEMENT_WEIGHTS)),
             lambda x, y, v: jaxce.sigmoid_binary_cross_entropy(x, y, example_weights=v),
@@ -239,9 +274,9 @@ def check_mesh(name: str, axis_type: AxisType) -> None:
         hlo = f.lower(*sharded).compile().as_text()
     _compare(expected, got)
     limit = N * V // (DATA * VOCAB)  # one device's slice of the logits
-    if name.startswith("linear_softmax_cross_entropy") and axis_type == AxisType.Auto:
+    if name.startswith("linear_") and axis_type == AxisType.Auto:
         # The partitioner cannot see the kernel's sharding from inside the loss, so an
-        # Auto mesh gathers the D x V kernel; the N x V logits still never exist.
+        # Auto mesh gathers the D x V kernels; the N x V logits still never exist.
         limit = N * V
     gathered = _largest_all_gather(hlo)
     if gathered >= limit:
@@ -372,6 +407,30 @@ def check_linear_shard_map(*weights: jax.Array) -> None:
         raise AssertionError("all-gather in the vocabulary-parallel linear head")
 
 
+def check_linear_distill_shard_map() -> None:
+    mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Auto,) * 2)
+    opts = dict(divergence="jsd", beta=0.4, temperature=2.0, alpha=0.2, chunk_size=5)
+
+    def local(h, k, t, y):
+        loss = jaxce.linear_distillation_loss(
+            h, k, t, labels=y, axis_name="vocab", reduction="sum", **opts
+        )
+        return jax.lax.psum(loss, "data")
+
+    def sharded(h, k):
+        specs = (P("data"), P(None, "vocab"), P("data", "vocab"), P("data"))
+        run = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P())
+        return run(h, k, TEACHER, LABELS)
+
+    def full(h, k):
+        return jaxce.linear_distillation_loss(h, k, TEACHER, labels=LABELS, reduction="sum", **opts)
+
+    f = jax.jit(jax.value_and_grad(sharded, argnums=(0, 1)))
+    _compare(jax.value_and_grad(full, argnums=(0, 1))(HIDDEN, KERNEL), f(HIDDEN, KERNEL))
+    if _largest_all_gather(f.lower(HIDDEN, KERNEL).compile().as_text()):
+        raise AssertionError("all-gather in the vocabulary-parallel distillation head")
+
+
 def _compare(expected, got) -> None:
     for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=2e-5, atol=2e-6)
@@ -400,6 +459,7 @@ def main() -> None:
                 results[key] = traceback.format_exc()[-2000:]
     for key, check in (
         ("vocab_parallel_softmax_cross_entropy/shard_map_stats", check_shard_map_stats),
+        ("linear_distillation_loss/shard_map", check_linear_distill_shard_map),
         (
             "vocab_parallel_softmax_cross_entropy/shard_map_softcap",
             check_shard_map_softcap_gradient,

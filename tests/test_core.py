@@ -38,6 +38,13 @@ def _linear(x, y, **kw):
     return jaxce.linear_softmax_cross_entropy(x, kernel, y, chunk_size=2, **kw)
 
 
+def _linear_distill(x, y, **kw):
+    kernel = jnp.linspace(-1.0, 1.0, 4 * 5, dtype=x.dtype).reshape(4, 5)
+    teacher = jnp.zeros((x.shape[0], 5), x.dtype)
+    options = {"alpha": 0.5, "divergence": "jsd", "chunk_size": 2, **kw}
+    return jaxce.linear_distillation_loss(x, kernel, teacher, labels=y, **options)
+
+
 # Empty batches: (loss, logits, labels, example shape).
 
 _INT = np.zeros((0,), np.int32)
@@ -61,6 +68,7 @@ EMPTY = {
     "CrossEntropyLoss": (jaxce.CrossEntropyLoss(weights=[1.0, 2.0, 3.0]), (0, 3), _INT, (0,)),
     "FocalLoss": (jaxce.FocalLoss(gamma=1.0), (0, 3), _INT, (0,)),
     "linear_softmax_cross_entropy": (_linear, (0, 4), _INT, (0,)),
+    "linear_distillation_loss": (_linear_distill, (0, 4), _INT, (0,)),
     "vocab_parallel_softmax_cross_entropy": (_vocab_parallel, (0, 3), _INT, (0,)),
     "sigmoid_binary_cross_entropy": (
         jaxce.sigmoid_binary_cross_entropy,
@@ -252,6 +260,42 @@ HYPER = {
         "logit_softcap",
         (0.5, 2.0),
     ),
+    "linear_distill/beta": (
+        lambda x, v: jaxce.linear_distillation_loss(
+            _cast(H)[0],
+            x[:4],
+            _cast(TEACHER)[0],
+            divergence="jsd",
+            beta=v,
+            temperature=2.0,
+            labels=Y,
+            alpha=0.3,
+            chunk_size=2,
+        ),
+        "beta",
+        (0.1, 0.5, 0.9),
+    ),
+    "linear_distill/temperature": (
+        lambda x, v: jaxce.linear_distillation_loss(
+            _cast(H)[0],
+            x[:4],
+            _cast(TEACHER)[0],
+            divergence="reverse_kl",
+            temperature=v,
+            labels=Y,
+            alpha=0.3,
+            chunk_size=3,
+        ),
+        "temperature",
+        (0.5, 2.0, 4.0),
+    ),
+    "linear_distill/alpha": (
+        lambda x, v: jaxce.linear_distillation_loss(
+            _cast(H)[0], x[:4], _cast(TEACHER)[0], temperature=2.0, labels=Y, alpha=v, chunk_size=2
+        ),
+        "alpha",
+        (0.1, 0.5, 0.9),
+    ),
     "vocab_parallel/label_smoothing": (
         lambda x, v: _vocab_parallel(x, Y, label_smoothing=v, z_loss=v / 10),
         "label_smoothing",
@@ -313,6 +357,9 @@ TRACED_OUT_OF_RANGE = [
     ("temperature", lambda v: jaxce.jensen_shannon_divergence(X, TEACHER, temperature=v), -1.0),
     ("temperature", lambda v: jaxce.reverse_kl_divergence(X, TEACHER, temperature=v), 0.0),
     ("logit_softcap", lambda v: _linear(H, Y, logit_softcap=v), -1.0),
+    ("beta", lambda v: _linear_distill(H, Y, beta=v), 1.5),
+    ("alpha", lambda v: _linear_distill(H, Y, alpha=v), -0.5),
+    ("temperature", lambda v: _linear_distill(H, Y, temperature=v), 0.0),
 ]
 
 
@@ -347,6 +394,10 @@ def test_python_zero_skips_the_switched_off_term():
             "chunk_size",
         ),
         (lambda: jax.jit(lambda a: jaxce.entropy(X, axis=a))(0), "axis"),
+        (
+            lambda: jaxce.linear_distillation_loss(H, KERNEL, TEACHER, divergence=np.array("kl")),
+            "divergence",
+        ),
     ],
 )
 def test_static_option_given_an_array_names_it(call, name):

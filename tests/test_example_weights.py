@@ -242,6 +242,25 @@ def _linear(rng, n, k, spoil=None):
     return Case((h, kernel), call, oracle, (n,), denominator=True)
 
 
+def _linear_distill(rng, n, k, spoil=None):
+    d = 3
+    h = _spoil(rng.normal(size=(n, d)), spoil)
+    kernel = rng.normal(size=(d, k))
+    teacher = rng.normal(size=(n, k))
+    _, y = _class_data(rng, n, k, spoil)
+    opts = dict(labels=y, alpha=0.3, temperature=2.0, ignore_index=IGNORE, divergence="jsd")
+
+    def call(xs, v, w, **kw):
+        return jaxce.linear_distillation_loss(
+            xs[0], xs[1], teacher, chunk_size=3, example_weights=v, **opts, **kw
+        )
+
+    def oracle(xs, v, w, **kw):
+        return ref.linear_distillation_loss(xs[0], xs[1], teacher, example_weights=v, **opts, **kw)
+
+    return Case((h, kernel), call, oracle, (n,))
+
+
 def _vocab(rng, n, k, spoil=None):
     x, y = _class_data(rng, n, k, spoil)
     opts = dict(ignore_index=IGNORE, label_smoothing=0.1, z_loss=0.01)
@@ -323,6 +342,7 @@ CASES = {
     "jensen_shannon_divergence/beta1": functools.partial(_jensen_shannon, beta=1.0),
     "reverse_kl_divergence": _reverse_kl,
     "linear_softmax_cross_entropy": _linear,
+    "linear_distillation_loss": _linear_distill,
     "vocab_parallel_softmax_cross_entropy": _vocab,
     "sigmoid_binary_cross_entropy": _sigmoid_bce,
     "binary_cross_entropy": _bce,

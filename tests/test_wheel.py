@@ -81,6 +81,10 @@ FAMILIES = {
         want = jax.grad(lambda h, w: jaxce.softmax_cross_entropy(h @ w, y), argnums=(0, 1))(h, w)
         for a, b in zip(got, want):
             assert jnp.allclose(a, b, atol=1e-5), float(jnp.max(jnp.abs(a - b)))
+        t = jax.random.normal(k2, (16, 300))
+        got = jaxce.linear_distillation_loss(h, w, t, temperature=2.0, chunk_size=64)
+        want = jaxce.distillation_loss(h @ w, t, temperature=2.0)
+        assert jnp.allclose(got, want, rtol=1e-5), (got, want)
         """,
     "parallel": """
         from jax.sharding import AxisType, PartitionSpec as P
