@@ -376,6 +376,9 @@ def softmax_cross_entropy(
       >>> v = jnp.array([3.0, 1.0])  # the first example counts three times
       >>> print(f"{jaxce.softmax_cross_entropy(logits, labels, example_weights=v):.4f}")
       0.3165
+      >>> capped = jaxce.softmax_cross_entropy(logits, labels, logit_softcap=2.0)
+      >>> print(f"{capped:.4f} {jaxce.softmax_cross_entropy(2 * jnp.tanh(logits / 2), labels):.4f}")
+      0.4257 0.4257
     """
     args = _labels.multiclass(
         logits,
