@@ -315,21 +315,16 @@ def linear_softmax_cross_entropy(
     hidden, kernel, bias = _linear_chunks.validate(hidden, kernel, bias, kernel_layout)
     local_classes = kernel.shape[kernel_layout.index("V")]
     weights = _checks.class_vector("weights", weights, local_classes)
-    classes = _labels.parse(
-        hidden, labels, hidden.ndim - 1, allow_probs=False, logits_name="hidden"
-    ).classes
-    assert classes is not None
     example_shape = hidden.shape[:-1]
-    # Inside shard_map the kernel holds this shard's classes; labels are global.
-    label_range = local_classes * (1 if axis_name is None else lax.axis_size(axis_name))
     v = _labels.per_example_weights(example_weights, example_shape)
-    mask, bad = _labels.example_mask(
-        classes,
-        example_shape,
-        label_range,
+    classes, mask, bad = _linear_chunks.head_labels(
+        hidden,
+        labels,
+        local_classes,
+        axis_name=axis_name,
         ignore_index=ignore_index,
         where=where,
-        weights=v,
+        example_weights=v,
     )
     n = int(np.prod(example_shape))
     plan, mesh = _linear_chunks.make_plan(

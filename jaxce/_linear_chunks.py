@@ -30,7 +30,7 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
-from . import _checks, _numerics, _sharding
+from . import _checks, _labels, _numerics, _sharding
 
 # Logits per chunk when `chunk_size` is None: 4 MiB of float32 per block.
 AUTO_CHUNK_ELEMENTS = 1 << 20
@@ -420,6 +420,35 @@ def validate(
     if v < 1:
         raise ValueError(f"{k_name} must have at least one class; got V = 0.")
     return hidden, kernel, _checks.class_vector(b_name, bias, v)
+
+
+def head_labels(
+    hidden: jax.Array,
+    labels: ArrayLike,
+    local_classes: int,
+    *,
+    axis_name: Any,
+    ignore_index: int | None,
+    where: ArrayLike | None,
+    example_weights: jax.Array | None,
+) -> tuple[jax.Array, jax.Array, jax.Array | None]:
+    """A fused head's integer labels (one per row of `hidden`), which examples count, which
+    labels are invalid. Inside `shard_map` the kernel holds one shard's classes and the
+    labels are global."""
+    classes = _labels.parse(
+        hidden, labels, hidden.ndim - 1, allow_probs=False, logits_name="hidden"
+    ).classes
+    assert classes is not None
+    label_range = local_classes * (1 if axis_name is None else lax.axis_size(axis_name))
+    mask, bad = _labels.example_mask(
+        classes,
+        hidden.shape[:-1],
+        label_range,
+        ignore_index=ignore_index,
+        where=where,
+        weights=example_weights,
+    )
+    return classes, mask, bad
 
 
 def check_layout(name: str, value: Any) -> str:

@@ -508,19 +508,14 @@ def linear_distillation_loss(
             raise ValueError("ignore_index applies to labels; got labels=None.")
         mask = _labels.counted(where, v, example_shape)
     else:
-        classes = _labels.parse(
-            hidden, labels, hidden.ndim - 1, allow_probs=False, logits_name="hidden"
-        ).classes
-        assert classes is not None
-        # Inside shard_map the kernel holds this shard's classes; labels are global.
-        label_range = local_classes * (1 if axis_name is None else lax.axis_size(axis_name))
-        mask, bad = _labels.example_mask(
-            classes,
-            example_shape,
-            label_range,
+        classes, mask, bad = _linear_chunks.head_labels(
+            hidden,
+            labels,
+            local_classes,
+            axis_name=axis_name,
             ignore_index=ignore_index,
             where=where,
-            weights=v,
+            example_weights=v,
         )
     n = int(np.prod(example_shape))
     plan, mesh = _linear_chunks.make_plan(

@@ -18,6 +18,7 @@ from jax.test_util import check_grads
 import jaxce
 
 from . import reference
+from .helpers import central_difference
 
 N, D, V, DT = 9, 5, 23, 4  # V is not a multiple of the chunk sizes below
 
@@ -140,18 +141,6 @@ def test_matches_unfused(divergence, options, teacher):
     _assert_tree_close(got, want, rtol=1e-5, atol=1e-7)
 
 
-def _central_difference(f, x, step=1e-6):
-    """d f / d x of a float64 NumPy function, one entry at a time."""
-    x = np.array(x, np.float64)
-    grad = np.zeros_like(x)
-    for i in np.ndindex(*x.shape):
-        up, down = x.copy(), x.copy()
-        up[i] += step
-        down[i] -= step
-        grad[i] = (f(up) - f(down)) / (2 * step)
-    return grad
-
-
 ORACLE_CASES = [
     ("kl", {"temperature": 1.5, "alpha": 0.25}),
     ("reverse_kl", {"temperature": 0.8, "alpha": 0.4}),
@@ -186,7 +175,7 @@ def test_value_and_gradients_match_float64_oracle(divergence, options, teacher, 
     value, grads = jax.value_and_grad(fused, argnums=(0, 1, 2))(*args)
     np.testing.assert_allclose(value, oracle(*args), rtol=1e-10)
     for i, got in enumerate(grads):
-        want = _central_difference(lambda a, i=i: oracle(*args[:i], a, *args[i + 1 :]), args[i])
+        want = central_difference(lambda a, i=i: oracle(*args[:i], a, *args[i + 1 :]), args[i])
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
 
 
@@ -216,7 +205,7 @@ def test_traced_hyperparameter_gradients_match_float64_oracle(divergence, x64):
 
     values = np.array([0.3, 1.7, 0.4])
     got = jax.grad(fused)(jnp.asarray(values))
-    want = _central_difference(oracle, values)
+    want = central_difference(oracle, values)
     if divergence != "jsd":
         assert got[0] == 0 and abs(want[0]) < 1e-9  # beta does not enter a KL
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
@@ -429,7 +418,7 @@ def test_bfloat16_inputs(teacher):
 
     np.testing.assert_allclose(value, oracle(*wide), rtol=1e-6)
     for i, got in enumerate(grads):
-        want = _central_difference(lambda a, i=i: oracle(*wide[:i], a, *wide[i + 1 :]), wide[i])
+        want = central_difference(lambda a, i=i: oracle(*wide[:i], a, *wide[i + 1 :]), wide[i])
         got = np.asarray(got, np.float64)
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-2 * np.abs(want).max())
 
