@@ -80,10 +80,10 @@ def classes_split(x: jax.Array, axis: int) -> bool:
     """Whether `x`'s class axis may be split over devices, so that a gather would not be local.
 
     True inside `shard_map` (where `x` may be one device's slice of the
-    classes) and on an Explicit mesh whose class axis is sharded. Elsewhere
-    (one device, a batch-sharded or an Auto mesh, whose partitioner turns a
-    gather on a sharded operand into local gathers) a gather reads only the N
-    target logits.
+    classes) and on an Explicit mesh whose class axis is sharded. Elsewhere a
+    gather reads only the N target logits: on one device, on a batch-sharded
+    mesh, and on an Auto mesh, whose partitioner compiles it without gathering
+    the logits (`tests/test_sharding.py`).
     """
     if _sharding.varying_axes(x):
         return True

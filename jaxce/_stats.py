@@ -1,4 +1,4 @@
-"""Per-example statistics a cross-entropy can return beside its loss, without more passes.
+"""Per-example statistics a cross-entropy can return beside its loss.
 
 `CrossEntropyStats` holds each example's logsumexp (differentiable), its
 predicted class (the argmax, ties to the lowest index) and whether that is its
