@@ -394,7 +394,10 @@ def softmax_cross_entropy(
     loss = reduce_loss(losses, _labels.normaliser(args, losses.dtype), reduction, denominator)
     if lse is None:
         return loss
-    x = _numerics.softcap(args.logits.astype(lse.dtype), logit_softcap)
+    # The argmax of the logits as given (widening changes no order); capped, ties may appear.
+    x = args.logits
+    if logit_softcap is not None:
+        x = _numerics.softcap(x.astype(lse.dtype), logit_softcap)
     predicted = jnp.argmax(x, axis=args.axis)
     labels_ = args.labels.classes
     if labels_ is None:
