@@ -78,8 +78,10 @@ docs-check: docs $(VENV)/.docs-check
 	command -v chromium >/dev/null || { apt-get update -q && $(APT) chromium; }
 	$(BIN)/python scripts/docs_check.py site
 
+# The CPU rows, then the accelerator rows where JAX's default backend is a GPU or TPU.
 bench: $(VENV)/.test
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/accelerator.py
 
 # The sdist and the wheel in dist/, metadata checked as PyPI would.
 dist: $(VENV)/.dist

@@ -49,8 +49,6 @@ LINEAR_QUICK = (64, 32, 512)
 # Compile-only memory of the fused head at a large vocabulary (nothing runs).
 LINEAR_MEMORY_FULL = (4096, 1024, 131072)
 LINEAR_MEMORY_QUICK = (64, 32, 512)
-GPU_CE = (8192, 131072)
-GPU_LINEAR = (8192, 4096, 131072)
 
 
 def progress(step: str, message: str) -> None:
@@ -58,20 +56,30 @@ def progress(step: str, message: str) -> None:
     print(f"{step} {message}", flush=True)
 
 
-def _time_once(fn: Callable[[], Any]) -> float:
+def _time_once(fn: Callable[[], Any], repeat: int = 1) -> float:
+    """Seconds per call of `repeat` calls queued back to back, waited for once."""
     start = time.perf_counter()
+    for _ in range(repeat - 1):
+        fn()
     jax.block_until_ready(fn())
-    return time.perf_counter() - start
+    return (time.perf_counter() - start) / repeat
 
 
-def time_alternating(calls: Mapping[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
-    """Median seconds per call, the calls interleaved round by round."""
+def time_alternating(
+    calls: Mapping[str, Callable[[], Any]], rounds: int, repeat: int = 1
+) -> dict[str, float]:
+    """Median seconds per call, the calls interleaved round by round.
+
+    With `repeat > 1` each sample is the mean of that many calls queued without
+    waiting, so a call much shorter than the host's dispatch-and-wait round trip
+    (an accelerator's few milliseconds) is timed by the device's work.
+    """
     for fn in calls.values():  # warm-up
         jax.block_until_ready(fn())
     samples: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, fn in calls.items():
-            samples[name].append(_time_once(fn))
+            samples[name].append(_time_once(fn, repeat))
     return {name: statistics.median(ts) for name, ts in samples.items()}
 
 
@@ -346,62 +354,6 @@ def distill_memory(n: int, d: int, v: int) -> dict[str, Any]:
     return row
 
 
-def bench_gpu(rounds: int) -> dict[str, Any]:
-    """The accelerator rows of the targets table; only run when the default backend is not CPU."""
-    backend = jax.default_backend()
-    if backend == "cpu":
-        return {
-            "skipped": "the default backend is cpu (no GPU was available to this run), "
-            "so there are no GPU figures, measured or estimated"
-        }
-    out: dict[str, Any] = {"backend": backend, "device": str(jax.devices()[0])}
-    n, v = GPU_CE
-    x, y = make_data(n, v, jnp.bfloat16)
-    compiled, seconds, temp = compile_fn(_jaxce_loss, x, y)
-    copy = jax.jit(lambda a: a * 2).lower(x).compile()
-    times = time_alternating({"ce": lambda: compiled(x, y), "copy": lambda: copy(x)}, rounds)
-    nbytes = n * v * 2
-    out["ce"] = {
-        "N": n,
-        "V": v,
-        "time_s": times["ce"],
-        "compile_s": seconds,
-        "temp_bytes": temp,
-        "bytes_per_s": 3 * nbytes / times["ce"],
-        "copy_bytes_per_s": 2 * nbytes / times["copy"],
-    }
-    out["ce"]["fraction_of_copy"] = out["ce"]["bytes_per_s"] / out["ce"]["copy_bytes_per_s"]
-    fused = getattr(jaxce, "linear_softmax_cross_entropy", None)
-    n, d, v = GPU_LINEAR
-    if fused is None:
-        out["linear"] = {"skipped": "jaxce.linear_softmax_cross_entropy is not available"}
-        return out
-    keys = jax.random.split(jax.random.PRNGKey(2), 3)
-    h = jax.random.normal(keys[0], (n, d), jnp.bfloat16)
-    w = (jax.random.normal(keys[1], (d, v), jnp.float32) / np.sqrt(d)).astype(jnp.bfloat16)
-    y = jax.random.randint(keys[2], (n,), 0, v)
-    grad_fn = jax.jit(jax.value_and_grad(lambda h, w: fused(h, w, y), argnums=(0, 1)))
-    grad = grad_fn.lower(h, w).compile()
-    a = jax.random.normal(keys[0], (n, d), jnp.bfloat16)
-    b = jax.random.normal(keys[1], (d, v), jnp.bfloat16)
-    matmul_fn = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.float32))
-    matmul = matmul_fn.lower(a, b).compile()
-    times = time_alternating({"fused": lambda: grad(h, w), "matmul": lambda: matmul(a, b)}, rounds)
-    flops = 8 * n * d * v
-    out["linear"] = {
-        "N": n,
-        "D": d,
-        "V": v,
-        "time_s": times["fused"],
-        "flops_per_s": flops / times["fused"],
-        "matmul_flops_per_s": 2 * n * d * v / times["matmul"],
-    }
-    out["linear"]["fraction_of_matmul"] = (
-        out["linear"]["flops_per_s"] / out["linear"]["matmul_flops_per_s"]
-    )
-    return out
-
-
 def _fmt_ms(seconds: float | None) -> str:
     return "–" if seconds is None else f"{seconds * 1e3:.1f}"
 
@@ -651,27 +603,14 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"| {dist['materialised'] / 2**20:.1f} "
             f"| {dist['fused'] / max(dist['materialised'], 1):.1%} |",
         ]
-    gpu = results["gpu"]
-    lines += ["", "## Accelerator rows", ""]
-    if "skipped" in gpu:
-        lines.append(f"Not run: {gpu['skipped']}.")
-    else:
-        ce = gpu["ce"]
-        lines.append(
-            f"- CE bf16 N={ce['N']}, V={ce['V']} on {gpu['device']}: {_fmt_ms(ce['time_s'])} ms, "
-            f"{ce['bytes_per_s'] / 1e9:.0f} GB/s = {ce['fraction_of_copy']:.0%} of copy "
-            f"({ce['copy_bytes_per_s'] / 1e9:.0f} GB/s)."
-        )
-        lin_gpu = gpu["linear"]
-        if "skipped" in lin_gpu:
-            lines.append(f"- Linear CE: not run ({lin_gpu['skipped']}).")
-        else:
-            lines.append(
-                f"- Linear CE bf16 N={lin_gpu['N']}, D={lin_gpu['D']}, V={lin_gpu['V']}: "
-                f"{_fmt_ms(lin_gpu['time_s'])} ms, {lin_gpu['flops_per_s'] / 1e12:.0f} TFLOP/s "
-                f"(8·N·D·V) = {lin_gpu['fraction_of_matmul']:.0%} of bf16 matmul "
-                f"({lin_gpu['matmul_flops_per_s'] / 1e12:.0f} TFLOP/s)."
-            )
+    lines += [
+        "",
+        "## Accelerator rows",
+        "",
+        "Measured by `benchmarks/accelerator.py` on a machine whose default JAX backend is "
+        "a GPU or TPU (`make bench` runs it too, and it says so when there is none); its "
+        "latest results are in `benchmarks/results/accelerator/results.md`.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -712,19 +651,17 @@ def run(quick: bool, out: Path, rounds: int | None = None) -> dict[str, Any]:
         "rounds": rounds,
         "ce": [],
     }
-    total = 2 * len(shapes) + 2
+    total = 2 * len(shapes) + 1
     for i, (n, v) in enumerate(shapes):
         for j, dtype in enumerate((jnp.float32, jnp.bfloat16)):
             step = f"[{2 * i + j + 1}/{total}]"
             results["ce"].append(bench_ce(n, v, dtype, rounds, step))
     linear = LINEAR_QUICK if quick else LINEAR_FULL
-    results["linear"] = bench_linear(*linear, rounds, f"[{total - 1}/{total}]")
+    results["linear"] = bench_linear(*linear, rounds, f"[{total}/{total}]")
     results["linear_memory"] = linear_memory(
         *(LINEAR_MEMORY_QUICK if quick else LINEAR_MEMORY_FULL)
     )
     results["distill_memory"] = distill_memory(*linear)
-    progress(f"[{total}/{total}]", f"accelerator rows on {jax.default_backend()}")
-    results["gpu"] = bench_gpu(rounds)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "results.md").write_text(to_markdown(results))

@@ -257,7 +257,8 @@ def linear_softmax_cross_entropy(
         (a tied embedding table, `logits = hidden @ table.T`), read as it is:
         no transposed copy is made.
       chunk_size: vocabulary columns per step. None picks about $2^{20}/N$
-        (4 MiB of float32 logits per step), at least 128.
+        (4 MiB of float32 logits per step) when the default backend is the
+        CPU and $2^{23}/N$ (32 MiB) on an accelerator, at least 128.
       ignore_index: integer label whose examples are excluded.
       label_smoothing: $\varepsilon \in [0, 1]$.
       z_loss: $\zeta \ge 0$, coefficient of the $\operatorname{lse}^2$ penalty.

@@ -32,8 +32,11 @@ from jax.typing import ArrayLike
 
 from . import _checks, _labels, _numerics, _sharding
 
-# Logits per chunk when `chunk_size` is None: 4 MiB of float32 per block.
-AUTO_CHUNK_ELEMENTS = 1 << 20
+# Logits per block when `chunk_size` is None: 4 MiB of float32 on a CPU, 32 MiB
+# on an accelerator, whose matrix units a narrow block leaves idle
+# (`benchmarks/accelerator.py` times a sweep of chunk sizes).
+AUTO_CHUNK_ELEMENTS_CPU = 1 << 20
+AUTO_CHUNK_ELEMENTS_ACCELERATOR = 1 << 23
 LAYOUTS = ("DV", "VD")
 
 
@@ -303,6 +306,12 @@ def varying(carry: Any, *refs: Any) -> Any:
     return jax.tree.map(lambda x: _sharding.varying_like(x, *refs), carry)
 
 
+def auto_chunk_elements() -> int:
+    """Logits per block of the automatic chunk, for the default backend's devices."""
+    on_cpu = jax.default_backend() == "cpu"
+    return AUTO_CHUNK_ELEMENTS_CPU if on_cpu else AUTO_CHUNK_ELEMENTS_ACCELERATOR
+
+
 def make_plan(
     hidden: jax.Array,
     kernel: jax.Array,
@@ -332,7 +341,8 @@ def make_plan(
     if mesh is not None and vocab_axes is not None:
         local_classes //= int(np.prod([mesh.shape[a] for a in vocab_axes]))
     if chunk_size is None:
-        chunk_ = min(max(128, AUTO_CHUNK_ELEMENTS // max(num_examples, 1)), local_classes)
+        elements = auto_chunk_elements()
+        chunk_ = min(max(128, elements // max(num_examples, 1)), local_classes)
     else:
         chunk_ = min(chunk_size, local_classes)
     dtype = _checks.compute_dtype(*(a.dtype for a in (hidden, kernel, *others) if a is not None))

@@ -5,6 +5,10 @@ import pytest
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
+if jax.default_backend() != "cpu":
+    # A GPU's float32 matmuls default to TF32 (about 1e-3 relative); the tests hold
+    # float32 results to float32 tolerances, on every backend.
+    jax.config.update("jax_default_matmul_precision", "highest")
 
 
 @pytest.fixture

@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,3 +112,10 @@ def assert_cached(fn, calls, **kwargs):
         fn(*args, **kwargs)
     assert fn._cache_size() == size, f"{fn.__name__} compiled again for inputs of the same type"
     return size
+
+
+# Compiled-memory budgets are those of the CPU plan (a CPU's chunk size and XLA's CPU
+# buffers); `benchmarks/accelerator.py` measures an accelerator's.
+cpu_memory_budget = pytest.mark.skipif(
+    jax.default_backend() != "cpu", reason="a budget of the CPU backend's compiled memory"
+)

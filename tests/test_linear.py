@@ -1,6 +1,7 @@
 """linear_softmax_cross_entropy: equal to the materialised head, in value and gradient."""
 
 import functools
+import re
 
 import hypothesis
 import hypothesis.strategies as st
@@ -13,7 +14,7 @@ from jax.test_util import check_grads
 import jaxce
 
 from . import reference
-from .helpers import central_difference, materialised_shapes
+from .helpers import central_difference, cpu_memory_budget, materialised_shapes
 
 N, D, V = 11, 6, 37  # V is not a multiple of the chunk sizes below
 
@@ -351,6 +352,23 @@ def _temp(compiled):
     return compiled.memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.parametrize(("backend", "chunk"), [("cpu", 2**20 // 512), ("gpu", 2**23 // 512)])
+def test_automatic_chunk_follows_the_default_backend(monkeypatch, backend, chunk):
+    # 4 MiB of float32 logits per block on a CPU, 32 MiB on an accelerator.
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
+    jax.clear_caches()  # the plan is made when the jitted loss is traced
+    n, d, v = 512, 8, 65536
+    hidden, kernel = jnp.zeros((n, d)), jnp.zeros((d, v))
+    labels = jnp.zeros(n, jnp.int32)
+    try:
+        text = str(jax.make_jaxpr(jaxce.linear_softmax_cross_entropy)(hidden, kernel, labels))
+    finally:
+        jax.clear_caches()  # no trace made under the patched backend outlives the test
+    blocks = {int(c) for c in re.findall(rf"f32\[{n},(\d+)\]", text)} - {1, d}
+    assert blocks == {chunk}, blocks
+
+
+@cpu_memory_budget
 def test_vd_layout_makes_no_transposed_copy():
     # A [V, D] table is sliced by rows as it is: no [D, V] buffer, no copy of the table.
     n, d, v = 4096, 1024, 131072
@@ -370,6 +388,7 @@ def test_vd_layout_makes_no_transposed_copy():
     assert {s for s in shapes if s.endswith(f"[{v},{d}]")} == {f"f32[{v},{d}]"}
 
 
+@cpu_memory_budget
 def test_memory_vs_materialised():
     n, d, v = 2048, 512, 32768
     fused = _temp(_compiled(_fused, n, d, v, jnp.float32))
@@ -377,6 +396,7 @@ def test_memory_vs_materialised():
     assert fused <= 0.05 * mat, (fused, mat)
 
 
+@cpu_memory_budget
 @pytest.mark.parametrize(("dtype", "fraction"), [(jnp.float32, 0.02), (jnp.bfloat16, 0.15)])
 def test_memory_large_vocabulary(dtype, fraction):
     n, d, v = 4096, 1024, 131072

@@ -18,7 +18,7 @@ from jax.test_util import check_grads
 import jaxce
 
 from . import reference
-from .helpers import central_difference
+from .helpers import central_difference, cpu_memory_budget
 
 N, D, V, DT = 9, 5, 23, 4  # V is not a multiple of the chunk sizes below
 
@@ -540,6 +540,7 @@ def test_bad_inputs(kwargs, error, match):
 # Compiled memory (deterministic; compile only, nothing runs).
 
 
+@cpu_memory_budget
 @pytest.mark.parametrize(
     ("divergence", "options"), [("kl", {"alpha": 0.5, "temperature": 2.0}), ("jsd", {})]
 )
