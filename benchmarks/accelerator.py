@@ -357,16 +357,21 @@ def to_markdown(results: dict[str, Any]) -> str:
         "so its figure is counted the same way for comparison). `fused` is the automatic "
         f"chunk ({head['auto_chunk']} columns here); `fused_c` sets `chunk_size=c`.",
         "",
+        "`temp / kernel` is the temp over the bfloat16 kernel's size: below 1, no "
+        "kernel-sized buffer is among the temporaries.",
+        "",
         "| variant | ms | forward ms | TFLOP/s | of matmul | vs materialised | temp MiB "
-        "| temp vs materialised | compile s |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| temp vs materialised | temp / kernel | compile s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    kernel_bytes = head["D"] * head["V"] * 2
     for name, e in head["variants"].items():
         lines.append(
             f"| {name} | {e['time_s'] * 1e3:.1f} | {e['forward_time_s'] * 1e3:.1f} "
             f"| {e['flops_per_s'] / 1e12:.0f} | {e['of_matmul']:.0%} "
             f"| {e['time_s'] / mat['time_s']:.2f}× | {e['temp_bytes'] / 2**20:.1f} "
-            f"| {e['temp_bytes'] / max(mat['temp_bytes'], 1):.1%} | {e['compile_s']:.1f} |"
+            f"| {e['temp_bytes'] / max(mat['temp_bytes'], 1):.1%} "
+            f"| {e['temp_bytes'] / kernel_bytes:.2f} | {e['compile_s']:.1f} |"
         )
     lines += [
         "",
@@ -384,7 +389,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "accelerator")
     parser.add_argument("--small", action="store_true", help="tiny shapes, any backend")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument(
+        "--markdown", type=Path, help="only write results.md beside this results.json"
+    )
     args = parser.parse_args()
+    if args.markdown is not None:
+        results = json.loads(args.markdown.read_text())
+        (args.markdown.parent / "results.md").write_text(to_markdown(results))
+        return
     if jax.default_backend() == "cpu" and not args.small:
         print("The default JAX backend is cpu: no accelerator rows to measure.")
         return

@@ -49,6 +49,9 @@ LINEAR_QUICK = (64, 32, 512)
 # Compile-only memory of the fused head at a large vocabulary (nothing runs).
 LINEAR_MEMORY_FULL = (4096, 1024, 131072)
 LINEAR_MEMORY_QUICK = (64, 32, 512)
+# (N, D, V, chunk) of the kernel-gradient accumulator loops.
+ACCUMULATORS_FULL = (1024, 512, 32768, 1024)
+ACCUMULATORS_QUICK = (16, 8, 256, 64)
 
 
 def progress(step: str, message: str) -> None:
@@ -297,6 +300,45 @@ def bench_linear(n: int, d: int, v: int, rounds: int, step: str = "") -> dict[st
     return row
 
 
+def kernel_gradient_accumulators(n: int, d: int, v: int, chunk: int, rounds: int) -> dict[str, Any]:
+    """A bfloat16 kernel gradient written a chunk at a time: as uint16 bits, or as bfloat16.
+
+    Two minimal loops, written here and not in the library: each writes
+    `h^T dz` of a column chunk into a `[D, V]` accumulator with a
+    dynamic-update-slice, the first into uint16 bits bit-cast to bfloat16 at
+    the end (the fused head's way), the second straight into bfloat16. Their
+    compiled temp and time show what each costs on this backend.
+    """
+    progress(f"kernel-gradient accumulators bfloat16 N={n} D={d} V={v}", "compile")
+    keys = jax.random.split(jax.random.PRNGKey(3))
+    h = jax.random.normal(keys[0], (n, d), jnp.bfloat16)
+    dz = jax.random.normal(keys[1], (n, v), jnp.bfloat16)
+
+    def accumulate(dtype: Any) -> Callable:
+        def step(h: jax.Array, dz: jax.Array) -> jax.Array:
+            def body(i: jax.Array, acc: jax.Array) -> jax.Array:
+                block = jax.lax.dynamic_slice_in_dim(dz, i * chunk, chunk, 1)
+                update = jnp.dot(h.T, block, preferred_element_type=jnp.float32)
+                update = jax.lax.bitcast_convert_type(update.astype(jnp.bfloat16), dtype)
+                return jax.lax.dynamic_update_slice_in_dim(acc, update, i * chunk, 1)
+
+            acc = jax.lax.fori_loop(0, v // chunk, body, jnp.zeros((d, v), dtype))
+            return jax.lax.bitcast_convert_type(acc, jnp.bfloat16)
+
+        return step
+
+    row: dict[str, Any] = {"N": n, "D": d, "V": v, "chunk": chunk}
+    calls = {}
+    for name, dtype in (("uint16", jnp.uint16), ("bfloat16", jnp.bfloat16)):
+        compiled = jax.jit(accumulate(dtype)).lower(h, dz).compile()
+        row[name] = {"temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes)}
+        calls[name] = functools.partial(compiled, h, dz)
+    times = time_alternating(calls, rounds)
+    for name, seconds in times.items():
+        row[name]["time_s"] = seconds
+    return row
+
+
 def linear_memory(n: int, d: int, v: int) -> list[dict[str, Any]]:
     """Compiled temp of the fused head's training step, as a share of the float32 logits."""
     rows = []
@@ -358,6 +400,11 @@ def _fmt_ms(seconds: float | None) -> str:
     return "–" if seconds is None else f"{seconds * 1e3:.1f}"
 
 
+def _gflops(matmuls: int, shape: dict[str, Any], seconds: float) -> str:
+    """`matmuls` N x D x V products over `seconds`, in GFLOP/s."""
+    return f"{matmuls * 2 * shape['N'] * shape['D'] * shape['V'] / seconds / 1e9:.0f}"
+
+
 def _ratio(a: float | None, b: float | None) -> str:
     return "–" if a is None or b is None else f"{a / b:.2f}×"
 
@@ -365,15 +412,16 @@ def _ratio(a: float | None, b: float | None) -> str:
 def _notes(row: dict[str, Any]) -> str:
     """What this run measured about one CE row; no cause that it did not measure."""
     impls = row["impls"]
-    t = {name: impls[name]["time_s"] for name in ("jaxce", "optax", "floor")}
+    t = {name: impls[name]["time_s"] for name in ("jaxce", "optax", "floor", "floor_select")}
     exps = {k: impls[k]["exp_ops"] for k in ("jaxce", "optax", "floor")}
     temp = {k: impls[k]["temp_bytes"] / 2**20 for k in ("jaxce", "optax", "floor")}
     return (
         f"At N={row['N']}, V={row['V']}, {row['dtype']}: the floor (a minimal `custom_vjp` "
         "in `benchmarks/run.py`: the target gathered, one forward pass summing "
         "`exp(x - x_y)`, one backward pass) takes "
-        f"{t['floor'] / t['optax']:.2f}× optax's time, and jaxce {t['jaxce'] / t['floor']:.2f}× "
-        f"the floor's. The compiled programs evaluate `exp` over the N x V logits in "
+        f"{t['floor'] / t['optax']:.2f}× optax's time, the same with a select instead of "
+        f"the scatter-add {t['floor_select'] / t['optax']:.2f}×, and jaxce "
+        f"{t['jaxce'] / t['floor_select']:.2f}× the select floor's. The compiled programs evaluate `exp` over the N x V logits in "
         f"{exps['jaxce']} (jaxce; one is the overflow fallback, not run on these logits), "
         f"{exps['optax']} (optax) and {exps['floor']} (floor) places; compiled temp: jaxce "
         f"{temp['jaxce']:.1f} MiB, optax {temp['optax']:.1f} MiB, floor {temp['floor']:.1f} MiB. "
@@ -557,7 +605,10 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"the materialised head takes {mat['time_s'] / lin['matmul_s']:.2f} of it for its "
             "three matmuls (`h @ W` and the two of the gradient) and the loss between them; "
             f"the fused head {fus['time_s'] / lin['matmul_s']:.2f} for its four (it computes "
-            "each chunk's logits again in the backward) and the loss on chunks.",
+            "each chunk's logits again in the backward) and the loss on chunks. Counting "
+            f"2·N·D·V per matmul, `h @ W` runs at {_gflops(1, lin, lin['matmul_s'])} GFLOP/s, "
+            f"the materialised head at {_gflops(3, lin, mat['time_s'])} and the fused head at "
+            f"{_gflops(4, lin, fus['time_s'])}.",
         ]
         stats = lin.get("fused_stats")
         if stats is not None:
@@ -586,6 +637,24 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"| {row['temp_bytes'] / 2**20:.1f} | {row['share_of_logits']:.1%} "
             f"| {row['kernel_sizes']:.2f} |"
         )
+    acc = results.get("accumulators")
+    if acc is not None:
+        kernel_mib = acc["D"] * acc["V"] * 2 / 2**20
+        lines += [
+            "",
+            "Why the accumulator holds bits: two minimal loops (`kernel_gradient_accumulators`) "
+            f"write a bfloat16 `[{acc['D']}, {acc['V']}]` kernel gradient ({kernel_mib:.0f} MiB) "
+            f"in chunks of {acc['chunk']} columns at N={acc['N']}, one into uint16 bits "
+            "bit-cast at the end, one straight into bfloat16.",
+            "",
+            "| accumulator | ms | temp MiB |",
+            "| --- | --- | --- |",
+            *(
+                f"| {name} | {_fmt_ms(acc[name]['time_s'])} "
+                f"| {acc[name]['temp_bytes'] / 2**20:.1f} |"
+                for name in ("uint16", "bfloat16")
+            ),
+        ]
     dist = results.get("distill_memory")
     if dist is not None:
         lines += [
@@ -662,6 +731,9 @@ def run(quick: bool, out: Path, rounds: int | None = None) -> dict[str, Any]:
         *(LINEAR_MEMORY_QUICK if quick else LINEAR_MEMORY_FULL)
     )
     results["distill_memory"] = distill_memory(*linear)
+    results["accumulators"] = kernel_gradient_accumulators(
+        *(ACCUMULATORS_QUICK if quick else ACCUMULATORS_FULL), rounds
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "results.md").write_text(to_markdown(results))
