@@ -356,7 +356,11 @@ def kernel_gradient_accumulators(n: int, d: int, v: int, chunk: int, rounds: int
     calls = {}
     for name, dtype in (("uint16", jnp.uint16), ("bfloat16", jnp.bfloat16)):
         compiled = jax.jit(accumulate(dtype)).lower(h, dz).compile()
-        row[name] = {"temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes)}
+        row[name] = {
+            "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
+            # Whether XLA computes on the accumulator in float32 (widened from bfloat16).
+            "float32_accumulator": f"f32[{d},{v}]" in compiled.as_text(),
+        }
         calls[name] = functools.partial(compiled, h, dz)
     times = time_alternating(calls, rounds)
     for name, seconds in times.items():
@@ -711,11 +715,12 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"in chunks of {acc['chunk']} columns at N={acc['N']}, one into uint16 bits "
             "bit-cast at the end, one straight into bfloat16.",
             "",
-            "| accumulator | ms | temp MiB |",
-            "| --- | --- | --- |",
+            "| accumulator | ms | temp MiB | program widens it to float32 |",
+            "| --- | --- | --- | --- |",
             *(
                 f"| {name} | {_fmt_ms(acc[name]['time_s'])} "
-                f"| {acc[name]['temp_bytes'] / 2**20:.1f} |"
+                f"| {acc[name]['temp_bytes'] / 2**20:.1f} "
+                f"| {'yes' if acc[name]['float32_accumulator'] else 'no'} |"
                 for name in ("uint16", "bfloat16")
             ),
         ]
