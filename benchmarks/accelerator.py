@@ -49,6 +49,7 @@ from tests import reference  # noqa: E402  (float64 NumPy oracles)
 CE_SHAPE = (8192, 131072)
 HEAD_SHAPE = (8192, 4096, 131072)
 CHUNKS = (512, 1024, 2048, 4096, 8192, 16384)
+MEMORY_SHAPE = (4096, 1024, 131072)  # the CPU table's compile-only shape
 SMALL = {"ce": (64, 1000), "head": (64, 32, 1000), "chunks": (128, 256)}
 
 
@@ -228,6 +229,41 @@ def bench_head(
     return row
 
 
+def compile_only_memory(n: int, d: int, v: int, chunks: tuple[int | None, ...]) -> list[dict]:
+    """Compiled temp of the fused head's training step on this device, nothing run.
+
+    At the CPU table's compile-only shape, for the automatic chunk (None) and
+    the given chunk sizes, in float32 and bfloat16.
+    """
+    rows = []
+    for chunk in chunks:
+        for dtype in (jnp.float32, jnp.bfloat16):
+            args = (
+                jax.ShapeDtypeStruct((n, d), dtype),
+                jax.ShapeDtypeStruct((d, v), dtype),
+                jax.ShapeDtypeStruct((n,), jnp.int32),
+            )
+
+            def step(h, w, y, chunk=chunk):
+                return jaxce.linear_softmax_cross_entropy(h, w, y, chunk_size=chunk)
+
+            grad = jax.jit(jax.value_and_grad(step, argnums=(0, 1)))
+            temp = _temp(grad.lower(*args).compile())
+            rows.append(
+                {
+                    "N": n,
+                    "D": d,
+                    "V": v,
+                    "chunk": chunk,
+                    "dtype": jnp.dtype(dtype).name,
+                    "temp_bytes": temp,
+                    "share_of_logits": temp / (n * v * 4),
+                    "kernel_sizes": temp / (d * v * jnp.dtype(dtype).itemsize),
+                }
+            )
+    return rows
+
+
 def _rel(a: Any, b: Any) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
@@ -373,6 +409,25 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"| {e['temp_bytes'] / max(mat['temp_bytes'], 1):.1%} "
             f"| {e['temp_bytes'] / kernel_bytes:.2f} | {e['compile_s']:.1f} |"
         )
+    memory = results.get("compile_only")
+    if memory:
+        lines += [
+            "",
+            "## Fused head, compile only: temp of a training step",
+            "",
+            "The temp of `jax.value_and_grad` of the fused head over hidden and kernel, "
+            "compiled for this device and not run, against the float32 logits and the "
+            "kernel's own size; `auto` is the automatic chunk.",
+            "",
+            "| N | D | V | chunk | dtype | temp MiB | share of float32 logits | temp / kernel |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            *(
+                f"| {r['N']} | {r['D']} | {r['V']} | {r['chunk'] or 'auto'} | {r['dtype']} "
+                f"| {r['temp_bytes'] / 2**20:.1f} | {r['share_of_logits']:.1%} "
+                f"| {r['kernel_sizes']:.2f} |"
+                for r in memory
+            ),
+        ]
     lines += [
         "",
         "## Accuracy on this device (relative error against float64 oracles)",
@@ -403,6 +458,7 @@ def main() -> None:
     ce_shape = SMALL["ce"] if args.small else CE_SHAPE
     head_shape = SMALL["head"] if args.small else HEAD_SHAPE
     chunks = SMALL["chunks"] if args.small else CHUNKS
+    memory_shape = SMALL["head"] if args.small else MEMORY_SHAPE
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/accelerator.py" + (" --small" if args.small else "")
     results: dict[str, Any] = {
@@ -416,6 +472,8 @@ def main() -> None:
         bench_ce(*ce_shape, dtype, args.rounds, 5, args.out)
         for dtype in (jnp.bfloat16, jnp.float32)
     ]
+    run.progress("fused head, compile only", f"N={memory_shape[0]} D={memory_shape[1]}")
+    results["compile_only"] = compile_only_memory(*memory_shape, (None, 256))
     results["head"] = bench_head(*head_shape, chunks, max(3, args.rounds // 2), args.out)
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     text = to_markdown(results)
