@@ -34,13 +34,14 @@ class _Inputs(NamedTuple):
     bias: jax.Array | None  # [V]
     weights: jax.Array | None  # [V], per class
     classes: jax.Array  # [N]
+    keep: jax.Array | None  # [N], the examples that count, when an option can exclude one
     smoothing: Any
     z_loss: Any
     softcap: Any
 
 
 # How `_linear_chunks.per_shard` splits each `_Inputs` field over a vocabulary-sharded mesh.
-_KINDS = ("rows", "kernel", "classes", "classes", "rows", "whole", "whole", "whole")
+_KINDS = ("rows", "kernel", "classes", "classes", "rows", "rows", "whole", "whole", "whole")
 
 
 class _Residuals(NamedTuple):
@@ -55,7 +56,7 @@ class _Residuals(NamedTuple):
 def _linear_ce_fwd(plan: Plan, inp: _Inputs) -> tuple[Any, _Residuals]:
     dtype, eps, w = plan.compute_dtype, inp.smoothing, inp.weights
     n = inp.hidden.shape[0]
-    h = inp.hidden.astype(plan.dot_dtype)
+    h = _linear_chunks.counted_hidden(plan, inp.hidden, inp.keep)
 
     def body(step, carry):
         (lse, target, w_y, z_sum, count, w_sum), best = carry
@@ -110,7 +111,7 @@ def _linear_ce_fwd(plan: Plan, inp: _Inputs) -> tuple[Any, _Residuals]:
 def _linear_ce_bwd(plan: Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> tuple[Any, ...]:
     dtype, eps, cap, w = plan.compute_dtype, inp.smoothing, inp.softcap, inp.weights
     g, g_lse = (g[0], g[1]) if plan.stats else (g, None)
-    h = inp.hidden.astype(plan.dot_dtype)
+    h = _linear_chunks.counted_hidden(plan, inp.hidden, inp.keep)
     w_y: Any = 1 if res.w_y is None else res.w_y
     # d loss / d z_c = a P_c - t_c, with t = (1 - eps) w_y Y + eps / K' w_c [z_c finite]
     # and a = sum_c t_c (+ 2 zeta lse).
@@ -163,7 +164,7 @@ def _linear_ce_bwd(plan: Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
         d_eps = g * (smooth - w_y * nll)
     d_zeta = None if inp.z_loss is None else g * res.lse**2
     d_cap = None if cap is None else d_cap[:, None]
-    return dh, Summed(dk), Summed(db), Summed(dw), None, d_eps, d_zeta, d_cap
+    return dh, Summed(dk), Summed(db), Summed(dw), None, None, d_eps, d_zeta, d_cap
 
 
 _linear_ce = per_example_rule(_linear_ce_fwd, _linear_ce_bwd)
@@ -266,9 +267,10 @@ def linear_softmax_cross_entropy(
         The three float options may be traced (a schedule compiles once) and
         get exact gradients.
       where: boolean mask broadcastable to `hidden.shape[:-1]`; False excludes
-        an example like `ignore_index`. An excluded example's hidden state
-        must still be finite: the kernel's gradient sums $h_i \cdot 0$ for it
-        in each chunk's matmul, which is NaN where $h_i$ is not finite.
+        an example like `ignore_index`. An excluded example's hidden state may
+        hold anything (inf or NaN from a padding token): it is read as 0, so
+        no gradient sees it. With `where`, `ignore_index` or
+        `example_weights` the program holds that masked copy of `hidden`.
       reduction: `"mean"`, `"sum"` or `"none"` (per example, shape
         `hidden.shape[:-1]`, 0 where excluded).
       denominator: replaces $S$ in `"mean"`.
@@ -345,6 +347,9 @@ def linear_softmax_cross_entropy(
         bias,
         weights,
         flat,
+        _linear_chunks.kept_rows(
+            mask, where=where, ignore_index=ignore_index, example_weights=example_weights
+        ),
         label_smoothing,
         z_loss,
         logit_softcap,

@@ -275,6 +275,29 @@ class Grads(NamedTuple):
         return self.hidden, from_bits(self.kernel, kernel.dtype), db
 
 
+def kept_rows(
+    mask: jax.Array, *, where: Any, ignore_index: int | None, example_weights: Any
+) -> jax.Array | None:
+    """`[N]`: which examples count, when an option can exclude one; else None.
+
+    The heads zero the excluded examples' hidden states (`counted_hidden`):
+    their cotangent is 0, but an inf or NaN there (the hidden state of a
+    padding token) would make `0 * NaN` in the kernel's gradient, which sums
+    over the examples, and in the per-token statistics the backward reads.
+    Without such an option the program holds no masked copy of the hidden
+    states.
+    """
+    if where is None and ignore_index is None and example_weights is None:
+        return None
+    return mask.reshape(-1)
+
+
+def counted_hidden(plan: Plan, hidden: jax.Array, keep: jax.Array | None) -> jax.Array:
+    """`hidden [N, D]` in the dot's dtype, the rows that `keep` excludes set to 0."""
+    h = hidden.astype(plan.dot_dtype)
+    return h if keep is None else jnp.where(keep[:, None], h, 0)
+
+
 def backprop(
     plan: Plan,
     h: jax.Array,

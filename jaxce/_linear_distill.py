@@ -65,6 +65,7 @@ class _Inputs(NamedTuple):
     teacher_kernel: jax.Array | None  # [D_t, V] or [V, D_t], with hidden states
     teacher_bias: jax.Array | None  # [V], with hidden states
     classes: jax.Array | None  # [N], the labels of the cross-entropy term
+    keep: jax.Array | None  # [N], the examples that count, when an option can exclude one
     beta: Any  # the teacher's weight in the mixture (jsd only)
     temperature: Any  # divides both models' logits; scales the divergence by T^2
     alpha: Any  # the cross-entropy term's weight
@@ -92,7 +93,7 @@ def _logits(
 ) -> Callable[[jax.Array], tuple[Chunk, jax.Array, jax.Array]]:
     """`step -> (the student's block, x = s / T, u = t / T)`, each `[N, chunk]`."""
     plan = cfg.plan
-    h = inp.hidden.astype(plan.dot_dtype)
+    h = _linear_chunks.counted_hidden(plan, inp.hidden, inp.keep)
     teacher_plan = plan._replace(dot_dtype=cfg.teacher_dot)
     th = inp.teacher if cfg.teacher_dot is None else inp.teacher.astype(cfg.teacher_dot)
 
@@ -202,7 +203,7 @@ def _divergence_grads(
 def _distill_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) -> tuple[Any, ...]:
     plan, kind = cfg.plan, cfg.divergence
     beta, temperature, alpha = inp.beta, inp.temperature, inp.alpha
-    h = inp.hidden.astype(plan.dot_dtype)
+    h = _linear_chunks.counted_hidden(plan, inp.hidden, inp.keep)
     logits = _logits(cfg, inp)
     # d loss / d s_c = (1 - alpha) T dJ/dx_c + alpha (softmax(s)_c - [c = y]).
     g_div = g if alpha is None else g * (1 - alpha)
@@ -221,6 +222,8 @@ def _distill_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
             probs = q if temperature is None else jnp.exp(block.z - res.s_shift - res.s_log_sum)
             onehot = _linear_chunks.is_target(inp.classes, block)
             dz = dz + g * alpha * jnp.where(onehot, probs - 1, probs)
+        if inp.keep is not None:
+            dz = jnp.where(inp.keep[:, None], dz, 0)  # an excluded example's teacher may be NaN
         grads = _linear_chunks.backprop(plan, h, dz, block, grads, inp.kernel, inp.bias)
         if centred is not None:
             terms = times(dj_dx, log_q) + times(dj_du, log_p)
@@ -249,7 +252,7 @@ def _distill_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
     if kind == "jsd":
         # dJ/dbeta = sum p log p - sum q log q - sum (p - q)(log m + 1) = KL(p || m) - KL(q || m).
         d_beta = g_div * scale * (res.kl_pm - res.kl_qm)
-    return dh, Summed(dk), Summed(db), None, None, None, None, d_beta, d_temperature, d_alpha
+    return dh, Summed(dk), Summed(db), None, None, None, None, None, d_beta, d_temperature, d_alpha
 
 
 _distill = per_example_rule(_distill_fwd, _distill_bwd)
@@ -433,7 +436,9 @@ def linear_distillation_loss(
         on the CPU and $2^{23}/N$ on an accelerator, at least 128.
       ignore_index: integer label whose examples are excluded (with `labels`).
       where: boolean mask broadcastable to `hidden.shape[:-1]`; False
-        excludes an example.
+        excludes an example. An excluded example's hidden state and teacher
+        may hold anything (inf or NaN from a padding token): no gradient sees
+        them.
       kernel_layout: `"DV"` or `"VD"`, for both models' kernels, read as they are.
       reduction: `"mean"`, `"sum"` or `"none"` (per example, 0 where excluded).
       example_weights: $v$, floating, broadcastable to `hidden.shape[:-1]`:
@@ -544,6 +549,9 @@ def linear_distillation_loss(
         teacher_kernel,
         teacher_bias,
         None if classes is None or alpha is None else classes.reshape(n),
+        _linear_chunks.kept_rows(
+            mask, where=where, ignore_index=ignore_index, example_weights=example_weights
+        ),
         beta if divergence == "jsd" else None,
         temperature,
         alpha,
@@ -554,7 +562,7 @@ def linear_distillation_loss(
         losses = _losses(cfg, flat_mask, flat_bad, inputs, flat_v)
     else:
         teacher_kind = "logits" if teacher_kernel is None else "rows"
-        kinds = ("rows", "kernel", "classes", teacher_kind, "kernel", "classes", "rows")
+        kinds = ("rows", "kernel", "classes", teacher_kind, "kernel", "classes", "rows", "rows")
         losses = _linear_chunks.per_shard(
             _losses,
             plan,
