@@ -7,6 +7,7 @@ reductions; they import only jax and `_sharding`, and every module above may use
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -62,10 +63,9 @@ def target_logit(x: jax.Array, classes: jax.Array, axis: int, dtype: Any) -> jax
         # Labels outside [0, K) (negative ones too) pick nothing, like the split path.
         index = jnp.where(classes >= 0, classes, num_classes)
         index = jnp.expand_dims(index, axis)
-        # Gathered in x's own dtype, then widened: the gradient (a scatter) is too.
+        # Gathered in x's own dtype, then widened: the gradient is in x's dtype too.
         source = x if x.dtype == dtype else own_read(x, index)
-        picked = jnp.take_along_axis(source, index, axis=axis, mode="fill", fill_value=-jnp.inf)
-        return picked.astype(dtype)
+        return _gathered(source, index, axis).astype(dtype)
     if num_classes > 2**24:
         onehot = target_mask(classes, x.shape, axis)
         return jnp.sum(jnp.where(onehot, x, 0), axis=axis, keepdims=True).astype(dtype)
@@ -74,6 +74,25 @@ def target_logit(x: jax.Array, classes: jax.Array, axis: int, dtype: Any) -> jax
     )
     cap = (0.5 - distance) * jnp.inf
     return jnp.max(jnp.minimum(x.astype(dtype), cap), axis=axis, keepdims=True)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _gathered(x: jax.Array, index: jax.Array, axis: int) -> jax.Array:
+    """`x` at `index` along `axis` (keepdims); `-inf` where the index is out of range."""
+    return jnp.take_along_axis(x, index, axis=axis, mode="fill", fill_value=-jnp.inf)
+
+
+@_gathered.defjvp
+def _gathered_jvp(axis: int, primals: tuple, tangents: tuple) -> tuple[jax.Array, jax.Array]:
+    # The tangent is picked by a comparison with the class index, not gathered, so
+    # the gradient (its transpose) is one select pass writing x's dtype; a gather's
+    # transpose is a scatter-add into zeros, which XLA widens for half precision
+    # (`test_softmax.py::test_nll_gradient_is_a_select`).
+    x, index = primals
+    onehot = class_iota(x.ndim, x.shape[axis], axis, index.dtype) == index
+    return _gathered(x, index, axis), jnp.sum(
+        jnp.where(onehot, tangents[0], 0), axis=axis, keepdims=True
+    )
 
 
 def classes_split(x: jax.Array, axis: int) -> bool:

@@ -547,6 +547,19 @@ def test_target_logit_is_gathered_on_one_device(loss):
     assert not re.search(rf"\[{n},{k}\][^ ]* minimum\(", text), "a gather-free pick over N x K"
 
 
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_nll_gradient_is_a_select(dtype):
+    # The pick's gradient compares with the class index in one pass writing the
+    # logits' dtype: no scatter-add into zeros, which XLA widens to float32 for
+    # bfloat16 (an N x K float32 temporary).
+    n, k = 1024, 32768  # compiled only
+    args = (jax.ShapeDtypeStruct((n, k), dtype), jax.ShapeDtypeStruct((n,), jnp.int32))
+    step = jax.value_and_grad(lambda x, y: jaxce.nll_loss(x, y))  # as a training step calls it
+    compiled = jax.jit(step).lower(*args).compile()
+    assert " scatter(" not in compiled.as_text()
+    assert compiled.memory_analysis().temp_size_in_bytes < n * k // 8
+
+
 # Logit soft-capping: the loss sees c tanh(x / c).
 
 
