@@ -49,7 +49,7 @@ from tests import reference  # noqa: E402  (float64 NumPy oracles)
 CE_SHAPE = (8192, 131072)
 HEAD_SHAPE = (8192, 4096, 131072)
 CHUNKS = (512, 1024, 2048, 4096, 8192, 16384)
-MEMORY_SHAPE = (4096, 1024, 131072)  # the CPU table's compile-only shape
+MEMORY_SHAPE = run.LINEAR_MEMORY_FULL  # the CPU table's compile-only shape
 SMALL = {"ce": (64, 1000), "head": (64, 32, 1000), "chunks": (128, 256)}
 
 
@@ -142,29 +142,11 @@ def bench_ce(
         row["impls"]["torch"] = {}
         calls["torch"] = torch_fn
         forward["torch"] = _torch_ce(x, y, grad=False)
-    copy = jax.jit(lambda a: a * 2).lower(x).compile()
-    calls["copy"] = functools.partial(copy, x)
-    donated = jax.jit(lambda a: a * 2, donate_argnums=0).lower(x).compile()
-    buffer = [x + 0]
-
-    def copy_in_place() -> jax.Array:
-        buffer[0] = donated(buffer[0])
-        return buffer[0]
-
-    calls["copy_in_place"] = copy_in_place
+    calls.update(run.copy_calls(x))
     run.progress(step, f"timing {', '.join(calls)}: {rounds} rounds of {repeat}")
     times = run.time_alternating(calls, rounds, repeat)
     forward_times = run.time_alternating(forward, rounds, repeat)
-    nbytes = n * v * jnp.dtype(dtype).itemsize
-    row["copy_s"] = times.pop("copy")
-    row["copy_in_place_s"] = times.pop("copy_in_place")
-    row["copy_bytes_per_s"] = 2 * nbytes / row["copy_s"]
-    for name, seconds in times.items():
-        entry = row["impls"][name]
-        entry["time_s"] = seconds
-        entry["forward_time_s"] = forward_times[name]
-        entry["bytes_per_s"] = 3 * nbytes / seconds
-        entry["of_copy"] = entry["bytes_per_s"] / row["copy_bytes_per_s"]
+    run.record_ce_times(row, times, forward_times, n * v * jnp.dtype(dtype).itemsize)
     return row
 
 
@@ -227,41 +209,6 @@ def bench_head(
         entry["flops_per_s"] = 8 * n * d * v / seconds
         entry["of_matmul"] = entry["flops_per_s"] / row["matmul_flops_per_s"]
     return row
-
-
-def compile_only_memory(n: int, d: int, v: int, chunks: tuple[int | None, ...]) -> list[dict]:
-    """Compiled temp of the fused head's training step on this device, nothing run.
-
-    At the CPU table's compile-only shape, for the automatic chunk (None) and
-    the given chunk sizes, in float32 and bfloat16.
-    """
-    rows = []
-    for chunk in chunks:
-        for dtype in (jnp.float32, jnp.bfloat16):
-            args = (
-                jax.ShapeDtypeStruct((n, d), dtype),
-                jax.ShapeDtypeStruct((d, v), dtype),
-                jax.ShapeDtypeStruct((n,), jnp.int32),
-            )
-
-            def step(h, w, y, chunk=chunk):
-                return jaxce.linear_softmax_cross_entropy(h, w, y, chunk_size=chunk)
-
-            grad = jax.jit(jax.value_and_grad(step, argnums=(0, 1)))
-            temp = _temp(grad.lower(*args).compile())
-            rows.append(
-                {
-                    "N": n,
-                    "D": d,
-                    "V": v,
-                    "chunk": chunk,
-                    "dtype": jnp.dtype(dtype).name,
-                    "temp_bytes": temp,
-                    "share_of_logits": temp / (n * v * 4),
-                    "kernel_sizes": temp / (d * v * jnp.dtype(dtype).itemsize),
-                }
-            )
-    return rows
 
 
 def _rel(a: Any, b: Any) -> float:
@@ -473,7 +420,7 @@ def main() -> None:
         for dtype in (jnp.bfloat16, jnp.float32)
     ]
     run.progress("fused head, compile only", f"N={memory_shape[0]} D={memory_shape[1]}")
-    results["compile_only"] = compile_only_memory(*memory_shape, (None, 256))
+    results["compile_only"] = run.linear_memory(*memory_shape, chunks=(None, 256))
     results["head"] = bench_head(*head_shape, chunks, max(3, args.rounds // 2), args.out)
     (args.out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     text = to_markdown(results)

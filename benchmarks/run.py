@@ -211,6 +211,37 @@ def torch_call(x: jax.Array, y: jax.Array, grad: bool = True) -> Callable[[], An
     return call
 
 
+def copy_calls(x: jax.Array) -> dict[str, Callable[[], Any]]:
+    """The copy `x * 2` into a fresh buffer, and over its input's buffer (donated)."""
+    copy = jax.jit(lambda a: a * 2).lower(x).compile()
+    donated = jax.jit(lambda a: a * 2, donate_argnums=0).lower(x).compile()
+    buffer = [x + 0]
+
+    def copy_in_place() -> jax.Array:
+        buffer[0] = donated(buffer[0])
+        return buffer[0]
+
+    return {"copy": functools.partial(copy, x), "copy_in_place": copy_in_place}
+
+
+def record_ce_times(
+    row: dict[str, Any], times: dict[str, float], forward_times: dict[str, float], nbytes: int
+) -> None:
+    """Writes a CE row's timings (the copies' and each implementation's) and byte rates.
+
+    `nbytes` is the logits' size: the copy moves it twice, the loss three times.
+    """
+    row["copy_s"] = times.pop("copy")
+    row["copy_in_place_s"] = times.pop("copy_in_place")
+    row["copy_bytes_per_s"] = 2 * nbytes / row["copy_s"]
+    for name, seconds in times.items():
+        entry = row["impls"][name]
+        entry["time_s"] = seconds
+        entry["forward_time_s"] = forward_times[name]
+        entry["bytes_per_s"] = 3 * nbytes / seconds
+        entry["of_copy"] = entry["bytes_per_s"] / row["copy_bytes_per_s"]
+
+
 def bench_ce(n: int, v: int, dtype: Any, rounds: int, step: str = "") -> dict[str, Any]:
     step = f"{step} ce {jnp.dtype(dtype).name} N={n} V={v}".lstrip()
     start = time.perf_counter()
@@ -239,17 +270,7 @@ def bench_ce(n: int, v: int, dtype: Any, rounds: int, step: str = "") -> dict[st
         row["impls"]["torch"] = {}
         calls["torch"] = torch_fn
         forward["torch"] = torch_call(x, y, grad=False)
-    copy = jax.jit(lambda a: a * 2).lower(x).compile()
-    calls["copy"] = lambda: copy(x)
-    # The same copy written over its input's buffer (donated) instead of a fresh one.
-    donated = jax.jit(lambda a: a * 2, donate_argnums=0).lower(x).compile()
-    buffer = [x + 0]
-
-    def copy_in_place() -> jax.Array:
-        buffer[0] = donated(buffer[0])
-        return buffer[0]
-
-    calls["copy_in_place"] = copy_in_place
+    calls.update(copy_calls(x))
     progress(step, f"timing {', '.join(calls)}: {rounds} rounds")
     samples: dict[str, list[float]] = {}
     times = time_alternating(calls, rounds, samples=samples)
@@ -261,15 +282,7 @@ def bench_ce(n: int, v: int, dtype: Any, rounds: int, step: str = "") -> dict[st
         "torch": round_ratios(samples, "jaxce", "torch"),
         "forward optax": round_ratios(forward_samples, "jaxce", "optax"),
     }
-    nbytes = n * v * itemsize
-    row["copy_s"] = times.pop("copy")
-    row["copy_in_place_s"] = times.pop("copy_in_place")
-    row["copy_bytes_per_s"] = 2 * nbytes / row["copy_s"]
-    for name, seconds in times.items():
-        entry = row["impls"][name]
-        entry["time_s"] = seconds
-        entry["forward_time_s"] = forward_times[name]
-        entry["bytes_per_s"] = 3 * nbytes / seconds
+    record_ce_times(row, times, forward_times, n * v * itemsize)
     progress(step, f"done in {time.perf_counter() - start:.1f} s")
     return row
 
@@ -368,34 +381,43 @@ def kernel_gradient_accumulators(n: int, d: int, v: int, chunk: int, rounds: int
     return row
 
 
-def linear_memory(n: int, d: int, v: int) -> list[dict[str, Any]]:
-    """Compiled temp of the fused head's training step, as a share of the float32 logits."""
+def linear_memory(
+    n: int, d: int, v: int, chunks: tuple[int | None, ...] = (None,)
+) -> list[dict[str, Any]]:
+    """Compiled temp of the fused head's training step, as a share of the float32 logits.
+
+    For each of `chunks` (None: the automatic chunk), in float32 and bfloat16,
+    compiled for the default backend and not run.
+    """
     rows = []
-    for dtype in (jnp.float32, jnp.bfloat16):
-        progress(f"linear memory {jnp.dtype(dtype).name} N={n} D={d} V={v}", "compile")
-        args = (
-            jax.ShapeDtypeStruct((n, d), dtype),
-            jax.ShapeDtypeStruct((d, v), dtype),
-            jax.ShapeDtypeStruct((n,), jnp.int32),
-        )
+    for chunk in chunks:
+        for dtype in (jnp.float32, jnp.bfloat16):
+            progress(f"linear memory {jnp.dtype(dtype).name} N={n} D={d} V={v}", "compile")
+            args = (
+                jax.ShapeDtypeStruct((n, d), dtype),
+                jax.ShapeDtypeStruct((d, v), dtype),
+                jax.ShapeDtypeStruct((n,), jnp.int32),
+            )
 
-        def step(h: jax.Array, w: jax.Array, y: jax.Array) -> jax.Array:
-            return jaxce.linear_softmax_cross_entropy(h, w, y)  # as a training step calls it
+            def step(h: jax.Array, w: jax.Array, y: jax.Array, chunk=chunk) -> jax.Array:
+                # As a training step calls it.
+                return jaxce.linear_softmax_cross_entropy(h, w, y, chunk_size=chunk)
 
-        compiled = jax.jit(jax.value_and_grad(step, argnums=(0, 1))).lower(*args).compile()
-        temp = int(compiled.memory_analysis().temp_size_in_bytes)
-        rows.append(
-            {
-                "N": n,
-                "D": d,
-                "V": v,
-                "dtype": jnp.dtype(dtype).name,
-                "temp_bytes": temp,
-                "share_of_logits": temp / (n * v * 4),
-                # How many arrays of the kernel's size, in its own dtype, the temp could hold.
-                "kernel_sizes": temp / (d * v * jnp.dtype(dtype).itemsize),
-            }
-        )
+            grad = jax.jit(jax.value_and_grad(step, argnums=(0, 1)))
+            temp = int(grad.lower(*args).compile().memory_analysis().temp_size_in_bytes)
+            rows.append(
+                {
+                    "N": n,
+                    "D": d,
+                    "V": v,
+                    "chunk": chunk,
+                    "dtype": jnp.dtype(dtype).name,
+                    "temp_bytes": temp,
+                    "share_of_logits": temp / (n * v * 4),
+                    # How many arrays of the kernel's size, in its own dtype, the temp could hold.
+                    "kernel_sizes": temp / (d * v * jnp.dtype(dtype).itemsize),
+                }
+            )
     return rows
 
 
