@@ -85,9 +85,9 @@ def _gathered(x: jax.Array, index: jax.Array, axis: int) -> jax.Array:
 @_gathered.defjvp
 def _gathered_jvp(axis: int, primals: tuple, tangents: tuple) -> tuple[jax.Array, jax.Array]:
     # The tangent is picked by a comparison with the class index, not gathered, so
-    # the gradient (its transpose) is one select pass writing x's dtype; a gather's
-    # transpose is a scatter-add into zeros, which XLA widens for half precision
-    # (`test_softmax.py::test_nll_gradient_is_a_select`).
+    # the gradient (its transpose) is one select pass writing x's dtype. A gather's
+    # transpose is a scatter-add into a zeroed array, which XLA may compute in
+    # float32 for half precision (`test_softmax.py::test_nll_gradient_is_a_select`).
     x, index = primals
     onehot = class_iota(x.ndim, x.shape[axis], axis, index.dtype) == index
     return _gathered(x, index, axis), jnp.sum(
