@@ -6,8 +6,8 @@ import pytest
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")
 if jax.default_backend() != "cpu":
-    # A GPU's float32 matmuls default to TF32 (about 1e-3 relative); the tests hold
-    # float32 results to float32 tolerances, on every backend.
+    # A GPU may run float32 matmuls in TF32 (a 10-bit mantissa) at the default
+    # precision; the tests hold float32 results to float32 tolerances everywhere.
     jax.config.update("jax_default_matmul_precision", "highest")
 
 
