@@ -341,26 +341,23 @@ def linear_softmax_cross_entropy(
         stats=return_stats,
     )
     flat = classes.reshape(n)
+    rows = _linear_chunks.flat_rows(mask, bad, v, where=where, ignore_index=ignore_index)
     inputs = _Inputs(
         hidden.reshape(n, hidden.shape[-1]),
         kernel,
         bias,
         weights,
         flat,
-        _linear_chunks.kept_rows(
-            mask, where=where, ignore_index=ignore_index, example_weights=example_weights
-        ),
+        rows.keep,
         label_smoothing,
         z_loss,
         logit_softcap,
     )
-    flat_mask, flat_bad = mask.reshape(n), None if bad is None else bad.reshape(n)
-    flat_v = None if v is None else jnp.broadcast_to(v, example_shape).reshape(n)
     if mesh is None:
-        out = _linear_ce(plan, flat_mask, flat_bad, inputs, flat_v)
+        out = _linear_ce(plan, rows.mask, rows.bad, inputs, rows.weights)
     else:
         out = _linear_chunks.per_shard(
-            _linear_ce, plan, mesh, (flat_mask, flat_bad), inputs, _KINDS, flat_v
+            _linear_ce, plan, mesh, (rows.mask, rows.bad), inputs, _KINDS, rows.weights
         )
     losses, lse, predicted = out if return_stats else (out, None, None)
     losses = losses.reshape(example_shape)

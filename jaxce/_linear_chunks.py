@@ -275,21 +275,41 @@ class Grads(NamedTuple):
         return self.hidden, from_bits(self.kernel, kernel.dtype), db
 
 
-def kept_rows(
-    mask: jax.Array, *, where: Any, ignore_index: int | None, example_weights: Any
-) -> jax.Array | None:
-    """`[N]`: which examples count, when an option can exclude one; else None.
+class Rows(NamedTuple):
+    """A fused head's per-example arrays, flattened to its `N` rows."""
 
-    The heads zero the excluded examples' hidden states (`counted_hidden`):
-    their cotangent is 0, but an inf or NaN there (the hidden state of a
-    padding token) would make `0 * NaN` in the kernel's gradient, which sums
-    over the examples, and in the per-token statistics the backward reads.
-    Without such an option the program holds no masked copy of the hidden
-    states.
+    mask: jax.Array  # [N], the examples that count
+    bad: jax.Array | None  # [N], invalid labels
+    weights: jax.Array | None  # [N], the example weights
+    keep: jax.Array | None  # `mask`, when an option can exclude an example; else None
+
+
+def flat_rows(
+    mask: jax.Array,
+    bad: jax.Array | None,
+    weights: jax.Array | None,
+    *,
+    where: Any,
+    ignore_index: int | None,
+) -> Rows:
+    """`mask`, `bad` and the example `weights` (each of the examples' shape) as `Rows`.
+
+    `keep` is for the heads to zero the excluded examples' hidden states
+    (`counted_hidden`): their cotangent is 0, but an inf or NaN there (the
+    hidden state of a padding token) would make `0 * NaN` in the kernel's
+    gradient, which sums over the examples, and in the per-token statistics
+    the backward reads. Without `where`, `ignore_index` or example weights no
+    example can be excluded, and the program holds no masked copy of the
+    hidden states.
     """
-    if where is None and ignore_index is None and example_weights is None:
-        return None
-    return mask.reshape(-1)
+    flat = mask.reshape(-1)
+    keep = None if where is None and ignore_index is None and weights is None else flat
+    return Rows(
+        flat,
+        None if bad is None else bad.reshape(-1),
+        None if weights is None else jnp.broadcast_to(weights, mask.shape).reshape(-1),
+        keep,
+    )
 
 
 def counted_hidden(plan: Plan, hidden: jax.Array, keep: jax.Array | None) -> jax.Array:

@@ -541,6 +541,7 @@ def linear_distillation_loss(
         same = teacher.dtype == teacher_kernel.dtype
         teacher_dot = teacher.dtype if same else plan.compute_dtype
     cfg = _Config(plan, teacher_dot, divergence)
+    rows = _linear_chunks.flat_rows(mask, bad, v, where=where, ignore_index=ignore_index)
     inputs = _Inputs(
         hidden.reshape(n, hidden.shape[-1]),
         kernel,
@@ -549,17 +550,13 @@ def linear_distillation_loss(
         teacher_kernel,
         teacher_bias,
         None if classes is None or alpha is None else classes.reshape(n),
-        _linear_chunks.kept_rows(
-            mask, where=where, ignore_index=ignore_index, example_weights=example_weights
-        ),
+        rows.keep,
         beta if divergence == "jsd" else None,
         temperature,
         alpha,
     )
-    flat_mask, flat_bad = mask.reshape(n), None if bad is None else bad.reshape(n)
-    flat_v = None if v is None else jnp.broadcast_to(v, example_shape).reshape(n)
     if mesh is None:
-        losses = _losses(cfg, flat_mask, flat_bad, inputs, flat_v)
+        losses = _losses(cfg, rows.mask, rows.bad, inputs, rows.weights)
     else:
         teacher_kind = "logits" if teacher_kernel is None else "rows"
         kinds = ("rows", "kernel", "classes", teacher_kind, "kernel", "classes", "rows", "rows")
@@ -567,10 +564,10 @@ def linear_distillation_loss(
             _losses,
             plan,
             mesh,
-            (flat_mask, flat_bad),
+            (rows.mask, rows.bad),
             inputs,
             (*kinds, "whole", "whole", "whole"),
-            flat_v,
+            rows.weights,
             cfg,
         )
     losses = losses.reshape(example_shape)
