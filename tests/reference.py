@@ -14,6 +14,11 @@ def softmax(x, axis=-1):
     return np.exp(log_softmax(x, axis))
 
 
+def where_of(where, shape):
+    """The mask `where` as booleans of the examples' shape (all True where not given)."""
+    return np.ones(shape, bool) if where is None else np.broadcast_to(where, shape)
+
+
 def example_weights_of(example_weights, shape):
     """The example weights v as float64 of the examples' shape (1 where not given)."""
     if example_weights is None:
@@ -26,7 +31,7 @@ def masked_reduce(losses, where, reduction, example_weights=None):
 
     A weight multiplies the example's loss and its count in the mean's denominator.
     """
-    mask = np.ones(losses.shape, bool) if where is None else np.broadcast_to(where, losses.shape)
+    mask = where_of(where, losses.shape)
     v = example_weights_of(example_weights, losses.shape)
     mask = mask & (v != 0)
     with np.errstate(invalid="ignore"):
@@ -70,7 +75,7 @@ def softmax_cross_entropy(
     if probs:
         labels = np.moveaxis(labels.astype(np.float64), axis, -1)
     example_shape = x.shape[:-1]
-    mask = np.ones(example_shape, bool) if where is None else np.broadcast_to(where, example_shape)
+    mask = where_of(where, example_shape)
     v = example_weights_of(example_weights, example_shape)
     losses = np.zeros(example_shape)
     norm = np.zeros(example_shape)
@@ -118,7 +123,7 @@ def nll_loss(
     lp = np.asarray(log_probs, np.float64)
     labels = np.asarray(labels)
     w = np.ones(lp.shape[-1]) if weights is None else np.asarray(weights, np.float64)
-    mask = np.ones(labels.shape, bool) if where is None else np.broadcast_to(where, labels.shape)
+    mask = where_of(where, labels.shape)
     v = example_weights_of(example_weights, labels.shape)
     losses = np.zeros(labels.shape)
     norm = np.zeros(labels.shape)
@@ -137,7 +142,7 @@ def softmax_cross_entropy_grad(logits, labels, *, weights=None, where=None, exam
     labels = np.asarray(labels)
     k = x.shape[-1]
     w = np.ones(k) if weights is None else np.asarray(weights, np.float64)
-    mask = np.ones(labels.shape, bool) if where is None else np.broadcast_to(where, labels.shape)
+    mask = where_of(where, labels.shape)
     onehot = np.eye(k)[labels]
     wy = w[labels] * mask * example_weights_of(example_weights, labels.shape)
     s = wy.sum()
@@ -157,7 +162,7 @@ def softmax_cross_entropy_example_weights_grad(
     k = x.shape[-1]
     w = np.ones(k) if weights is None else np.asarray(weights, np.float64)
     v = example_weights_of(example_weights, labels.shape)
-    mask = np.ones(labels.shape, bool) if where is None else np.broadcast_to(where, labels.shape)
+    mask = where_of(where, labels.shape)
     mask = mask & (v != 0)
     nll = -np.take_along_axis(log_softmax(x), labels[..., None], -1)[..., 0]
     share = np.where(mask, w[labels], 0.0)
@@ -185,7 +190,7 @@ def calibration_bins(logits, labels, n_bins, where=None):
     Examples are (N, K) logits; the loop assigns one example at a time.
     """
     conf, correct = top_label(logits, labels)
-    mask = np.ones(conf.shape, bool) if where is None else np.broadcast_to(where, conf.shape)
+    mask = where_of(where, conf.shape)
     conf_sum, hits, count = np.zeros(n_bins), np.zeros(n_bins), np.zeros(n_bins, np.int64)
     for c, ok, m in zip(conf, correct, mask, strict=True):
         if not m:
@@ -240,7 +245,7 @@ def temperature_nll(logits, labels, temperature, where=None):
     """Mean float64 NLL of softmax(logits / T) over the counted examples."""
     x = np.asarray(logits, np.float64) / temperature
     labels = np.asarray(labels)
-    mask = np.ones(labels.shape, bool) if where is None else np.broadcast_to(where, labels.shape)
+    mask = where_of(where, labels.shape)
     m = x.max(axis=-1, keepdims=True)
     lse = (m + np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True)))[:, 0]
     nll = lse - x[np.arange(len(labels)), labels]
@@ -534,7 +539,7 @@ def softmax_focal_loss(
     labels = np.asarray(labels)
     k = x.shape[-1]
     w = np.ones(k) if weights is None else np.asarray(weights, np.float64)
-    mask = np.ones(labels.shape, bool) if where is None else np.broadcast_to(where, labels.shape)
+    mask = where_of(where, labels.shape)
     v = example_weights_of(example_weights, labels.shape)
     losses = np.zeros(labels.shape)
     norm = np.zeros(labels.shape)
@@ -568,7 +573,7 @@ def poly1_cross_entropy(
     w = np.ones(k) if weights is None else np.asarray(weights, np.float64)
     probs = np.issubdtype(labels.dtype, np.floating)
     example_shape = x.shape[:-1]
-    mask = np.ones(example_shape, bool) if where is None else np.broadcast_to(where, example_shape)
+    mask = where_of(where, example_shape)
     v = example_weights_of(example_weights, example_shape)
     ce = softmax_cross_entropy(
         x,
@@ -610,7 +615,7 @@ def poly1_cross_entropy(
 
 
 def _counted(n, where):
-    return np.ones(n, bool) if where is None else np.broadcast_to(where, (n,)).copy()
+    return where_of(where, (n,)).copy()
 
 
 def width_bin(confidence, n_bins):
@@ -694,8 +699,7 @@ def calibration_error(
 def sigmoid_calibration_error(logits, labels, *, n_bins=15, norm="l1", binning="width", where=None):
     x = np.asarray(logits, np.float64).ravel()
     y = np.asarray(labels, np.float64).ravel()
-    keep = np.ones(x.shape, bool) if where is None else np.broadcast_to(where, np.shape(logits))
-    keep = keep.ravel()
+    keep = where_of(where, np.shape(logits)).ravel()
     value = binned_error(1 / (1 + np.exp(-x[keep])), y[keep], n_bins, norm, binning)
     return float(np.sqrt(value)) if norm == "l2" else float(value)
 
@@ -823,7 +827,7 @@ def linear_distillation_loss(
     else:
         t = logits(teacher, teacher_kernel, teacher_bias)
     example_shape = np.shape(hidden)[:-1]
-    mask = np.ones(example_shape, bool) if where is None else np.broadcast_to(where, example_shape)
+    mask = where_of(where, example_shape)
     mask = mask.reshape(-1).copy()
     if labels is not None:
         y = np.asarray(labels).reshape(-1)
