@@ -243,6 +243,17 @@ def through_softcap(dz: jax.Array, raw: jax.Array, z: jax.Array, cap: Any):
     return dz * slope, times(dz, tanh - raw / cap * slope)
 
 
+def row_through_softcap(
+    dz: jax.Array, raw: jax.Array, z: jax.Array, cap: Any, axis: int
+) -> tuple[jax.Array, jax.Array | None]:
+    """`through_softcap` with the cap's cotangent summed over the classes on `axis`
+    (keepdims): one per example. `(dz, None)` when `cap` is None."""
+    if cap is None:
+        return dz, None
+    d_raw, d_cap = through_softcap(dz, raw, z, cap)
+    return d_raw, jnp.sum(d_cap, axis, keepdims=True)
+
+
 def token_cross_entropy(
     lse: jax.Array,
     target: jax.Array,

@@ -97,11 +97,8 @@ def _parallel_ce_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) 
         dx = dx + g_lse * probs  # d lse / d x = P
     d_eps = None if eps is None else g * (res.target - res.mean_logit)
     d_zeta = None if inp.z_loss is None else g * res.lse**2
-    d_cap = None
-    if inp.softcap is not None:
-        dx, d_cap_c = _numerics.through_softcap(dx, raw, x, inp.softcap)
-        # Summed over this shard's classes; the skeleton sums it over the shards.
-        d_cap = jnp.sum(d_cap_c, axis=-1, keepdims=True)
+    # Summed over this shard's classes; the skeleton sums it over the shards.
+    dx, d_cap = _numerics.row_through_softcap(dx, raw, x, inp.softcap, -1)
     return dx, None, d_eps, d_zeta, d_cap
 
 

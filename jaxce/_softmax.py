@@ -143,15 +143,8 @@ def _class_ce_bwd(
         if eps is not None:
             dw = dw + g * eps / res.num_finite * jnp.where(finite, (res.shift - x) + res.log_sum, 0)
     d_zeta = None if inp.z_loss is None else g * lse**2
-    dx, d_cap = _through_softcap(dx, raw, x, inp.softcap, axis)
+    dx, d_cap = _numerics.row_through_softcap(dx, raw, x, inp.softcap, axis)
     return dx, None, dw, d_eps, d_zeta, d_cap
-
-
-def _through_softcap(dz, raw, z, cap, axis):
-    if cap is None:
-        return dz, None
-    d_raw, d_cap = _numerics.through_softcap(dz, raw, z, cap)
-    return d_raw, jnp.sum(d_cap, axis, keepdims=True)
 
 
 _class_ce = per_example_rule(_class_ce_fwd, _class_ce_bwd)
@@ -230,7 +223,7 @@ def _prob_ce_bwd(
             _numerics.times(dq if w is None else w * dq, nll), cfg.axis, keepdims=True
         )
     d_zeta = None if inp.z_loss is None else g * lse**2
-    dx, d_cap = _through_softcap(dx, raw, x, inp.softcap, cfg.axis)
+    dx, d_cap = _numerics.row_through_softcap(dx, raw, x, inp.softcap, cfg.axis)
     return dx, dprobs, dw, d_eps, d_zeta, d_cap
 
 
