@@ -50,16 +50,15 @@ class CrossEntropyStats(NamedTuple):
 
 
 def finish(
-    logsumexp: jax.Array, predicted: jax.Array, labels: jax.Array | None, mask: jax.Array
+    logsumexp: jax.Array, predicted: jax.Array, labels: jax.Array, mask: jax.Array
 ) -> CrossEntropyStats:
     """The statistics of the counted examples: 0, -1 and False where `mask` is False.
 
-    `labels` are the integer labels (None for probability labels, whose
-    `correct` is then whether the prediction is the label's most probable class:
-    the caller passes that class instead).
+    `labels` are the integer labels; for probability labels the caller passes
+    each example's most probable class, which `correct` then compares with.
     """
     predicted = jnp.where(mask, predicted.astype(jnp.int32), -1)
-    correct = mask if labels is None else mask & (predicted.astype(labels.dtype) == labels)
+    correct = mask & (predicted.astype(labels.dtype) == labels)
     return CrossEntropyStats(jnp.where(mask, logsumexp, 0), predicted, correct)
 
 
