@@ -21,7 +21,7 @@ from . import _checks, _labels, _numerics
 from ._options import LossOptions, entry_point
 from ._reduce import reduce_loss
 from ._rule import per_example_rule
-from ._softmax import per_example
+from ._softmax import softmax_cross_entropy
 
 _ALPHA = _checks.Interval(0.0, 1.0, off=None, optional=True)
 _GAMMA = _checks.NON_NEGATIVE
@@ -526,8 +526,18 @@ def poly1_cross_entropy(
         weights=weights,
         example_weights=example_weights,
     )
-    # The cross-entropy term from the labels parsed above, checked once.
-    losses = per_example(args, label_smoothing, None)
+    smoothing = 0.0 if label_smoothing is None else label_smoothing
+    losses = softmax_cross_entropy(
+        logits,
+        labels,
+        axis=axis,
+        weights=weights,
+        ignore_index=ignore_index,
+        label_smoothing=smoothing,
+        where=where,
+        reduction="none",
+        example_weights=example_weights,
+    )
     if epsilon is not None:
         w = args.weights
         w = None if w is None else _numerics.along_axis(w, args.logits.ndim, args.axis)
