@@ -22,7 +22,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from . import _checks, _labels, _linear_chunks, _numerics, _sharding, _stats
-from ._linear_chunks import Grads, Plan, as_bits, from_bits, is_target
+from ._linear_chunks import Plan, as_bits, from_bits, is_target
 from ._options import entry_point
 from ._reduce import reduce_loss
 from ._rule import Summed, per_example_rule
@@ -123,7 +123,7 @@ def _linear_ce_bwd(plan: Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
     nll = res.lse - res.target
 
     def body(step, carry):
-        grads, dw, d_cap = carry
+        grads, (dw, d_cap) = carry
         block = _linear_chunks.chunk(plan, h, inp.kernel, inp.bias, cap, step)
         z, w_c = block.z, block.classes(w)
         onehot = is_target(inp.classes, block)
@@ -144,17 +144,15 @@ def _linear_ce_bwd(plan: Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
             dz, d_cap_c = _numerics.through_softcap(dz, block.raw, z, cap)
             d_cap = d_cap + jnp.sum(jnp.where(block.fresh, d_cap_c, 0), axis=1)
         grads = _linear_chunks.backprop(plan, h, dz, block, grads, inp.kernel, inp.bias)
-        return grads, dw, d_cap
+        return grads, (dw, d_cap)
 
-    init = (
-        Grads.zeros(plan, inp.hidden, inp.kernel, inp.bias),
+    rest = (
         None if w is None else jnp.zeros_like(as_bits(w)),
         jnp.zeros(inp.hidden.shape[:1], dtype),
     )
-    steps = _linear_chunks.num_steps(plan, inp.kernel)
-    carry = _linear_chunks.varying(init, *inp, g, res.lse)
-    grads, dw, d_cap = lax.fori_loop(0, steps, body, carry)
-    dh, dk, db = grads.result(inp.kernel, inp.bias)
+    (dh, dk, db), (dw, d_cap) = _linear_chunks.backward_loop(
+        plan, body, rest, inp.hidden, inp.kernel, inp.bias, (*inp, g, res.lse)
+    )
     dw = None if dw is None or w is None else from_bits(dw, w.dtype)
     d_eps = None
     if eps is not None:

@@ -37,6 +37,11 @@ from . import _checks, _labels, _numerics, _sharding
 # (`benchmarks/accelerator.py` times a sweep of chunk sizes).
 AUTO_CHUNK_ELEMENTS_CPU = 1 << 20
 AUTO_CHUNK_ELEMENTS_ACCELERATOR = 1 << 23
+# A half-precision kernel gradient on a CPU is written in windows (`backward_loop`),
+# each flush one pass over the gradient: at most one flush per this many examples
+# and per this many kernel elements.
+EXAMPLES_PER_FLUSH = 512
+KERNEL_ELEMENTS_PER_FLUSH = 1 << 24
 LAYOUTS = ("DV", "VD")
 
 
@@ -50,6 +55,7 @@ class Plan(NamedTuple):
     axis_name: Any = None  # mesh axes sharding the vocabulary (inside shard_map)
     axis: int = 1  # the class axis of a [N, chunk] block (for the rule skeleton)
     stats: bool = False  # also output each example's logsumexp and argmax class
+    flushes: int = 1  # windows the kernel gradient is staged in (`backward_loop`)
 
     @property
     def class_dim(self) -> int:
@@ -254,25 +260,16 @@ def per_class_update(acc: jax.Array, values: jax.Array, block: Chunk, dtype: Any
 
 
 class Grads(NamedTuple):
-    """d hidden (compute dtype), d kernel and d bias (`as_bits`), summed over the chunks so far."""
+    """d hidden (compute dtype), d kernel and d bias (`as_bits`), summed over the chunks so far.
+
+    `kernel` holds the classes from column `origin` on: all of them, or one
+    window of them (`backward_loop`).
+    """
 
     hidden: jax.Array
     kernel: jax.Array
     bias: jax.Array | None
-
-    @classmethod
-    def zeros(
-        cls, plan: Plan, hidden: jax.Array, kernel: jax.Array, bias: jax.Array | None
-    ) -> Grads:
-        db = None if bias is None else jnp.zeros_like(as_bits(bias))
-        return cls(jnp.zeros(hidden.shape, plan.compute_dtype), jnp.zeros_like(as_bits(kernel)), db)
-
-    def result(
-        self, kernel: jax.Array, bias: jax.Array | None
-    ) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-        """d hidden, d kernel and d bias, each in its input's form."""
-        db = None if self.bias is None or bias is None else from_bits(self.bias, bias.dtype)
-        return self.hidden, from_bits(self.kernel, kernel.dtype), db
+    origin: Any = 0
 
 
 class Rows(NamedTuple):
@@ -337,11 +334,78 @@ def backprop(
     else:
         dk_chunk = dot(dz_dot, h, (0, 0), plan.compute_dtype)  # [chunk, D]
     dk_chunk = as_bits(dk_chunk.astype(kernel.dtype))
-    dk = lax.dynamic_update_slice_in_dim(grads.kernel, dk_chunk, block.start, axis=plan.class_dim)
+    at = block.start - grads.origin
+    dk = lax.dynamic_update_slice_in_dim(grads.kernel, dk_chunk, at, axis=plan.class_dim)
     # Columns shared with the previous chunk were written again in dk, but count once in dh.
     fresh = jnp.where(block.fresh, dz_dot, 0)
     dh = grads.hidden + dot(fresh, block.kernel, (1, plan.class_dim), plan.compute_dtype)
-    return Grads(dh, dk, db)
+    return Grads(dh, dk, db, grads.origin)
+
+
+def backward_loop(
+    plan: Plan,
+    body: Any,
+    rest: Any,
+    hidden: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array | None,
+    refs: tuple[Any, ...],
+) -> tuple[tuple[jax.Array, jax.Array, jax.Array | None], Any]:
+    """Runs `body(step, (grads, rest))` over every chunk; returns (d hidden, d kernel,
+    d bias), each in its input's form, and the final `rest`.
+
+    The carry starts at zero `Grads` and `rest`, varying like `refs`. With
+    `plan.flushes > 1` the kernel gradient is written a window of columns at a
+    time: each group of chunks fills a window held as bits, which is then
+    written into the gradient, in its own dtype, with one dynamic update slice.
+    That is the way to a half-precision gradient without a gradient-sized
+    buffer besides the result on XLA's CPU backend, which performs a
+    half-precision dynamic update slice in float32 over the whole array: once
+    per window is affordable, once per chunk is not, and an accumulator of bits
+    for the whole kernel is copied into the result at the end. A window is
+    read from the gradient before it is filled, so the columns the last window
+    shares with the one before keep their values.
+    """
+    db = None if bias is None else jnp.zeros_like(as_bits(bias))
+    steps = num_steps(plan, kernel)
+    per = -(-steps // plan.flushes)
+    total, axis = num_classes(plan, kernel), plan.class_dim
+    width = min(per * plan.chunk, total)
+    shape = list(kernel.shape)
+    shape[axis] = width
+    dk_window = jnp.zeros(shape, kernel.dtype)
+    origin = jnp.zeros((), jnp.int32)
+    init = (
+        Grads(jnp.zeros(hidden.shape, plan.compute_dtype), as_bits(dk_window), db, origin),
+        rest,
+    )
+    grads, rest = varying(init, *refs)
+    if width == total:
+        grads, rest = lax.fori_loop(0, steps, body, (grads, rest))
+        dk = grads.kernel
+    else:
+
+        def window(group: jax.Array, carry: Any) -> Any:
+            dk, grads, rest = carry
+            origin = jnp.minimum(group * width, total - width).astype(jnp.int32)
+            # Read through a barrier, like the kernel in `chunk`, so a widened read stays
+            # window-sized.
+            seen = lax.optimization_barrier((dk, group))[0]
+            stage = as_bits(lax.dynamic_slice_in_dim(seen, origin, width, axis))
+            grads = grads._replace(kernel=stage, origin=origin)
+            # The last group may run past the last chunk; its extra steps repeat that
+            # chunk, whose columns are then all already counted (`Chunk.fresh`).
+            grads, rest = lax.fori_loop(
+                0, per, lambda j, c: body(group * per + j, c), (grads, rest)
+            )
+            stage = from_bits(grads.kernel, kernel.dtype)
+            return lax.dynamic_update_slice_in_dim(dk, stage, origin, axis), grads, rest
+
+        groups = -(-steps // per)
+        full = varying(jnp.zeros(kernel.shape, kernel.dtype), *refs)
+        dk, grads, rest = lax.fori_loop(0, groups, window, (full, grads, rest))
+    db = None if grads.bias is None or bias is None else from_bits(grads.bias, bias.dtype)
+    return (grads.hidden, from_bits(dk, kernel.dtype), db), rest
 
 
 def varying(carry: Any, *refs: Any) -> Any:
@@ -389,6 +453,16 @@ def make_plan(
     else:
         chunk_ = min(chunk_size, local_classes)
     dtype = _checks.compute_dtype(*(a.dtype for a in (hidden, kernel, *others) if a is not None))
+    flushes = 1
+    if jnp.dtype(kernel.dtype).itemsize == 2 and jax.default_backend() == "cpu":
+        steps = -(-local_classes // chunk_)
+        kernel_elements = kernel.size // kernel.shape[class_dim] * local_classes
+        flushes = min(
+            steps,
+            num_examples // EXAMPLES_PER_FLUSH,
+            kernel_elements // KERNEL_ELEMENTS_PER_FLUSH,
+        )
+        flushes = max(flushes, 1)
     plan = Plan(
         chunk=chunk_,
         dot_dtype=hidden.dtype if hidden.dtype == kernel.dtype else dtype,
@@ -396,6 +470,7 @@ def make_plan(
         layout=layout,
         axis_name=axis_name if vocab_axes is None else vocab_axes,
         stats=stats,
+        flushes=flushes,
     )
     return plan, mesh
 

@@ -38,7 +38,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from . import _checks, _labels, _linear_chunks, _numerics
-from ._linear_chunks import Chunk, Grads, Plan, Softmax, fold
+from ._linear_chunks import Chunk, Plan, Softmax, fold
 from ._options import entry_point
 from ._reduce import reduce_loss
 from ._rule import Summed, per_example_rule
@@ -230,14 +230,10 @@ def _distill_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
             centred = centred + jnp.sum(jnp.where(block.fresh, terms, 0), axis=1)
         return grads, centred
 
-    init = (
-        Grads.zeros(plan, inp.hidden, inp.kernel, inp.bias),
-        None if temperature is None else jnp.zeros(inp.hidden.shape[:1], plan.compute_dtype),
+    centred = None if temperature is None else jnp.zeros(inp.hidden.shape[:1], plan.compute_dtype)
+    (dh, dk, db), centred = _linear_chunks.backward_loop(
+        plan, body, centred, inp.hidden, inp.kernel, inp.bias, (*inp, g, *res)
     )
-    steps = _linear_chunks.num_steps(plan, inp.kernel)
-    carry = _linear_chunks.varying(init, *inp, g, *res)
-    grads, centred = lax.fori_loop(0, steps, body, carry)
-    dh, dk, db = grads.result(inp.kernel, inp.bias)
     scale = 1 if temperature is None else temperature**2
     d_temperature = d_alpha = d_beta = None
     if temperature is not None:
