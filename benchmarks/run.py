@@ -311,7 +311,12 @@ def bench_linear(n: int, d: int, v: int, rounds: int, step: str = "") -> dict[st
         return loss + 1e-4 * jnp.mean(stats.logsumexp**2)
 
     calls = {}
-    heads = (("materialised", head), ("fused", fused_head), ("fused_stats", fused_stats))
+    heads = (
+        ("materialised", head),
+        ("fused", fused_head),
+        ("fused_stats", fused_stats),
+        ("four_matmuls", four_matmuls(n, v, min(v, max(128, (1 << 20) // n)))),
+    )
     for name, loss in heads:
         progress(step, f"{name}: compile")
         start = time.perf_counter()
@@ -331,47 +336,119 @@ def bench_linear(n: int, d: int, v: int, rounds: int, step: str = "") -> dict[st
     progress(step, f"timing {', '.join(calls)}: {rounds} rounds")
     samples: dict[str, list[float]] = {}
     times = time_alternating(calls, rounds, samples=samples)
-    row["round_ratios"] = {"materialised": round_ratios(samples, "fused", "materialised")}
+    row["round_ratios"] = {
+        "materialised": round_ratios(samples, "fused", "materialised"),
+        "four_matmuls": round_ratios(samples, "four_matmuls", "materialised"),
+    }
     row["matmul_s"] = times.pop("matmul")
     for name, seconds in times.items():
         row[name]["time_s"] = seconds
     return row
 
 
-def kernel_gradient_accumulators(n: int, d: int, v: int, chunk: int, rounds: int) -> dict[str, Any]:
-    """A bfloat16 kernel gradient written a chunk at a time: as uint16 bits, or as bfloat16.
+def four_matmuls(n: int, v: int, chunk: int) -> Callable:
+    """The fused head's matmuls alone, the floor of a head that keeps no logits.
 
-    Two minimal loops, written here and not in the library: each writes
-    `h^T dz` of a column chunk into a `[D, V]` accumulator with a
-    dynamic-update-slice, the first into uint16 bits bit-cast to bfloat16 at
-    the end (the fused head's way), the second straight into bfloat16. Their
-    compiled temp and time show what each costs on this backend.
+    A minimal loop written here, not in the library, at the fused head's chunk
+    on a CPU (`chunk_size=None`): the forward computes each chunk's `h W_c`
+    and sums its rows; the backward computes `h W_c` again, scales it by that
+    per-row sum (so that nothing folds away), and turns it into `h^T dz` and
+    `dz W_c^T`. Four N x D x V matmuls and no loss.
+    """
+    steps = v // chunk
+    assert steps * chunk == v, (v, chunk)
+
+    @jax.custom_vjp
+    def loss(h, w):
+        return _forward(h, w).sum()
+
+    def _forward(h, w):
+        def body(i, total):
+            return total + jnp.sum(h @ jax.lax.dynamic_slice_in_dim(w, i * chunk, chunk, 1), 1)
+
+        return jax.lax.fori_loop(0, steps, body, jnp.zeros((n,), h.dtype))
+
+    def fwd(h, w):
+        rows = _forward(h, w)
+        return rows.sum(), (h, w, rows)
+
+    def bwd(res, g):
+        h, w, rows = res
+
+        def body(i, grads):
+            dh, dw = grads
+            k = jax.lax.dynamic_slice_in_dim(w, i * chunk, chunk, 1)
+            dz = (h @ k) * (g * rows)[:, None]
+            dw = jax.lax.dynamic_update_slice_in_dim(dw, h.T @ dz, i * chunk, 1)
+            return dh + dz @ k.T, dw
+
+        return jax.lax.fori_loop(0, steps, body, (jnp.zeros_like(h), jnp.zeros_like(w)))
+
+    loss.defvjp(fwd, bwd)
+    return loss
+
+
+def kernel_gradient_accumulators(
+    n: int, d: int, v: int, chunk: int, rounds: int, windows: int = 4
+) -> dict[str, Any]:
+    """A bfloat16 kernel gradient written a chunk at a time, three ways.
+
+    Three minimal loops, written here and not in the library: each writes
+    `h^T dz` of a column chunk into a `[D, V]` gradient with a
+    dynamic-update-slice: `uint16`, into uint16 bits for the whole kernel,
+    bit-cast to bfloat16 at the end (the fused head on an accelerator);
+    `bfloat16`, straight into bfloat16; `windows`, into uint16 bits for one
+    window of `V / windows` columns, each window written into the bfloat16
+    gradient once it is full (the fused head on a CPU, for a large batch and
+    kernel). Their compiled temp and time show what each costs on this backend.
     """
     progress(f"kernel-gradient accumulators bfloat16 N={n} D={d} V={v}", "compile")
     keys = jax.random.split(jax.random.PRNGKey(3))
     h = jax.random.normal(keys[0], (n, d), jnp.bfloat16)
-    dz = jax.random.normal(keys[1], (n, v), jnp.bfloat16)
+    # float32, so that slicing it needs no widened copy on any backend.
+    dz = jax.random.normal(keys[1], (n, v), jnp.float32)
+    per = v // chunk // windows
 
-    def accumulate(dtype: Any) -> Callable:
+    def write(h: jax.Array, dz: jax.Array, acc: jax.Array, i: jax.Array, at: Any) -> jax.Array:
+        """Chunk `i`'s `h^T dz`, in `acc`'s dtype (bits or bfloat16), written at column `at`."""
+        block = jax.lax.dynamic_slice_in_dim(dz, i * chunk, chunk, 1)
+        update = jnp.dot(h.T, block, preferred_element_type=jnp.float32)
+        update = jax.lax.bitcast_convert_type(update.astype(jnp.bfloat16), acc.dtype)
+        return jax.lax.dynamic_update_slice_in_dim(acc, update, at, 1)
+
+    def whole(dtype: Any) -> Callable:
         def step(h: jax.Array, dz: jax.Array) -> jax.Array:
             def body(i: jax.Array, acc: jax.Array) -> jax.Array:
-                block = jax.lax.dynamic_slice_in_dim(dz, i * chunk, chunk, 1)
-                update = jnp.dot(h.T, block, preferred_element_type=jnp.float32)
-                update = jax.lax.bitcast_convert_type(update.astype(jnp.bfloat16), dtype)
-                return jax.lax.dynamic_update_slice_in_dim(acc, update, i * chunk, 1)
+                return write(h, dz, acc, i, i * chunk)
 
             acc = jax.lax.fori_loop(0, v // chunk, body, jnp.zeros((d, v), dtype))
             return jax.lax.bitcast_convert_type(acc, jnp.bfloat16)
 
         return step
 
-    row: dict[str, Any] = {"N": n, "D": d, "V": v, "chunk": chunk}
+    def in_windows(h: jax.Array, dz: jax.Array) -> jax.Array:
+        def window(g: jax.Array, grad: jax.Array) -> jax.Array:
+            def body(j: jax.Array, acc: jax.Array) -> jax.Array:
+                return write(h, dz, acc, g * per + j, j * chunk)
+
+            bits = jax.lax.fori_loop(0, per, body, jnp.zeros((d, per * chunk), jnp.uint16))
+            bits = jax.lax.bitcast_convert_type(bits, jnp.bfloat16)
+            return jax.lax.dynamic_update_slice_in_dim(grad, bits, g * per * chunk, 1)
+
+        return jax.lax.fori_loop(0, windows, window, jnp.zeros((d, v), jnp.bfloat16))
+
+    row: dict[str, Any] = {"N": n, "D": d, "V": v, "chunk": chunk, "num_windows": windows}
     calls = {}
-    for name, dtype in (("uint16", jnp.uint16), ("bfloat16", jnp.bfloat16)):
-        compiled = jax.jit(accumulate(dtype)).lower(h, dz).compile()
+    loops = (
+        ("uint16", whole(jnp.uint16)),
+        ("bfloat16", whole(jnp.bfloat16)),
+        ("windows", in_windows),
+    )
+    for name, loop in loops:
+        compiled = jax.jit(loop).lower(h, dz).compile()
         row[name] = {
             "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
-            # Whether XLA computes on the accumulator in float32 (widened from bfloat16).
+            # Whether XLA computes on the gradient in float32 (widened from bfloat16).
             "float32_accumulator": f"f32[{d},{v}]" in compiled.as_text(),
         }
         calls[name] = functools.partial(compiled, h, dz)
@@ -700,6 +777,18 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"the materialised head at {_gflops(3, lin, mat['time_s'])} and the fused head at "
             f"{_gflops(4, lin, fus['time_s'])}.",
         ]
+        floor = lin.get("four_matmuls")
+        if floor is not None:
+            rounds = lin["round_ratios"].get("four_matmuls")
+            spread = "" if rounds is None else f" ({rounds[0]:.2f}–{rounds[1]:.2f}× across rounds)"
+            lines += [
+                "",
+                "The fused head's four matmuls alone, at its chunk in a minimal loop without "
+                f"the loss (`four_matmuls` in `benchmarks/run.py`), take {_fmt_ms(floor['time_s'])}"
+                f" ms: {_ratio(floor['time_s'], mat['time_s'])} the materialised head's "
+                f"time{spread}, and the fused head takes "
+                f"{_ratio(fus['time_s'], floor['time_s'])} of it.",
+            ]
         stats = lin.get("fused_stats")
         if stats is not None:
             lines += [
@@ -713,10 +802,10 @@ def to_markdown(results: dict[str, Any]) -> str:
         "",
         "## Fused head, compile only: temp of a training step vs the float32 logits",
         "",
-        "The last column is temp over the kernel's own size: below 2 in bfloat16, the temp "
-        "cannot hold a float32 copy of the kernel; `tests/test_linear.py::"
-        "test_memory_large_vocabulary` names the one kernel-sized buffer it holds, the "
-        "kernel gradient's accumulator (as uint16 bits).",
+        "The last column is temp over the kernel's own size: below 1 in bfloat16, the temp "
+        "holds no copy of the kernel or of its gradient; `tests/test_linear.py::"
+        "test_memory_large_vocabulary` checks that no kernel-sized buffer besides the "
+        "kernel and its gradient exists.",
         "",
         "| N | D | V | dtype | temp MiB | share of float32 logits | temp / kernel size |",
         "| --- | --- | --- | --- | --- | --- | --- |",
@@ -732,10 +821,14 @@ def to_markdown(results: dict[str, Any]) -> str:
         kernel_mib = acc["D"] * acc["V"] * 2 / 2**20
         lines += [
             "",
-            "Why the accumulator holds bits: two minimal loops (`kernel_gradient_accumulators`) "
-            f"write a bfloat16 `[{acc['D']}, {acc['V']}]` kernel gradient ({kernel_mib:.0f} MiB) "
-            f"in chunks of {acc['chunk']} columns at N={acc['N']}, one into uint16 bits "
-            "bit-cast at the end, one straight into bfloat16.",
+            "How a bfloat16 kernel gradient is written: three minimal loops "
+            f"(`kernel_gradient_accumulators`) write a `[{acc['D']}, {acc['V']}]` gradient "
+            f"({kernel_mib:.0f} MiB) in chunks of {acc['chunk']} columns at N={acc['N']}: "
+            "`uint16` into bits for the whole kernel, bit-cast at the end (the fused head on "
+            "an accelerator); `bfloat16` straight into bfloat16; `windows` into bits for "
+            f"one window of {acc['V'] // acc.get('num_windows', 1)} columns at a time, each "
+            "written into the bfloat16 gradient when full (the fused head on a CPU, for "
+            "a batch and a kernel large enough).",
             "",
             "| accumulator | ms | temp MiB | program widens it to float32 |",
             "| --- | --- | --- | --- |",
@@ -743,7 +836,8 @@ def to_markdown(results: dict[str, Any]) -> str:
                 f"| {name} | {_fmt_ms(acc[name]['time_s'])} "
                 f"| {acc[name]['temp_bytes'] / 2**20:.1f} "
                 f"| {'yes' if acc[name]['float32_accumulator'] else 'no'} |"
-                for name in ("uint16", "bfloat16")
+                for name in ("uint16", "bfloat16", "windows")
+                if name in acc
             ),
         ]
     dist = results.get("distill_memory")
