@@ -52,6 +52,10 @@ LINEAR_MEMORY_QUICK = (64, 32, 512)
 # (N, D, V, chunk) of the kernel-gradient accumulator loops.
 ACCUMULATORS_FULL = (1024, 512, 32768, 1024)
 ACCUMULATORS_QUICK = (16, 8, 256, 64)
+# The smallest batch and kernel whose bfloat16 gradient the fused head writes in
+# windows on a CPU, with the most windows per example (two).
+WINDOWS_FULL = (1024, 1024, 32768)
+WINDOWS_QUICK = (16, 8, 256)
 
 
 def progress(step: str, message: str) -> None:
@@ -458,6 +462,54 @@ def kernel_gradient_accumulators(
     return row
 
 
+def kernel_gradient_windows(n: int, d: int, v: int, rounds: int) -> dict[str, Any]:
+    """The bfloat16 fused head's training step with its kernel gradient in windows, and
+    with one accumulator for the whole kernel, side by side: time and compiled temp.
+
+    The library picks the windows (`_linear_chunks.backward_loop`); the one
+    accumulator is what it does with fewer than `EXAMPLES_PER_FLUSH` examples per
+    window, set here for the comparison and restored after it.
+    """
+    from jaxce import _linear_chunks
+
+    progress(f"kernel-gradient windows bfloat16 N={n} D={d} V={v}", "compile")
+    keys = jax.random.split(jax.random.PRNGKey(4), 3)
+    h = jax.random.normal(keys[0], (n, d), jnp.bfloat16)
+    w = (jax.random.normal(keys[1], (d, v)) / np.sqrt(d)).astype(jnp.bfloat16)
+    y = jax.random.randint(keys[2], (n,), 0, v)
+
+    def step(h: jax.Array, w: jax.Array) -> jax.Array:
+        return jaxce.linear_softmax_cross_entropy(h, w, y)
+
+    row: dict[str, Any] = {"N": n, "D": d, "V": v}
+    calls = {}
+    default = _linear_chunks.EXAMPLES_PER_FLUSH
+    for name, per_flush in (("windows", default), ("one_accumulator", n + 1)):
+        _linear_chunks.EXAMPLES_PER_FLUSH = per_flush
+        jax.clear_caches()  # the plan is made when the loss is traced
+        try:
+            grad = jax.jit(jax.value_and_grad(step, argnums=(0, 1)))
+            compiled = grad.lower(h, w).compile()
+        finally:
+            _linear_chunks.EXAMPLES_PER_FLUSH = default
+            jax.clear_caches()
+        text = compiled.as_text()
+        row[name] = {
+            "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
+            # The widest uint16 buffer of the kernel's rows: the bits of one window (or of
+            # the whole kernel).
+            "window_columns": max(map(int, re.findall(rf"u16\[{d},(\d+)\]", text)), default=0),
+        }
+        calls[name] = functools.partial(compiled, h, w)
+    progress(f"kernel-gradient windows bfloat16 N={n} D={d} V={v}", f"timing: {rounds} rounds")
+    samples: dict[str, list[float]] = {}
+    times = time_alternating(calls, rounds, samples=samples)
+    row["round_ratios"] = round_ratios(samples, "windows", "one_accumulator")
+    for name, seconds in times.items():
+        row[name]["time_s"] = seconds
+    return row
+
+
 def linear_memory(
     n: int, d: int, v: int, chunks: tuple[int | None, ...] = (None,)
 ) -> list[dict[str, Any]]:
@@ -840,6 +892,22 @@ def to_markdown(results: dict[str, Any]) -> str:
                 if name in acc
             ),
         ]
+    win = results.get("windows")
+    if win is not None:
+        ours, one = win["windows"], win["one_accumulator"]
+        spread = win.get("round_ratios")
+        lines += [
+            "",
+            f"The fused head's own training step in bfloat16 at N={win['N']}, D={win['D']}, "
+            f"V={win['V']} (`kernel_gradient_windows`), with its kernel gradient's bits in "
+            f"windows (of {ours['window_columns'] or 'no'} columns) and in one accumulator "
+            f"(of {one['window_columns'] or 'no'}): "
+            f"{_fmt_ms(ours['time_s'])} ms against {_fmt_ms(one['time_s'])} ms, "
+            f"{_ratio(ours['time_s'], one['time_s'])}"
+            + ("" if spread is None else f" ({spread[0]:.2f}–{spread[1]:.2f}× across rounds)")
+            + f", and {ours['temp_bytes'] / 2**20:.1f} MiB of temp against "
+            f"{one['temp_bytes'] / 2**20:.1f} MiB.",
+        ]
     dist = results.get("distill_memory")
     if dist is not None:
         lines += [
@@ -919,6 +987,10 @@ def run(quick: bool, out: Path, rounds: int | None = None) -> dict[str, Any]:
     results["accumulators"] = kernel_gradient_accumulators(
         *(ACCUMULATORS_QUICK if quick else ACCUMULATORS_FULL), rounds
     )
+    if jax.default_backend() == "cpu":
+        results["windows"] = kernel_gradient_windows(
+            *(WINDOWS_QUICK if quick else WINDOWS_FULL), rounds
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "results.md").write_text(to_markdown(results))
