@@ -15,7 +15,7 @@ logits given whole (a teacher's) are read the same way, a chunk at a time
 (`columns`). The running statistics of a softmax and of sums weighted by it
 (`Softmax`) fold in one chunk at a time and combine over vocabulary shards with
 one `pmax` and one `psum` (`combine`); `Grads` accumulates d hidden, d kernel
-and d bias.
+and d bias, and `backward_loop` runs the backward's chunks.
 """
 
 from __future__ import annotations
@@ -87,9 +87,9 @@ def as_bits(x: jax.Array | None) -> jax.Array | None:
     The kernel's and the per-class vectors' gradients are written a chunk at a
     time with a dynamic update slice. A backend may perform a half-precision one
     in float32 (XLA's CPU backend does), widening and narrowing the whole
-    accumulator at every chunk; an update of the bits is in place. The bit-cast
-    back at the end is one copy of the gradient
-    (`test_linear.py::test_memory_large_vocabulary`).
+    accumulator at every chunk; an update of the bits is in place. Where the
+    bit-cast back is a copy (on the CPU), `backward_loop` keeps the kernel's
+    bits a window at a time.
     """
     if x is None:
         return None
@@ -113,6 +113,18 @@ class Chunk(NamedTuple):
         if vector is None:
             return None
         return lax.dynamic_slice_in_dim(vector, self.start, self.cols.shape[1])[None, :]
+
+
+def window_steps(plan: Plan, steps: int) -> int:
+    """Chunks per window of the kernel gradient (`backward_loop`)."""
+    return -(-steps // plan.flushes)
+
+
+def _tiled(plan: Plan, total: int) -> bool:
+    """Whether every step's columns are all fresh: the chunks tile the classes and no
+    window of `backward_loop` runs past the last chunk."""
+    steps = -(-total // plan.chunk)
+    return total % plan.chunk == 0 and steps % window_steps(plan, steps) == 0
 
 
 def _start(plan: Plan, total: int, step: jax.Array) -> jax.Array:
@@ -147,7 +159,9 @@ def chunk(
     if plan.axis_name is not None:
         cols = local + lax.axis_index(plan.axis_name).astype(start.dtype) * total
     z = _numerics.softcap(raw, cap)
-    return Chunk(raw, z, k, start, cols[None, :], (local >= step * c)[None, :])
+    # A constant where every column is fresh, so that no pass masks a block for nothing.
+    fresh = jnp.ones((c,), bool) if _tiled(plan, total) else local >= step * c
+    return Chunk(raw, z, k, start, cols[None, :], fresh[None, :])
 
 
 def columns(plan: Plan, logits: jax.Array, step: jax.Array) -> jax.Array:
@@ -358,17 +372,17 @@ def backward_loop(
     `plan.flushes > 1` the kernel gradient is written a window of columns at a
     time: each group of chunks fills a window held as bits, which is then
     written into the gradient, in its own dtype, with one dynamic update slice.
-    That is the way to a half-precision gradient without a gradient-sized
-    buffer besides the result on XLA's CPU backend, which performs a
-    half-precision dynamic update slice in float32 over the whole array: once
-    per window is affordable, once per chunk is not, and an accumulator of bits
-    for the whole kernel is copied into the result at the end. A window is
-    read from the gradient before it is filled, so the columns the last window
-    shares with the one before keep their values.
+    This is for a backend whose bit-cast of the whole accumulator is a copy and
+    whose half-precision update slice is a float32 pass over the whole array
+    (XLA's CPU backend; `kernel_gradient_accumulators` in `make bench` times
+    both): the temp holds one window instead of the whole kernel's bits, for one
+    such pass per window. A window is read from the gradient before it is
+    filled, so the columns the last window shares with the one before keep
+    their values.
     """
     db = None if bias is None else jnp.zeros_like(as_bits(bias))
     steps = num_steps(plan, kernel)
-    per = -(-steps // plan.flushes)
+    per = window_steps(plan, steps)
     total, axis = num_classes(plan, kernel), plan.class_dim
     width = min(per * plan.chunk, total)
     shape = list(kernel.shape)

@@ -371,9 +371,9 @@ def test_automatic_chunk_follows_the_default_backend(monkeypatch, backend, chunk
     assert blocks == {chunk}, blocks
 
 
-def _staged_heads(layout, where):
-    hidden, kernel, bias, labels = _data(dtype=jnp.bfloat16)
-    teacher = jax.random.normal(jax.random.key(7), (N, V), jnp.bfloat16)
+def _staged_heads(layout, where, v):
+    hidden, kernel, bias, labels = _data(v=v, dtype=jnp.bfloat16)
+    teacher = jax.random.normal(jax.random.key(7), (N, v), jnp.bfloat16)
     stored = kernel if layout == "DV" else kernel.T
     options = {"bias": bias, "kernel_layout": layout, "chunk_size": 4, "where": where}
 
@@ -389,16 +389,18 @@ def _staged_heads(layout, where):
 
 
 @pytest.mark.parametrize("flushes", [3, 5])
+@pytest.mark.parametrize("v", [V, 40])
 @pytest.mark.parametrize("layout", ["DV", "VD"])
 @pytest.mark.parametrize("head", ["cross_entropy", "distillation"])
-def test_kernel_gradient_in_windows_is_bit_identical(monkeypatch, head, layout, flushes):
+def test_kernel_gradient_in_windows_is_bit_identical(monkeypatch, head, layout, v, flushes):
     # A half-precision kernel gradient on a CPU is written in windows of columns
     # (`_linear_chunks.backward_loop`) when the batch and the kernel are large; forced
-    # here on a small head. V = 37 in chunks of 4 is 10 steps: in 3 windows of 16
-    # columns the last group runs 2 steps past the last chunk, and the last window
-    # (from column 21) overlaps the one before; in 5 windows of 8 columns, from 29.
+    # here on a small head. V = 37 or 40 in chunks of 4 is 10 steps: in 3 windows of
+    # 16 columns the last group runs 2 steps past the last chunk (for V = 37, the last
+    # window, from column 21, overlaps the one before); in 5 windows of 8 columns,
+    # every step is its own (V = 40 leaves no column counted twice).
     where = jnp.arange(N) % 4 != 1
-    args, heads = _staged_heads(layout, where)
+    args, heads = _staged_heads(layout, where, v)
     loss = heads[head]
     want = jax.value_and_grad(loss, argnums=(0, 1))(*args)
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
