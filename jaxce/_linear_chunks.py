@@ -115,7 +115,7 @@ class Chunk(NamedTuple):
         return lax.dynamic_slice_in_dim(vector, self.start, self.cols.shape[1])[None, :]
 
 
-def window_steps(plan: Plan, steps: int) -> int:
+def _window_steps(plan: Plan, steps: int) -> int:
     """Chunks per window of the kernel gradient (`backward_loop`)."""
     return -(-steps // plan.flushes)
 
@@ -124,7 +124,7 @@ def _tiled(plan: Plan, total: int) -> bool:
     """Whether every step's columns are all fresh: the chunks tile the classes and no
     window of `backward_loop` runs past the last chunk."""
     steps = -(-total // plan.chunk)
-    return total % plan.chunk == 0 and steps % window_steps(plan, steps) == 0
+    return total % plan.chunk == 0 and steps % _window_steps(plan, steps) == 0
 
 
 def _start(plan: Plan, total: int, step: jax.Array) -> jax.Array:
@@ -382,7 +382,7 @@ def backward_loop(
     """
     db = None if bias is None else jnp.zeros_like(as_bits(bias))
     steps = num_steps(plan, kernel)
-    per = window_steps(plan, steps)
+    per = _window_steps(plan, steps)
     total, axis = num_classes(plan, kernel), plan.class_dim
     width = min(per * plan.chunk, total)
     shape = list(kernel.shape)
