@@ -46,7 +46,8 @@ LAYOUTS = ("DV", "VD")
 
 
 class Plan(NamedTuple):
-    """The static plan of one call: chunking, dtypes, layout, and the vocabulary's mesh axes."""
+    """The static plan of one call: chunking, dtypes, layout, the vocabulary's mesh axes, and
+    the windows of the kernel gradient."""
 
     chunk: int
     dot_dtype: Any

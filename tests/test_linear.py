@@ -371,7 +371,7 @@ def test_automatic_chunk_follows_the_default_backend(monkeypatch, backend, chunk
     assert blocks == {chunk}, blocks
 
 
-def _staged_heads(layout, where, v):
+def _windowed_heads(layout, where, v):
     hidden, kernel, bias, labels = _data(v=v, dtype=jnp.bfloat16)
     teacher = jax.random.normal(jax.random.key(7), (N, v), jnp.bfloat16)
     stored = kernel if layout == "DV" else kernel.T
@@ -400,7 +400,7 @@ def test_kernel_gradient_in_windows_is_bit_identical(monkeypatch, head, layout, 
     # window, from column 21, overlaps the one before); in 5 windows of 8 columns,
     # every step is its own (V = 40 leaves no column counted twice).
     where = jnp.arange(N) % 4 != 1
-    args, heads = _staged_heads(layout, where, v)
+    args, heads = _windowed_heads(layout, where, v)
     loss = heads[head]
     want = jax.value_and_grad(loss, argnums=(0, 1))(*args)
     monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
