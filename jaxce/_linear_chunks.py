@@ -284,7 +284,7 @@ class Grads(NamedTuple):
     hidden: jax.Array
     kernel: jax.Array
     bias: jax.Array | None
-    origin: Any = 0
+    origin: jax.Array
 
 
 class Rows(NamedTuple):

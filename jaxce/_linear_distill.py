@@ -89,11 +89,11 @@ def _scaled(x: jax.Array, temperature: Any) -> jax.Array:
 
 
 def _logits(
-    cfg: _Config, inp: _Inputs
+    cfg: _Config, inp: _Inputs, h: jax.Array
 ) -> Callable[[jax.Array], tuple[Chunk, jax.Array, jax.Array]]:
-    """`step -> (the student's block, x = s / T, u = t / T)`, each `[N, chunk]`."""
+    """`step -> (the student's block, x = s / T, u = t / T)`, each `[N, chunk]`, from the
+    student's hidden states `h` as `_linear_chunks.counted_hidden` gives them."""
     plan = cfg.plan
-    h = _linear_chunks.counted_hidden(plan, inp.hidden, inp.keep)
     teacher_plan = plan._replace(dot_dtype=cfg.teacher_dot)
     th = inp.teacher if cfg.teacher_dot is None else inp.teacher.astype(cfg.teacher_dot)
 
@@ -113,7 +113,7 @@ def _logits(
 def _distill_fwd(cfg: _Config, inp: _Inputs) -> tuple[jax.Array, _Residuals]:
     plan, kind, alpha, temperature = cfg.plan, cfg.divergence, inp.alpha, inp.temperature
     n, dtype = inp.hidden.shape[0], plan.compute_dtype
-    logits = _logits(cfg, inp)
+    logits = _logits(cfg, inp, _linear_chunks.counted_hidden(plan, inp.hidden, inp.keep))
     own_ce = alpha is not None and temperature is not None  # else the CE's softmax is q
 
     def body(step, carry):
@@ -204,7 +204,7 @@ def _distill_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
     plan, kind = cfg.plan, cfg.divergence
     beta, temperature, alpha = inp.beta, inp.temperature, inp.alpha
     h = _linear_chunks.counted_hidden(plan, inp.hidden, inp.keep)
-    logits = _logits(cfg, inp)
+    logits = _logits(cfg, inp, h)
     # d loss / d s_c = (1 - alpha) T dJ/dx_c + alpha (softmax(s)_c - [c = y]).
     g_div = g if alpha is None else g * (1 - alpha)
     g_x = g_div if temperature is None else g_div * temperature
