@@ -202,10 +202,16 @@ class Interval(NamedTuple):
             raise TypeError(f"{name} must be a real number; got None.")
         if is_traced(value):
             value = jnp.asarray(value)
-            if not jnp.issubdtype(value.dtype, jnp.floating) or value.ndim != 0:
+            real = jnp.issubdtype(value.dtype, jnp.floating) or jnp.issubdtype(
+                value.dtype, jnp.integer
+            )
+            if not real or value.ndim != 0:
                 raise TypeError(
                     f"{name} must be a real scalar; got a traced {value.dtype}{list(value.shape)}."
                 )
+            if not jnp.issubdtype(value.dtype, jnp.floating):
+                # `jit` traces a Python int (`gamma=2`) as an integer: it means its float value.
+                value = value.astype(jax.dtypes.canonicalize_dtype(jnp.float64))
             inside = self.contains(value)
             checkify.debug_check(
                 inside, f"{name} must be {self.describe()}; got {{value}}.", value=value

@@ -325,6 +325,16 @@ def test_traced_hyperparameter_compiles_once_and_equals_python_number(case):
 
 
 @pytest.mark.parametrize("case", sorted(HYPER))
+def test_integer_hyperparameter_is_its_float_value(case):
+    # `jax.jit(loss)(..., gamma=2)` traces the Python int as int32; it means 2.0.
+    loss, _, _ = HYPER[case]
+    x = jnp.asarray(X)
+    expected = loss(x, 1.0)
+    np.testing.assert_allclose(jax.jit(loss)(x, 1), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(loss(x, jnp.int32(1)), expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("case", sorted(HYPER))
 def test_traced_hyperparameter_gradient(case, x64):
     loss, _, values = HYPER[case]
     x = jnp.asarray(X, jnp.float64)
