@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
@@ -527,7 +528,10 @@ def per_shard(
     per_example = (*per_example, inputs, example_weights)
     example_specs = tuple(None if x is None else P(rows) for x in per_example)
     example_specs = (*example_specs[:-2], specs, example_specs[-1])
-    args = jax.tree.map(jax.reshard, per_example, example_specs)
+    # A NamedSharding, not a bare spec: arrays placed on a mesh need no `jax.set_mesh`.
+    args = jax.tree.map(
+        lambda x, s: jax.reshard(x, NamedSharding(mesh, s)), per_example, example_specs
+    )
     run = jax.shard_map(
         functools.partial(rule, plan if config is None else config),
         mesh=mesh,

@@ -53,7 +53,7 @@ def like_primal(ct: jax.Array, primal: Any) -> jax.Array:
     have = getattr(jax.typeof(ct), "sharding", None)
     if want is None or have is None or not on_explicit_mesh(primal):
         return ct
-    return ct if want.spec == have.spec else jax.reshard(ct, want.spec)
+    return ct if want.spec == have.spec else jax.reshard(ct, want)
 
 
 def combine_shards(

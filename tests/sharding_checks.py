@@ -13,6 +13,7 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import traceback  # noqa: E402
@@ -261,7 +262,9 @@ def _differentiable(arrays):
     return tuple(i for i, (_, a) in enumerate(arrays) if jnp.issubdtype(a.dtype, jnp.floating))
 
 
-def check_mesh(name: str, axis_type: AxisType) -> None:
+def check_mesh(name: str, axis_type: AxisType, in_context: bool = True) -> None:
+    """One loss on arrays placed on a mesh, inside `jax.set_mesh` or (`in_context=False`)
+    simply placed there, as `jax.device_put` on `jax.make_mesh`'s mesh leaves them."""
     arrays, loss = CALLS[name]
     mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(axis_type,) * 2)
     values = [a for _, a in arrays]
@@ -269,7 +272,7 @@ def check_mesh(name: str, axis_type: AxisType) -> None:
     f = jax.jit(jax.value_and_grad(loss, argnums=argnums))
     expected = f(*values)
     sharded = [jax.device_put(a, NamedSharding(mesh, SPECS[kind])) for kind, a in arrays]
-    with jax.set_mesh(mesh):
+    with jax.set_mesh(mesh) if in_context else contextlib.nullcontext():
         got = f(*sharded)
         hlo = f.lower(*sharded).compile().as_text()
     _compare(expected, got)
@@ -438,11 +441,16 @@ def _compare(expected, got) -> None:
 
 def main() -> None:
     results = {}
-    cases = [(name, t) for name in CALLS for t in (AxisType.Auto, AxisType.Explicit)]
-    for name, axis_type in cases:
-        key = f"{name}/{axis_type.name}"
+    cases = [
+        (name, t, in_context)
+        for name in CALLS
+        for t in (AxisType.Auto, AxisType.Explicit)
+        for in_context in (True, False)
+    ]
+    for name, axis_type, in_context in cases:
+        key = f"{name}/{axis_type.name}" + ("" if in_context else "/no_set_mesh")
         try:
-            check_mesh(name, axis_type)
+            check_mesh(name, axis_type, in_context)
             results[key] = "ok"
         except Exception:
             results[key] = traceback.format_exc(limit=3)[-2000:]

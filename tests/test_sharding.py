@@ -61,6 +61,18 @@ def test_both_mesh_types_checked(mesh, results):
     assert {"softmax_cross_entropy", "nll_loss", "linear_softmax_cross_entropy"} <= names
 
 
+# The vocabulary-parallel loss runs inside `shard_map`, which is given its mesh.
+@pytest.mark.parametrize("mesh", ["Auto", "Explicit"])
+@pytest.mark.parametrize("name", [n for n in LOSSES if n != "vocab_parallel_softmax_cross_entropy"])
+def test_loss_runs_on_placed_arrays_without_set_mesh(name, mesh, results):
+    # Arrays placed with NamedSharding on `jax.make_mesh`'s mesh, outside `jax.set_mesh`.
+    suffix = f"/{mesh}/no_set_mesh"
+    cases = {k: v for k, v in _cases(name, results).items() if k.endswith(suffix)}
+    assert cases, f"{name} has no {suffix} entry in tests/sharding_checks.py"
+    failed = {k: v for k, v in cases.items() if v != "ok"}
+    assert not failed, failed
+
+
 def test_shard_map_form(results):
     assert results["vocab_parallel_softmax_cross_entropy/shard_map"] == "ok"
     assert results["vocab_parallel_softmax_cross_entropy/shard_map_softcap"] == "ok"
