@@ -96,6 +96,7 @@ def sigmoid_binary_cross_entropy(
     where: ArrayLike | None = None,
     reduction: str = "mean",
     example_weights: ArrayLike | None = None,
+    autodiff: str = "reverse",
 ) -> jax.Array:
     r"""Binary or multi-label cross-entropy from logits (PyTorch `BCEWithLogitsLoss`).
 
@@ -142,6 +143,10 @@ def sigmoid_binary_cross_entropy(
         or label hold). Weights should be finite and non-negative; they are not
         checked (they may be traced) nor clipped.
 
+      autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
+        a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
+        `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
+        cost is in the gradient guide).
     Returns:
       A scalar, or elementwise losses for `"none"`; float32 for half-precision
       inputs, otherwise the inputs' floating type.
@@ -229,6 +234,7 @@ def binary_cross_entropy(
     where: ArrayLike | None = None,
     reduction: str = "mean",
     example_weights: ArrayLike | None = None,
+    autodiff: str = "reverse",
 ) -> jax.Array:
     r"""Binary cross-entropy from probabilities (PyTorch `binary_cross_entropy`).
 
@@ -264,6 +270,10 @@ def binary_cross_entropy(
         multiplies each element's loss and its share of the normaliser; 0 is
         `where=False`. Should be non-negative (not checked, not clipped).
 
+      autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
+        a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
+        `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
+        cost is in the gradient guide).
     Returns:
       A scalar, or elementwise losses for `"none"`; float32 for half precision.
 

@@ -289,6 +289,7 @@ def kl_divergence(
     where: ArrayLike | None = None,
     reduction: str = "mean",
     example_weights: ArrayLike | None = None,
+    autodiff: str = "reverse",
 ) -> jax.Array:
     r"""Kullback-Leibler divergence from `softmax(logits)` to target probabilities.
 
@@ -344,6 +345,10 @@ def kl_divergence(
         denominator; 0 is `where=False` (exactly 0 and a zero gradient).
         Should be non-negative (not checked, not clipped).
 
+      autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
+        a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
+        `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
+        cost is in the gradient guide).
     Returns:
       A scalar, or per-example values of shape `logits.shape` without `axis`
       for `"none"`; float32 for half-precision inputs, otherwise the widest
@@ -387,6 +392,7 @@ def entropy(
     where: ArrayLike | None = None,
     reduction: str = "none",
     example_weights: ArrayLike | None = None,
+    autodiff: str = "reverse",
 ) -> jax.Array:
     r"""Shannon entropy of `softmax(logits)`, in nats.
 
@@ -422,6 +428,10 @@ def entropy(
         the `"mean"` denominator, with an exact gradient; 0 is `where=False`.
         Should be non-negative (not checked, not clipped).
 
+      autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
+        a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
+        `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
+        cost is in the gradient guide).
     Returns:
       Per-example entropies (shape of `logits` without `axis`), or a scalar;
       float32 for half-precision logits.
@@ -460,6 +470,7 @@ def distillation_loss(
     where: ArrayLike | None = None,
     reduction: str = "mean",
     example_weights: ArrayLike | None = None,
+    autodiff: str = "reverse",
 ) -> jax.Array:
     r"""Knowledge-distillation loss: temperature-scaled KL from the teacher to the student.
 
@@ -504,6 +515,10 @@ def distillation_loss(
         denominator, with an exact gradient; 0 is `where=False` (exactly 0 and
         a zero gradient). Should be non-negative (not checked, not clipped).
 
+      autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
+        a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
+        `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
+        cost is in the gradient guide).
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
       inputs, otherwise the widest input floating type.
@@ -571,6 +586,7 @@ def jensen_shannon_divergence(
     where: ArrayLike | None = None,
     reduction: str = "mean",
     example_weights: ArrayLike | None = None,
+    autodiff: str = "reverse",
 ) -> jax.Array:
     r"""Generalised Jensen-Shannon divergence between teacher and student, GKD's distillation loss.
 
@@ -630,6 +646,10 @@ def jensen_shannon_divergence(
         denominator; 0 is `where=False` (exactly 0 and a zero gradient).
         Should be non-negative (not checked, not clipped).
 
+      autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
+        a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
+        `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
+        cost is in the gradient guide).
     Returns:
       A scalar, or per-example losses (the logits' shape without `axis`) for
       `"none"`; float32 for half-precision inputs, otherwise the widest input
@@ -680,6 +700,7 @@ def reverse_kl_divergence(
     where: ArrayLike | None = None,
     reduction: str = "mean",
     example_weights: ArrayLike | None = None,
+    autodiff: str = "reverse",
 ) -> jax.Array:
     r"""Reverse KL divergence from the teacher to the student: KL(student ‖ teacher).
 
@@ -725,6 +746,10 @@ def reverse_kl_divergence(
         denominator, with an exact gradient; 0 is `where=False` (exactly 0 and
         a zero gradient). Should be non-negative (not checked, not clipped).
 
+      autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
+        a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
+        `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
+        cost is in the gradient guide).
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
       inputs, otherwise the widest input floating type.

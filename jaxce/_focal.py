@@ -120,6 +120,7 @@ def sigmoid_focal_loss(
     where: ArrayLike | None = None,
     reduction: str = "mean",
     example_weights: ArrayLike | None = None,
+    autodiff: str = "reverse",
 ) -> jax.Array:
     r"""Sigmoid focal loss (Lin et al. 2017), with torchvision's semantics.
 
@@ -159,6 +160,10 @@ def sigmoid_focal_loss(
         normaliser; 0 is `where=False` (exactly 0 and a zero gradient). Should
         be non-negative (not checked, not clipped).
 
+      autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
+        a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
+        `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
+        cost is in the gradient guide).
     Returns:
       A scalar, or elementwise losses for `"none"`; float32 for half precision.
 
@@ -279,6 +284,7 @@ def softmax_focal_loss(
     where: ArrayLike | None = None,
     reduction: str = "mean",
     example_weights: ArrayLike | None = None,
+    autodiff: str = "reverse",
 ) -> jax.Array:
     r"""Multiclass focal loss on softmax probabilities, computed in log space.
 
@@ -317,6 +323,10 @@ def softmax_focal_loss(
         share of $S$; 0 is `where=False` (exactly 0 and a zero gradient).
         Should be non-negative (not checked, not clipped).
 
+      autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
+        a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
+        `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
+        cost is in the gradient guide).
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half precision.
 
@@ -445,6 +455,7 @@ def poly1_cross_entropy(
     where: ArrayLike | None = None,
     reduction: str = "mean",
     example_weights: ArrayLike | None = None,
+    autodiff: str = "reverse",
 ) -> jax.Array:
     r"""Poly-1 cross-entropy (Leng et al. 2022): cross-entropy plus $\epsilon(1 - p_t)$.
 
@@ -491,6 +502,10 @@ def poly1_cross_entropy(
         `where=False` (exactly 0 and a zero gradient). Should be non-negative
         (not checked, not clipped).
 
+      autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
+        a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
+        `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
+        cost is in the gradient guide).
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half precision.
 
@@ -537,6 +552,7 @@ def poly1_cross_entropy(
         where=where,
         reduction="none",
         example_weights=example_weights,
+        autodiff=autodiff,
     )
     if epsilon is not None:
         w = args.weights

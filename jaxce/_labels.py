@@ -1,9 +1,13 @@
 """The one label path: integer, probability and binary labels, masks, bad labels, normalisers.
 
-Which examples count (`where`, `ignore_index`, a nonzero example weight),
-which labels are invalid (NaN in the loss and a `checkify` error naming the
-label), the example weights, and each example's share of the mean's
-denominator. Imports `_checks` and `_numerics`; the family modules import it.
+Which examples are present (`where`, `ignore_index`) and which of those count
+(`kept`: also a nonzero example weight), which labels are invalid (NaN in the
+loss and a `checkify` error naming the label), the example weights, and each
+example's share of the mean's denominator. The masks the losses receive are
+the present examples: a weight of 0 excludes an example from every value, but
+the derivative with respect to that weight is still its loss term, so the
+weight's own mask is the one without it. Imports `_checks` and `_numerics`;
+the family modules import it.
 """
 
 from __future__ import annotations
@@ -100,24 +104,46 @@ def per_example_weights(
     return value.reshape((1,) * (len(shape) - value.ndim) + value.shape)
 
 
-def counted(
-    where: ArrayLike | None, weights: jax.Array | None, example_shape: tuple[int, ...]
-) -> jax.Array:
-    """Which examples count: `where` is True and the example weight (if any) is not 0.
+def kept(mask: jax.Array, weights: jax.Array | None) -> jax.Array:
+    """Which present examples count: those whose example weight (if any) is not 0.
 
-    A weight of 0 is `where=False`: the example contributes exactly 0 and a
-    zero gradient, whatever its logits or label hold.
+    A weight of 0 is `where=False` for every value and every other input's
+    gradient: the example contributes exactly 0, whatever its logits or label
+    hold. Only the derivative with respect to the weight itself reads it.
     """
-    mask = _checks.example_mask(where, example_shape)
     return mask if weights is None else mask & (weights != 0)
+
+
+@jax.custom_jvp
+def _weighted_terms(losses: jax.Array, weights: jax.Array, mask: jax.Array) -> jax.Array:
+    return jnp.where(kept(mask, weights), losses * weights, 0)
+
+
+@_weighted_terms.defjvp
+def _weighted_terms_jvp(primals: tuple, tangents: tuple) -> tuple[jax.Array, jax.Array]:
+    (losses, weights, mask), (d_losses, d_weights, _) = primals, tangents
+    # Products with masked primals: linear, so reverse mode too, and exactly 0 where masked
+    # whatever the primals hold there.
+    tangent = d_losses * jnp.where(kept(mask, weights), weights, 0)
+    return _weighted_terms(*primals), tangent + d_weights * jnp.where(mask, losses, 0)
+
+
+def weigh(losses: jax.Array, weights: jax.Array | None, mask: jax.Array) -> jax.Array:
+    """`v_i l_i` where example i counts, else 0, for a loss written without a rule.
+
+    Exactly 0 where the weight is 0 whatever `l_i` holds, and yet
+    `d/dv_i = l_i` wherever the example is present (`mask`), also at 0.
+    """
+    if weights is None:
+        return jnp.where(mask, losses, 0)
+    return _weighted_terms(losses, weights.astype(losses.dtype), mask)
 
 
 def weighted_mask(
     mask: jax.Array, example_weights: ArrayLike | None
 ) -> tuple[jax.Array, jax.Array | None]:
-    """`mask` (of the examples' shape) without the examples weighted 0, and the weights."""
-    v = per_example_weights(example_weights, mask.shape)
-    return counted(mask, v, mask.shape), v
+    """`mask` (of the examples' shape) and the example weights, checked against it."""
+    return mask, per_example_weights(example_weights, mask.shape)
 
 
 def example_mask(
@@ -129,19 +155,20 @@ def example_mask(
     where: ArrayLike | None,
     weights: jax.Array | None = None,
 ) -> tuple[jax.Array, jax.Array | None]:
-    """Which examples count (`mask`) and which of those have an invalid label (`bad`).
+    """Which examples are present (`mask`) and which counted ones have an invalid label (`bad`).
 
-    An example counts unless its label is `ignore_index`, `where` is False or
-    its example weight (`weights`, from `per_example_weights`) is 0. A counted
-    label outside `[0, num_classes)` is never wrapped: the caller turns it
-    into NaN, and under `checkify` it raises an error naming the label.
+    An example is present unless its label is `ignore_index` or `where` is
+    False; it counts unless its example weight (`weights`, from
+    `per_example_weights`) is also 0 (`kept`). A counted label outside
+    `[0, num_classes)` is never wrapped: the caller turns it into NaN, and
+    under `checkify` it raises an error naming the label.
     """
-    mask = counted(where, weights, example_shape)
+    mask = _checks.example_mask(where, example_shape)
     if classes is None:
         return mask, None
     if ignore_index is not None and _representable(ignore_index, classes.dtype):
         mask = mask & (classes != ignore_index)
-    bad = mask & ((classes < 0) | (classes >= num_classes))
+    bad = kept(mask, weights) & ((classes < 0) | (classes >= num_classes))
     expected = f"in [0, {num_classes})" + ("" if ignore_index is None else " or equal ignore_index")
     _report_first(bad, classes, f"labels must be {expected}")
     return mask, bad
@@ -161,7 +188,7 @@ class Multiclass(NamedTuple):
     axis: int
     labels: Labels
     weights: jax.Array | None
-    mask: jax.Array
+    mask: jax.Array  # the present examples; `kept` drops those weighted 0
     bad: jax.Array | None
     example_weights: jax.Array | None = None  # v, of the examples' rank, broadcastable
 
@@ -179,7 +206,7 @@ def multiclass(
     logits_name: str = "logits",
 ) -> Multiclass:
     """The argument checks every multiclass loss shares: logits, axis, labels,
-    `ignore_index`, class weights, `where`, example weights, and which examples count."""
+    `ignore_index`, class weights, `where`, example weights, and which examples are present."""
     logits = _checks.floating(logits_name, logits)
     axis = _checks.class_axis(axis, logits.ndim, name=logits_name)
     ignore_index = _checks.integer("ignore_index", ignore_index, optional=True)
@@ -207,7 +234,10 @@ def multiclass(
 
 
 def weighted_count(mask: jax.Array, weights: jax.Array | None, dtype: Any) -> jax.Array:
-    """`m_i v_i`: each example's share of `S` when no class weight enters it (`v` = 1 if None)."""
+    """`m_i v_i`: each example's share of `S` when no class weight enters it (`v` = 1 if None).
+
+    `mask` holds the present examples, so `d S / d v_i = m_i` also at `v_i = 0`.
+    """
     if weights is None:
         return mask.astype(dtype)
     return jnp.where(mask, weights.astype(dtype), 0)
@@ -257,7 +287,7 @@ def binary(
     """
     x = _checks.floating(name, x)
     v = per_example_weights(example_weights, x.shape)
-    mask = counted(where, v, x.shape)
+    mask = _checks.example_mask(where, x.shape)
     labels = jnp.asarray(labels)
     if labels.dtype == jnp.bool_ or jnp.issubdtype(labels.dtype, jnp.integer):
         dtypes = (a.dtype for a in (x, *options) if a is not None)
@@ -265,6 +295,6 @@ def binary(
     elif not jnp.issubdtype(labels.dtype, jnp.floating):
         raise TypeError(f"labels must be floating (or 0/1 integer) targets; got {labels.dtype}.")
     _checks.same_shape("labels", labels, x.shape, f"same as {name}")
-    bad = mask & ~((labels >= 0) & (labels <= 1))
+    bad = kept(mask, v) & ~((labels >= 0) & (labels <= 1))
     _report_first(bad, labels, "labels must be in [0, 1]")
     return Binary(x, labels, mask, bad, v)

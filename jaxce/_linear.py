@@ -35,13 +35,14 @@ class _Inputs(NamedTuple):
     weights: jax.Array | None  # [V], per class
     classes: jax.Array  # [N]
     keep: jax.Array | None  # [N], the examples that count, when an option can exclude one
+    present: jax.Array | None  # [N], the examples present, with example weights
     smoothing: Any
     z_loss: Any
     softcap: Any
 
 
 # How `_linear_chunks.per_shard` splits each `_Inputs` field over a vocabulary-sharded mesh.
-_KINDS = ("rows", "kernel", "classes", "classes", "rows", "rows", "whole", "whole", "whole")
+_KINDS = ("rows", "kernel", "classes", "classes", "rows", "rows", "rows", "whole", "whole", "whole")
 
 
 class _Residuals(NamedTuple):
@@ -56,7 +57,7 @@ class _Residuals(NamedTuple):
 def _linear_ce_fwd(plan: Plan, inp: _Inputs) -> tuple[Any, _Residuals]:
     dtype, eps, w = plan.compute_dtype, inp.smoothing, inp.weights
     n = inp.hidden.shape[0]
-    h = _linear_chunks.counted_hidden(plan, inp.hidden, inp.keep)
+    h = _linear_chunks.forward_hidden(plan, inp.hidden, inp.keep, inp.present)
 
     def body(step, carry):
         (lse, target, w_y, z_sum, count, w_sum), best = carry
@@ -134,12 +135,14 @@ def _linear_ce_bwd(plan: Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
         dz = g * (a * probs - t)
         if g_lse is not None:
             dz = dz + g_lse * probs  # d lse / d z = P
+        dz = _linear_chunks.counted_blocks(dz, inp.keep, inp.present)
         if w is not None and dw is not None:
             # d loss / d w_c = (1 - eps) nll [c = y] + eps / K' (lse - z_c) [z_c finite]
             dw_c = jnp.where(onehot, nll if eps is None else (1 - eps) * nll, 0)
             if eps is not None:
                 dw_c = dw_c + jnp.where(z > -jnp.inf, eps / res.num_finite * (res.lse - z), 0)
-            dw = _linear_chunks.per_class_update(dw, jnp.sum(g * dw_c, axis=0), block, w.dtype)
+            dw_c = _linear_chunks.counted_blocks(g * dw_c, inp.keep, inp.present)
+            dw = _linear_chunks.per_class_update(dw, jnp.sum(dw_c, axis=0), block, w.dtype)
         if cap is not None:
             dz, d_cap_c = _numerics.through_softcap(dz, block.raw, z, cap)
             d_cap = d_cap + jnp.sum(jnp.where(block.fresh, d_cap_c, 0), axis=1)
@@ -162,7 +165,7 @@ def _linear_ce_bwd(plan: Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
         d_eps = g * (smooth - w_y * nll)
     d_zeta = None if inp.z_loss is None else g * res.lse**2
     d_cap = None if cap is None else d_cap[:, None]
-    return dh, Summed(dk), Summed(db), Summed(dw), None, None, d_eps, d_zeta, d_cap
+    return dh, Summed(dk), Summed(db), Summed(dw), None, None, None, d_eps, d_zeta, d_cap
 
 
 _linear_ce = per_example_rule(_linear_ce_fwd, _linear_ce_bwd)
@@ -215,6 +218,7 @@ def linear_softmax_cross_entropy(
     axis_name: str | tuple[str, ...] | None = None,
     return_stats: bool = False,
     example_weights: ArrayLike | None = None,
+    autodiff: str = "reverse",
 ) -> jax.Array | tuple[jax.Array, _stats.CrossEntropyStats]:
     r"""Softmax cross-entropy of a linear head, without materialising the logits.
 
@@ -291,6 +295,8 @@ def linear_softmax_cross_entropy(
         weighted); 0 is `where=False` (exactly 0 and a zero gradient). Should
         be non-negative (not checked, not clipped). Their gradient is exact.
 
+      autodiff: `"reverse"` only: the head computes each chunk's logits again
+        in its backward and has no forward-mode rule; `"forward"` raises.
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
       inputs. With `return_stats`, the pair `(loss, stats)`.
@@ -313,6 +319,7 @@ def linear_softmax_cross_entropy(
       ...     print(jnp.stack([fused, jaxce.softmax_cross_entropy(hidden @ kernel, labels)]))
       [0.8743 0.8743]
     """
+    _linear_chunks.reverse_only(autodiff)
     hidden, kernel, bias = _linear_chunks.validate(hidden, kernel, bias, kernel_layout)
     local_classes = kernel.shape[kernel_layout.index("V")]
     weights = _checks.class_vector("weights", weights, local_classes)
@@ -347,6 +354,7 @@ def linear_softmax_cross_entropy(
         weights,
         flat,
         rows.keep,
+        rows.present,
         label_smoothing,
         z_loss,
         logit_softcap,
@@ -367,4 +375,4 @@ def linear_softmax_cross_entropy(
     if lse is None or predicted is None:
         return loss
     lse, predicted = lse.reshape(example_shape), predicted.reshape(example_shape)
-    return loss, _stats.finish(lse, predicted, classes, mask)
+    return loss, _stats.finish(lse, predicted, classes, _labels.kept(mask, v))

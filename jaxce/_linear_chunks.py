@@ -291,10 +291,11 @@ class Grads(NamedTuple):
 class Rows(NamedTuple):
     """A fused head's per-example arrays, flattened to its `N` rows."""
 
-    mask: jax.Array  # [N], the examples that count
+    mask: jax.Array  # [N], the examples that are present
     bad: jax.Array | None  # [N], invalid labels
     weights: jax.Array | None  # [N], the example weights
-    keep: jax.Array | None  # `mask`, when an option can exclude an example; else None
+    keep: jax.Array | None  # [N], the examples that count, when an option can exclude one
+    present: jax.Array | None  # `mask`, with example weights (whose 0 `keep` excludes)
 
 
 def flat_rows(
@@ -305,7 +306,8 @@ def flat_rows(
     where: Any,
     ignore_index: int | None,
 ) -> Rows:
-    """`mask`, `bad` and the example `weights` (each of the examples' shape) as `Rows`.
+    """`mask` (the present examples), `bad` and the example `weights` (each of the
+    examples' shape) as `Rows`.
 
     `keep` is for the heads to zero the excluded examples' hidden states
     (`counted_hidden`): their cotangent is 0, but an inf or NaN there (the
@@ -313,16 +315,33 @@ def flat_rows(
     gradient, which sums over the examples, and in the per-token statistics
     the backward reads. Without `where`, `ignore_index` or example weights no
     example can be excluded, and the program holds no masked copy of the
-    hidden states.
+    hidden states. With example weights the forward reads the `present` rows
+    instead, so an example weighted 0 still has its loss term, the derivative
+    with respect to its weight; the backward reads the `keep` rows and drops
+    the rest from every block's logit cotangent (`counted_blocks`).
     """
     flat = mask.reshape(-1)
-    keep = None if where is None and ignore_index is None and weights is None else flat
+    v = None if weights is None else jnp.broadcast_to(weights, mask.shape).reshape(-1)
+    keep = None
+    if where is not None or ignore_index is not None or weights is not None:
+        keep = _labels.kept(flat, v)
     return Rows(
-        flat,
-        None if bad is None else bad.reshape(-1),
-        None if weights is None else jnp.broadcast_to(weights, mask.shape).reshape(-1),
-        keep,
+        flat, None if bad is None else bad.reshape(-1), v, keep, None if v is None else flat
     )
+
+
+def forward_hidden(plan: Plan, hidden: jax.Array, keep: Any, present: Any) -> jax.Array:
+    """The hidden states the forward reads: those of every present example."""
+    return counted_hidden(plan, hidden, keep if present is None else present)
+
+
+def counted_blocks(dz: jax.Array, keep: Any, present: Any) -> jax.Array:
+    """A block's logit cotangent `dz [N, chunk]`, exactly 0 on the rows `keep` excludes.
+
+    Only with example weights (`present`): a row weighted 0 has its cotangent 0,
+    but its statistics come from its own hidden state, which may be inf or NaN.
+    """
+    return dz if present is None else jnp.where(keep[:, None], dz, 0)
 
 
 def counted_hidden(plan: Plan, hidden: jax.Array, keep: jax.Array | None) -> jax.Array:
@@ -604,3 +623,13 @@ def check_layout(name: str, value: Any) -> str:
 
 def check_chunk_size(name: str, value: Any) -> int | None:
     return None if value is None else _checks.positive_integer(name, value)
+
+
+def reverse_only(autodiff: str) -> None:
+    """The fused heads' `autodiff` option: their backward recomputes each chunk's logits."""
+    if autodiff != "reverse":
+        raise ValueError(
+            "autodiff must be 'reverse' for a fused head: it never holds the logits, and its "
+            f"rule is a backward that computes each chunk again; got {autodiff!r}. For forward "
+            "mode, give softmax_cross_entropy the logits hidden @ kernel."
+        )

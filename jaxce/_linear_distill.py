@@ -66,6 +66,7 @@ class _Inputs(NamedTuple):
     teacher_bias: jax.Array | None  # [V], with hidden states
     classes: jax.Array | None  # [N], the labels of the cross-entropy term
     keep: jax.Array | None  # [N], the examples that count, when an option can exclude one
+    present: jax.Array | None  # [N], the examples present, with example weights
     beta: Any  # the teacher's weight in the mixture (jsd only)
     temperature: Any  # divides both models' logits; scales the divergence by T^2
     alpha: Any  # the cross-entropy term's weight
@@ -113,7 +114,9 @@ def _logits(
 def _distill_fwd(cfg: _Config, inp: _Inputs) -> tuple[jax.Array, _Residuals]:
     plan, kind, alpha, temperature = cfg.plan, cfg.divergence, inp.alpha, inp.temperature
     n, dtype = inp.hidden.shape[0], plan.compute_dtype
-    logits = _logits(cfg, inp, _linear_chunks.counted_hidden(plan, inp.hidden, inp.keep))
+    logits = _logits(
+        cfg, inp, _linear_chunks.forward_hidden(plan, inp.hidden, inp.keep, inp.present)
+    )
     own_ce = alpha is not None and temperature is not None  # else the CE's softmax is q
 
     def body(step, carry):
@@ -248,7 +251,20 @@ def _distill_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
     if kind == "jsd":
         # dJ/dbeta = sum p log p - sum q log q - sum (p - q)(log m + 1) = KL(p || m) - KL(q || m).
         d_beta = g_div * scale * (res.kl_pm - res.kl_qm)
-    return dh, Summed(dk), Summed(db), None, None, None, None, None, d_beta, d_temperature, d_alpha
+    return (
+        dh,
+        Summed(dk),
+        Summed(db),
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        d_beta,
+        d_temperature,
+        d_alpha,
+    )
 
 
 _distill = per_example_rule(_distill_fwd, _distill_bwd)
@@ -353,6 +369,7 @@ def linear_distillation_loss(
     reduction: str = "mean",
     axis_name: str | tuple[str, ...] | None = None,
     example_weights: ArrayLike | None = None,
+    autodiff: str = "reverse",
 ) -> jax.Array:
     r"""Knowledge distillation of a linear head, without materialising either model's logits.
 
@@ -450,6 +467,8 @@ def linear_distillation_loss(
         takes this path automatically; on an `Auto` mesh the partitioner
         gathers the kernels (the logits are never built either way).
 
+      autodiff: `"reverse"` only: the head computes each chunk's logits again
+        in its backward and has no forward-mode rule; `"forward"` raises.
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
       inputs, whose gradients come back in their own dtype.
@@ -490,6 +509,7 @@ def linear_distillation_loss(
       Agarwal et al., "On-Policy Distillation of Language Models: Learning
       from Self-Generated Mistakes", ICLR 2024. https://arxiv.org/abs/2306.13649
     """
+    _linear_chunks.reverse_only(autodiff)
     hidden, kernel, bias = _linear_chunks.validate(hidden, kernel, bias, kernel_layout)
     class_dim = kernel_layout.index("V")
     local_classes = kernel.shape[class_dim]
@@ -507,7 +527,7 @@ def linear_distillation_loss(
             )
         if ignore_index is not None:
             raise ValueError("ignore_index applies to labels; got labels=None.")
-        mask = _labels.counted(where, v, example_shape)
+        mask = _checks.example_mask(where, example_shape)
     else:
         classes, mask, bad = _linear_chunks.head_labels(
             hidden,
@@ -547,6 +567,7 @@ def linear_distillation_loss(
         teacher_bias,
         None if classes is None or alpha is None else classes.reshape(n),
         rows.keep,
+        rows.present,
         beta if divergence == "jsd" else None,
         temperature,
         alpha,
@@ -555,7 +576,17 @@ def linear_distillation_loss(
         losses = _losses(cfg, rows.mask, rows.bad, inputs, rows.weights)
     else:
         teacher_kind = "logits" if teacher_kernel is None else "rows"
-        kinds = ("rows", "kernel", "classes", teacher_kind, "kernel", "classes", "rows", "rows")
+        kinds = (
+            "rows",
+            "kernel",
+            "classes",
+            teacher_kind,
+            "kernel",
+            "classes",
+            "rows",
+            "rows",
+            "rows",
+        )
         losses = _linear_chunks.per_shard(
             _losses,
             plan,

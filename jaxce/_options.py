@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from . import _checks
+from . import _checks, _rule
 
 
 def _optional_integer(name: str, value: Any) -> int | None:
@@ -37,11 +37,16 @@ def _reduction(name: str, value: Any) -> str:
     return _checks.reduction(value)
 
 
+def _autodiff(name: str, value: Any) -> str:
+    return _checks.one_of(name, value, _rule.AUTODIFF)
+
+
 # Checks of the static options every loss shares; a loss may add its own.
 STATIC_CHECKS: Mapping[str, Callable[[str, Any], Any]] = {
     "axis": _required_integer,
     "ignore_index": _optional_integer,
     "reduction": _reduction,
+    "autodiff": _autodiff,
 }
 
 
@@ -56,7 +61,8 @@ def entry_point(
     Args:
       static: keyword options that set shapes or program structure; each is a
         static argument of `jax.jit`, and an array given for one is an error
-        naming it.
+        naming it. A body with an `autodiff` option has it static too, and is
+        traced inside `_rule.autodiff(...)` with its value.
       hyperparameters: float keyword options and their valid intervals. The
         body receives None where the value switches its term off, else the
         value (traced under `jit`, NaN if a traced value is out of range).
@@ -66,12 +72,19 @@ def entry_point(
     static_checks = {**STATIC_CHECKS, **(checks or {})}
 
     def decorate(body: Callable) -> Callable:
-        jitted = jax.jit(body, static_argnames=static)
         defaults = body.__kwdefaults__ or {}
+        names = static + (("autodiff",) if "autodiff" in defaults else ())
+
+        @functools.wraps(body)
+        def traced(*args: Any, **kwargs: Any) -> Any:
+            with _rule.autodiff(kwargs.get("autodiff", "reverse")):
+                return body(*args, **kwargs)
+
+        jitted = jax.jit(traced, static_argnames=names)
 
         def check_options(**options: Any) -> dict[str, Any]:
             """Validates keyword options as the loss does; returns them as the body sees them."""
-            for name in static:
+            for name in names:
                 if name in options:
                     value = _checks.static_option(name, options[name])
                     if name in static_checks:

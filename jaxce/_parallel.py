@@ -128,6 +128,7 @@ def vocab_parallel_softmax_cross_entropy(
     logit_softcap: ArrayLike | None = None,
     return_stats: bool = False,
     example_weights: ArrayLike | None = None,
+    autodiff: str = "reverse",
 ) -> jax.Array | tuple[jax.Array, _stats.CrossEntropyStats]:
     r"""Softmax cross-entropy with the vocabulary sharded over a mesh axis, inside `shard_map`.
 
@@ -179,6 +180,10 @@ def vocab_parallel_softmax_cross_entropy(
         Should be non-negative (not checked, not clipped). Their gradient is
         exact and, like the loss, needs no collective beyond the forward's.
 
+      autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
+        a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
+        `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
+        cost is in the gradient guide).
     Returns:
       The same value on every shard of `axis_name`: a scalar, or per-example
       losses for `"none"`; float32 for half-precision logits. With
@@ -227,4 +232,4 @@ def vocab_parallel_softmax_cross_entropy(
     loss = reduce_loss(losses, norm, reduction, denominator)
     if lse is None or predicted is None:
         return loss
-    return loss, _stats.finish(lse, predicted, parsed.classes, mask)
+    return loss, _stats.finish(lse, predicted, parsed.classes, _labels.kept(mask, v))

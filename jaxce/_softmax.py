@@ -279,6 +279,7 @@ def softmax_cross_entropy(
     logit_softcap: ArrayLike | None = None,
     return_stats: bool = False,
     example_weights: ArrayLike | None = None,
+    autodiff: str = "reverse",
 ) -> jax.Array | tuple[jax.Array, _stats.CrossEntropyStats]:
     r"""Softmax cross-entropy between logits and class labels or probabilities.
 
@@ -343,6 +344,10 @@ def softmax_cross_entropy(
         non-negative; they are not checked (they may be traced) nor clipped:
         a negative weight is used as given, and a mean whose $S$ is 0 is 0.
 
+      autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
+        a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
+        `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
+        cost is in the gradient guide).
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
       logits, otherwise the logits' floating type. With `return_stats`, the
@@ -396,7 +401,9 @@ def softmax_cross_entropy(
     if labels_ is None:
         assert args.labels.probs is not None
         labels_ = jnp.argmax(args.labels.probs, axis=args.axis)
-    return loss, _stats.finish(lse, predicted, labels_, args.mask)
+    return loss, _stats.finish(
+        lse, predicted, labels_, _labels.kept(args.mask, args.example_weights)
+    )
 
 
 @entry_point(static=_CE_STATIC)
@@ -411,6 +418,7 @@ def nll_loss(
     reduction: str = "mean",
     denominator: ArrayLike | None = None,
     example_weights: ArrayLike | None = None,
+    autodiff: str = "reverse",
 ) -> jax.Array:
     r"""Negative log-likelihood of integer labels under given log-probabilities.
 
@@ -436,6 +444,10 @@ def nll_loss(
         multiplies each example's loss and its share of $S$; 0 is
         `where=False`. Should be non-negative (not checked, not clipped).
 
+      autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
+        a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
+        `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
+        cost is in the gradient guide).
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half precision.
 
@@ -468,11 +480,11 @@ def nll_loss(
     dtype = _checks.compute_dtype(*dtypes)
     # Autodiff of the pick is the loss's whole gradient.
     picked = jnp.squeeze(_numerics.target_logit(args.logits, classes, args.axis, dtype), args.axis)
-    norm = _labels.normaliser(args, dtype)
-    # The normaliser's share m_i v_i w_{y_i} is also the factor of the example's loss.
-    w_y = 1 if args.weights is None and args.example_weights is None else norm
-    loss = _numerics.nan_where(args.bad, jnp.where(args.mask, -w_y * picked, 0))
-    return reduce_loss(loss, norm, reduction, denominator)
+    if args.weights is not None:
+        picked = picked * _numerics.class_value(args.weights.astype(dtype), classes)
+    loss = _labels.weigh(-picked, args.example_weights, args.mask)
+    loss = _numerics.nan_where(args.bad, loss)
+    return reduce_loss(loss, _labels.normaliser(args, dtype), reduction, denominator)
 
 
 def _num_classes(name: str, value: Any) -> int | None:

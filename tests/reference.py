@@ -155,7 +155,8 @@ def softmax_cross_entropy_example_weights_grad(
     """Closed form d mean / d v_i = m_i w_{y_i} (l_i - L) / S, class axis last.
 
     `l_i` is the unweighted NLL, `L` the weighted mean and `S = sum_i m_i v_i w_{y_i}`;
-    0 where `where` is False or v_i = 0 (such an example does not count).
+    0 where `where` is False. At v_i = 0 the example does not count in `L` or `S`, and the
+    derivative is still the formula's (d/dv_i of `sum v l / sum v w` at v_i = 0).
     """
     x = np.asarray(logits, np.float64)
     labels = np.asarray(labels)
@@ -163,7 +164,6 @@ def softmax_cross_entropy_example_weights_grad(
     w = np.ones(k) if weights is None else np.asarray(weights, np.float64)
     v = example_weights_of(example_weights, labels.shape)
     mask = where_of(where, labels.shape)
-    mask = mask & (v != 0)
     nll = -np.take_along_axis(log_softmax(x), labels[..., None], -1)[..., 0]
     share = np.where(mask, w[labels], 0.0)
     s = np.sum(share * v)

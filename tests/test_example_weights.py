@@ -378,6 +378,7 @@ def test_matches_oracle_value_and_gradients(x64, name, reduction):
     rng = np.random.default_rng(NAMES.index(name))
     case = CASES[name](rng, 5, 4)
     v = _weights(rng, case.example_shape)
+    v[2] = 0.0  # excluded from the value, and its derivative is still its loss term
     where = _where(rng, case.example_shape)
     kw = dict(where=where, reduction=reduction)
     w = case.w
@@ -488,10 +489,10 @@ def test_zero_weight_is_where_false_even_with_garbage(name):
         assert np.all(np.isfinite(loss))
         # The logits (or hidden states): finite, and exactly zero in that row.
         assert np.all(np.isfinite(grads[0])) and np.all(np.asarray(grads[0])[2] == 0)
-    # The weight's own gradient there is 0 too (the example does not count), and finite.
+    # Only the weight's own derivative reads the row: its loss term, here not finite.
     inputs, w = tuple(map(_jnp32, case.inputs)), _jnp32(case.w)
-    dv = jax.grad(lambda v: case.call(inputs, v, w, reduction="mean"))(v)
-    assert np.all(np.isfinite(dv)) and np.all(np.asarray(dv)[2] == 0)
+    dv = np.asarray(jax.grad(lambda v: case.call(inputs, v, w, reduction="sum"))(v))
+    assert np.all(np.isfinite(np.delete(dv, 2, axis=0))) and not np.all(np.isfinite(dv[2]))
     assert all(np.all(np.isfinite(g)) for g in grads), "a gradient is not finite"
 
 
@@ -552,7 +553,12 @@ def test_no_weight_is_zero_with_zero_gradient(name, n, reduction):
     assert value.shape == (case.example_shape if reduction == "none" else ())
     assert value.dtype == jnp.float32 and np.all(np.asarray(value) == 0)
     grads, dv = jax.grad(lambda xs, v: jnp.sum(f(xs, v)), argnums=(0, 1))(inputs, v)
-    assert dv.shape == v.shape and np.all(np.asarray(dv) == 0)
+    # The derivative of a sum with respect to a weight of 0 is the example's loss term; a
+    # mean of nothing (S = 0) is 0 with zero gradient.
+    terms = case.oracle(case.inputs, None, case.w, reduction="none")
+    expected = np.zeros(v.shape) if reduction == "mean" else terms
+    assert dv.shape == v.shape
+    np.testing.assert_allclose(dv, expected, rtol=1e-5, atol=1e-6)
     for g, x in zip(grads, inputs, strict=True):
         assert g.shape == x.shape and np.all(np.asarray(g) == 0)
 
