@@ -122,7 +122,7 @@ def sigmoid_binary_cross_entropy(
     $\partial\ell/\partial x = w\big(\sigma(x)(1 + (p-1)\tilde y) - p\tilde y\big)$,
     and exact for soft `labels`, `weights`, `pos_weight` and
     `example_weights` too; it is differentiable again (`jax.hessian`).
-    Forward mode (`jvp`) is not supported by `jax.custom_vjp`.
+    Forward mode (`jax.jvp`, `jax.jacfwd`) takes `autodiff="forward"`.
 
     Args:
       logits: floating array of any shape, e.g. `(N,)` or multi-label `(N, K)`.

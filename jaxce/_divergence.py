@@ -324,8 +324,8 @@ def kl_divergence(
     there (PyTorch returns NaN), which keeps gradients that flow on into
     the targets finite (a softmax producing $p_{ic} = 0$ has zero Jacobian
     there anyway). For log-targets the limit 0 is exact. W.r.t. the example
-    weights it is exact too. Forward mode (`jax.jvp`) is not supported by
-    `jax.custom_vjp`.
+    weights it is exact too. Forward mode (`jax.jvp`, `jax.jacfwd`) takes
+    `autodiff="forward"`.
 
     Args:
       logits: floating array with the classes on `axis`, e.g. `(N, K)`.
@@ -415,7 +415,7 @@ def entropy(
     $$
 
     which is exactly 0 at a `-inf` logit (a masked class). Maximising it is
-    the usual entropy bonus; forward mode (`jax.jvp`) is not supported.
+    the usual entropy bonus. Forward mode (`jax.jvp`, `jax.jacfwd`) takes `autodiff="forward"`.
 
     Args:
       logits: floating array with the classes on `axis`.
@@ -499,7 +499,7 @@ def distillation_loss(
     compiles once, and a learned temperature gets its exact gradient,
     $T\big[2\,\mathrm{KL}_i - \sum_c (q_{ic} - p_{ic})\log q_{ic}
     - \sum_c p_{ic}(\log p_{ic} - \log q_{ic} - \mathrm{KL}_i)\log p_{ic}\big]$
-    per example. Forward mode (`jax.jvp`) is not supported.
+    per example. Forward mode (`jax.jvp`, `jax.jacfwd`) takes `autodiff="forward"`.
 
     Args:
       student_logits: floating array with the classes on `axis`.
@@ -628,7 +628,7 @@ def jensen_shannon_divergence(
     any other value shares one program that picks the branch at run time, so
     a schedule reaching 0 or 1 compiles once. At the endpoints the loss is a
     KL, which does not depend on $\beta$: its $\beta$-gradient there is 0.
-    Forward mode (`jax.jvp`) is not supported.
+    Forward mode (`jax.jvp`, `jax.jacfwd`) takes `autodiff="forward"`.
 
     Args:
       logits: the student's logits, floating, with the classes on `axis`.
@@ -729,8 +729,8 @@ def reverse_kl_divergence(
     $T\, q_{ic}(\log q_{ic} - \log p_{ic} - \mathrm{KL}_i)$ w.r.t. the
     student logits and $T(p_i - q_i)$ w.r.t. the teacher logits. `temperature`
     may be a Python number or a traced scalar with its exact gradient,
-    `distillation_loss`'s with the roles swapped. Forward mode (`jax.jvp`) is
-    not supported.
+    `distillation_loss`'s with the roles swapped. Forward mode (`jax.jvp`,
+    `jax.jacfwd`) takes `autodiff="forward"`.
 
     Args:
       logits: the student's logits, floating, with the classes on `axis`.

@@ -144,8 +144,8 @@ def sigmoid_focal_loss(
     $v_j$ and mask $m_j$, $\sum_j m_j v_j \ell_j / \sum_j m_j v_j$.
 
     The gradient is analytic (a `jax.custom_vjp`), exact for the logits, for
-    soft labels and for `example_weights`, and differentiable again; forward
-    mode (`jvp`) is not supported by `jax.custom_vjp`.
+    soft labels and for `example_weights`, and differentiable again. Forward
+    mode (`jax.jvp`, `jax.jacfwd`) takes `autodiff="forward"`.
 
     Args:
       logits: floating array of any shape.
@@ -306,7 +306,7 @@ def softmax_focal_loss(
     $-m_i v_i w_{y_i}(1-q_y)^\gamma\big[\gamma \log q_y\,(R - P) + Y - P\big]/S$ with
     $P = q$ and $R$ the softmax over the non-target classes; it is exact for
     the logits, `weights` and `example_weights` and differentiable again.
-    Forward mode (`jvp`) is not supported by `jax.custom_vjp`.
+    Forward mode (`jax.jvp`, `jax.jacfwd`) takes `autodiff="forward"`.
 
     Args:
       logits: floating array with the classes on `axis`.
@@ -481,8 +481,7 @@ def poly1_cross_entropy(
     The gradient is analytic (cross-entropy's `custom_vjp` plus one for the
     poly term, $q_c(\sum_j w_j \tilde y_j q_j - w_c \tilde y_c)$); it is exact for
     the logits, probability labels, `weights` and `example_weights`, and
-    differentiable again. Forward mode (`jvp`) is not supported by
-    `jax.custom_vjp`.
+    differentiable again. Forward mode (`jax.jvp`, `jax.jacfwd`) takes `autodiff="forward"`.
 
     Args:
       logits: floating array with the classes on `axis`.

@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.custom_derivatives import SymbolicZero
 from jax.experimental import checkify
 from jax.typing import ArrayLike
 
@@ -119,13 +120,20 @@ def _weighted_terms(losses: jax.Array, weights: jax.Array, mask: jax.Array) -> j
     return jnp.where(kept(mask, weights), losses * weights, 0)
 
 
-@_weighted_terms.defjvp
 def _weighted_terms_jvp(primals: tuple, tangents: tuple) -> tuple[jax.Array, jax.Array]:
     (losses, weights, mask), (d_losses, d_weights, _) = primals, tangents
     # Products with masked primals: linear, so reverse mode too, and exactly 0 where masked
-    # whatever the primals hold there.
-    tangent = d_losses * jnp.where(kept(mask, weights), weights, 0)
-    return _weighted_terms(*primals), tangent + d_weights * jnp.where(mask, losses, 0)
+    # whatever the primals hold there. A zero tangent is skipped: 0 * inf is NaN.
+    counts = kept(mask, weights)
+    tangent = jnp.zeros_like(losses)
+    if not isinstance(d_losses, SymbolicZero):
+        tangent = jnp.where(counts, d_losses, 0) * jnp.where(counts, weights, 0)
+    if not isinstance(d_weights, SymbolicZero):
+        tangent = tangent + d_weights * jnp.where(mask, losses, 0)
+    return _weighted_terms(*primals), tangent
+
+
+_weighted_terms.defjvp(_weighted_terms_jvp, symbolic_zeros=True)
 
 
 def weigh(losses: jax.Array, weights: jax.Array | None, mask: jax.Array) -> jax.Array:

@@ -245,7 +245,7 @@ def linear_softmax_cross_entropy(
     included). Peak memory is $O(N \cdot \text{chunk} + N D)$ instead of
     $O(N V)$, for about 4/3 of the matmul work of the materialised head.
     Half-precision inputs are multiplied with float32 accumulation. Reverse
-    mode only: forward mode (`jvp`) is not supported by `jax.custom_vjp`.
+    mode only (see `autodiff`).
 
     Args:
       hidden: floating array `(..., D)`; the leading dimensions are examples.

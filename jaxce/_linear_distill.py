@@ -423,8 +423,7 @@ def linear_distillation_loss(
     whose sums the backward accumulates chunk by chunk. Unlike
     `distillation_loss`, the teacher is a constant: its logits, hidden states,
     kernel and bias get a zero gradient. Half-precision inputs are multiplied
-    with float32 accumulation. Reverse mode only: forward mode (`jvp`) is not
-    supported by `jax.custom_vjp`.
+    with float32 accumulation. Reverse mode only (see `autodiff`).
 
     Args:
       hidden: the student's floating hidden states `(..., D)`; the leading

@@ -63,7 +63,8 @@ def combine_shards(
 
     Returns `(lse, *sums, *maxima)`; the maxima ride along in the logsumexp's `pmax`.
     """
-    tops = lax.pmax(jnp.stack([lse, *maxima]), axis_name)
+    # A shift: its derivative cancels, and a stopped one lets forward mode pass `pmax`.
+    tops = lax.pmax(lax.stop_gradient(jnp.stack([lse, *maxima])), axis_name)
     top = jnp.where(jnp.isfinite(tops[0]), tops[0], 0)
     total = lax.psum(jnp.stack([jnp.exp(lse - top), *sums]), axis_name)
     return (top + jnp.log(total[0]), *total[1:], *tops[1:])

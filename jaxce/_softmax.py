@@ -305,8 +305,8 @@ def softmax_cross_entropy(
     smoothing it is $m_i v_i w_{y_i}(P_i - Y_i)/S$ with $P = \operatorname{softmax}(x)$.
     It is exact for the logits, probability labels, `weights` and
     `example_weights` (with their share of $S$), and differentiable again
-    (`jax.hessian`, `grad(grad)`); forward mode (`jvp`) is not supported by
-    `jax.custom_vjp`.
+    (`jax.hessian`, `grad(grad)`). Forward mode (`jax.jvp`, `jax.jacfwd`,
+    `jax.linearize`) takes `autodiff="forward"`.
 
     Args:
       logits: floating array with the classes on `axis`, e.g. `(N, K)` or
