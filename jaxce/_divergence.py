@@ -342,7 +342,7 @@ def kl_divergence(
         gradient.
       example_weights: $v$, floating, broadcastable to the examples' shape:
         multiplies each example's divergence and its share of the `"mean"`
-        denominator; 0 is `where=False` (exactly 0 and a zero gradient).
+        denominator; 0 is `where=False` (exactly 0; its derivative is its loss).
         Should be non-negative (not checked, not clipped).
 
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
@@ -512,8 +512,8 @@ def distillation_loss(
       reduction: `"mean"` (per example), `"sum"` or `"none"`.
       example_weights: $v$, floating, broadcastable to the examples' shape:
         multiplies each example's loss and its share of the `"mean"`
-        denominator, with an exact gradient; 0 is `where=False` (exactly 0 and
-        a zero gradient). Should be non-negative (not checked, not clipped).
+        denominator, with an exact gradient; 0 is `where=False` (exactly 0;
+        its derivative is its loss). Should be non-negative (not checked, not clipped).
 
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
         a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
@@ -643,7 +643,7 @@ def jensen_shannon_divergence(
       reduction: `"mean"` (per example), `"sum"` or `"none"`.
       example_weights: $v$, floating, broadcastable to the examples' shape:
         multiplies each example's loss and its share of the `"mean"`
-        denominator; 0 is `where=False` (exactly 0 and a zero gradient).
+        denominator; 0 is `where=False` (exactly 0; its derivative is its loss).
         Should be non-negative (not checked, not clipped).
 
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
@@ -743,8 +743,8 @@ def reverse_kl_divergence(
       reduction: `"mean"` (per example), `"sum"` or `"none"`.
       example_weights: $v$, floating, broadcastable to the examples' shape:
         multiplies each example's loss and its share of the `"mean"`
-        denominator, with an exact gradient; 0 is `where=False` (exactly 0 and
-        a zero gradient). Should be non-negative (not checked, not clipped).
+        denominator, with an exact gradient; 0 is `where=False` (exactly 0;
+        its derivative is its loss). Should be non-negative (not checked, not clipped).
 
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
         a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,

@@ -157,7 +157,7 @@ def sigmoid_focal_loss(
       reduction: `"mean"`, `"sum"` or `"none"`.
       example_weights: $v$, floating, broadcastable to the logits' shape:
         multiplies each element's loss and its share of the `"mean"`
-        normaliser; 0 is `where=False` (exactly 0 and a zero gradient). Should
+        normaliser; 0 is `where=False` (exactly 0; its derivative is its loss). Should
         be non-negative (not checked, not clipped).
 
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
@@ -320,7 +320,7 @@ def softmax_focal_loss(
       reduction: `"mean"`, `"sum"` or `"none"`.
       example_weights: $v$, floating, broadcastable to the examples' shape (the
         logits' shape without `axis`): multiplies each example's loss and its
-        share of $S$; 0 is `where=False` (exactly 0 and a zero gradient).
+        share of $S$; 0 is `where=False` (exactly 0; its derivative is its loss).
         Should be non-negative (not checked, not clipped).
 
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
@@ -498,7 +498,7 @@ def poly1_cross_entropy(
       reduction: `"mean"`, `"sum"` or `"none"`.
       example_weights: $v$, floating, broadcastable to the examples' shape:
         multiplies each example's loss and its share of $S$; 0 is
-        `where=False` (exactly 0 and a zero gradient). Should be non-negative
+        `where=False` (exactly 0; its derivative is its loss). Should be non-negative
         (not checked, not clipped).
 
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:

@@ -292,7 +292,7 @@ def linear_softmax_cross_entropy(
       example_weights: $v$, floating, broadcastable to `hidden.shape[:-1]`:
         multiplies each example's loss and its share of $S$ (and its rows of
         $\partial L/\partial z$, so every gradient, the kernel's included, is
-        weighted); 0 is `where=False` (exactly 0 and a zero gradient). Should
+        weighted); 0 is `where=False` (exactly 0; its derivative is its loss). Should
         be non-negative (not checked, not clipped). Their gradient is exact.
 
       autodiff: `"reverse"` only: the head computes each chunk's logits again

@@ -455,8 +455,8 @@ def linear_distillation_loss(
       reduction: `"mean"`, `"sum"` or `"none"` (per example, 0 where excluded).
       example_weights: $v$, floating, broadcastable to `hidden.shape[:-1]`:
         multiplies each example's loss and its share of the `"mean"`
-        denominator, with an exact gradient; 0 is `where=False` (exactly 0 and
-        a zero gradient). Should be non-negative (not checked, not clipped).
+        denominator, with an exact gradient; 0 is `where=False` (exactly 0;
+        its derivative is its loss). Should be non-negative (not checked, not clipped).
       axis_name: inside `jax.shard_map` with both kernels (or the teacher's
         logits) and biases sharded over the vocabulary along this mesh axis:
         each device streams its own columns, the per-example statistics are

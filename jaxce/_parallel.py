@@ -176,7 +176,7 @@ def vocab_parallel_softmax_cross_entropy(
         the forward's `pmax`; the argmax costs one more `pmin` of $N$ indices.
       example_weights: $v$, floating, broadcastable to `labels.shape` (the
         same on every shard of `axis_name`): multiplies each example's loss and
-        its share of $S$; 0 is `where=False` (exactly 0 and a zero gradient).
+        its share of $S$; 0 is `where=False` (exactly 0; its derivative is its loss).
         Should be non-negative (not checked, not clipped). Their gradient is
         exact and, like the loss, needs no collective beyond the forward's.
 

@@ -339,9 +339,10 @@ def softmax_cross_entropy(
       example_weights: $v$, floating, broadcastable to the examples' shape
         (the logits' shape without `axis`): multiplies each example's loss
         (z-loss included) and its share of $S$. A weight of 0 is
-        `where=False`: the example contributes exactly 0 and a zero gradient,
-        whatever its logits or label hold. Weights should be finite and
-        non-negative; they are not checked (they may be traced) nor clipped:
+        `where=False`: the example contributes exactly 0, and nothing to any
+        other input's gradient, whatever its logits or label hold; the
+        derivative with respect to its weight is its loss term, also at 0.
+        Weights should be finite and non-negative; they are not checked (they may be traced) nor clipped:
         a negative weight is used as given, and a mean whose $S$ is 0 is 0.
 
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
