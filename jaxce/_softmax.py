@@ -342,8 +342,9 @@ def softmax_cross_entropy(
         `where=False`: the example contributes exactly 0, and nothing to any
         other input's gradient, whatever its logits or label hold; the
         derivative with respect to its weight is its loss term, also at 0.
-        Weights should be finite and non-negative; they are not checked (they may be traced) nor clipped:
-        a negative weight is used as given, and a mean whose $S$ is 0 is 0.
+        Weights should be finite and non-negative; they are not checked
+        (they may be traced) nor clipped: a negative weight is used as given,
+        and a mean whose $S$ is 0 is 0.
 
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
         a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
