@@ -327,6 +327,32 @@ def check_shard_map(*weights: jax.Array) -> None:
         raise AssertionError(f"expected 3 all-reduces; got {reduces}")
 
 
+def check_shard_map_forward() -> None:
+    """Forward mode across vocabulary shards: each shard's tangent terms are summed once."""
+    mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Explicit,) * 2)
+    opts = dict(z_loss=1e-3, logit_softcap=3.0, reduction="sum", autodiff="forward")
+
+    def local(x, y, v, h):
+        loss = jaxce.vocab_parallel_softmax_cross_entropy(
+            x, y, axis_name="vocab", example_weights=v, label_smoothing=h, **opts
+        )
+        return jax.lax.psum(loss, "data")
+
+    def sharded(x, v, h):
+        specs = (P("data", "vocab"), P("data"), P("data"), P())
+        args = [jax.reshard(a, s) for a, s in zip((x, LABELS, v, h), specs, strict=True)]
+        return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P())(*args)
+
+    def full(x, v, h):
+        return jaxce.softmax_cross_entropy(x, LABELS, example_weights=v, label_smoothing=h, **opts)
+
+    args = (LOGITS, EXAMPLE_WEIGHTS, jnp.float32(0.1))
+    tangents = (jnp.cos(LOGITS), jnp.ones(N), jnp.float32(1.0))
+    with jax.set_mesh(mesh):
+        got = jax.jit(lambda *a: jax.jvp(sharded, a, tangents))(*args)
+    _compare(jax.jvp(full, args, tangents), got)
+
+
 def check_shard_map_stats() -> None:
     # Statistics of vocabulary shards equal the unsharded ones; ties go to the lowest index.
     mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Explicit,) * 2)
@@ -467,6 +493,7 @@ def main() -> None:
                 results[key] = traceback.format_exc()[-2000:]
     for key, check in (
         ("vocab_parallel_softmax_cross_entropy/shard_map_stats", check_shard_map_stats),
+        ("vocab_parallel_softmax_cross_entropy/shard_map_forward", check_shard_map_forward),
         ("linear_distillation_loss/shard_map", check_linear_distill_shard_map),
         (
             "vocab_parallel_softmax_cross_entropy/shard_map_softcap",

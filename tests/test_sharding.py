@@ -77,3 +77,4 @@ def test_shard_map_form(results):
     assert results["vocab_parallel_softmax_cross_entropy/shard_map"] == "ok"
     assert results["vocab_parallel_softmax_cross_entropy/shard_map_softcap"] == "ok"
     assert results["vocab_parallel_softmax_cross_entropy/shard_map_stats"] == "ok"
+    assert results["vocab_parallel_softmax_cross_entropy/shard_map_forward"] == "ok"
