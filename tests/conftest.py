@@ -1,7 +1,13 @@
 """Test-wide JAX settings: strict dtype and rank promotion catch silent promotions."""
 
+import os
+
 import jax
 import pytest
+
+# The wheel from `make dist` is installed and tested by `make test-wheel`, which names it in
+# $JAXCE_WHEEL; the default run does not build and install it a second time.
+collect_ignore = [] if os.environ.get("JAXCE_WHEEL") else ["test_wheel.py"]
 
 jax.config.update("jax_numpy_dtype_promotion", "strict")
 jax.config.update("jax_numpy_rank_promotion", "raise")

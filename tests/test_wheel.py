@@ -1,7 +1,8 @@
 """The wheel, installed in an empty virtual environment outside the checkout, works.
 
-The wheel under test is `$JAXCE_WHEEL` (what `make dist` built) or, without it,
-one built here from the checkout by pip. It is installed with pip into a fresh
+The wheel under test is `$JAXCE_WHEEL`, what `make dist` built: `make test-wheel`
+runs this file, and the default test run leaves it out (`conftest.py`), so the
+wheel is built and installed once per CI run. It is installed with pip into a fresh
 virtual environment in a temporary folder, with jax and numpy resolved from the
 package index like any user's install, and every check runs there with
 `python -I` from that folder, so nothing can be imported from the source tree.
@@ -117,18 +118,8 @@ def _run(python: pathlib.Path, code: str, cwd: pathlib.Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> pathlib.Path:
-    given = os.environ.get("JAXCE_WHEEL")
-    if given:
-        return pathlib.Path(given).resolve()
-    out = tmp_path_factory.mktemp("wheelhouse")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(ROOT)],
-        check=True,
-        timeout=600,
-    )
-    (built,) = out.glob("jaxce-*.whl")
-    return built
+def wheel() -> pathlib.Path:
+    return pathlib.Path(os.environ["JAXCE_WHEEL"]).resolve()
 
 
 @pytest.fixture(scope="module")
