@@ -1,5 +1,6 @@
 """jaxce: cross-entropy losses for JAX with analytic gradients."""
 
+from . import _help
 from ._binary import BCEWithLogitsLoss as BCEWithLogitsLoss
 from ._binary import binary_cross_entropy as binary_cross_entropy
 from ._binary import sigmoid_binary_cross_entropy as sigmoid_binary_cross_entropy
@@ -69,3 +70,7 @@ __all__ = [
     "softmax_focal_loss",
     "vocab_parallel_softmax_cross_entropy",
 ]
+
+# help() in a terminal: formulas and cross-references in plain text, long
+# signatures one parameter a line. The site renders the source's docstrings.
+_help.plain_help(globals()[name] for name in __all__)

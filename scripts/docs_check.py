@@ -14,7 +14,12 @@ page passes when:
 - every `<img>` has loaded (`naturalWidth > 0`);
 - every formula was typeset by MathJax: each `.arithmatex` element holds an
   `mjx-container`, no TeX error (`mjx-merror`) is shown, and no raw `$$`,
-  `\\(`, `\\)`, `\\[` or `\\]` is left in the text outside code.
+  `\\(`, `\\)`, `\\[` or `\\]` is left in the text outside code;
+- nothing overflows at the 1280 px width: every display formula fits its
+  content column whole (no horizontal scroll: the site shrinks a wide one to
+  fit), and every code block's text lies inside the column, wrapped or in a
+  box that scrolls horizontally. Text clipped where it cannot be scrolled to,
+  or drawn past the column, fails with the page, the element and its heading.
 
 The gradient guide is also opened from `file://`, where its formulas must be
 typeset as well. Screenshots of the home page, of the gradient guide and of a
@@ -80,8 +85,73 @@ PAGE_REPORT_JS = r"""
     const text = node.textContent;
     if (delimiters.some((d) => text.includes(d))) raw.push(text.trim().slice(0, 120));
   }
+  // Overflow at this width. A display formula must fit its content column: a
+  // reader does not expect to scroll an equation sideways on a desktop screen.
+  // A code block's text must lie inside the column, wrapped or in a box that
+  // scrolls horizontally; text clipped with no way to scroll to it, or drawn
+  // past the column (under the table of contents), fails.
+  await new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)));
+  await sleep(100);  // the page's own scripts resize formulas after typesetting
+  const overflows = [];
+  const line = (text) => text.trim().replace(/\s+/g, " ").slice(0, 80);
+  const after = (el) => {
+    const headings = [...document.querySelectorAll(".md-content :is(h1, h2, h3, h4, h5, h6)[id]")]
+      .filter((h) => h.compareDocumentPosition(el) & Node.DOCUMENT_POSITION_FOLLOWING);
+    return headings.length ? ` (under #${headings[headings.length - 1].id})` : "";
+  };
+  const column = (el) => {
+    const inner = el.closest(".md-content__inner");
+    const rect = inner.getBoundingClientRect(), style = getComputedStyle(inner);
+    return {left: rect.left + parseFloat(style.paddingLeft),
+            right: rect.right - parseFloat(style.paddingRight), inner};
+  };
+  // Where the content of `el` (from `start` to `end`) can be seen: cut by a box
+  // that clips it, or bounded by a box that scrolls it (a problem unless
+  // `scrolls`); then against the column.
+  const placement = (el, start, end, scrolls) => {
+    const {left, right, inner} = column(el);
+    for (let node = el; node && node !== inner; node = node.parentElement) {
+      const edge = node.getBoundingClientRect();
+      if (start >= edge.left - 1 && end <= edge.right + 1) continue;
+      const overflow = getComputedStyle(node).overflowX;
+      if ((overflow === "auto" || overflow === "scroll") && scrolls) {
+        [start, end] = [Math.max(start, edge.left), Math.min(end, edge.right)];
+      } else if (overflow !== "visible") {
+        const name = node.tagName.toLowerCase() + [...node.classList].map((c) => "." + c).join("");
+        return `is cut off by ${name} (overflow-x: ${overflow}): ` +
+          `${Math.round(Math.max(end - edge.right, edge.left - start))} px out of view`;
+      }
+    }
+    if (end > right + 1 || start < left - 1)
+      return `reaches ${Math.round(Math.max(end - right, left - start))} px past its column ` +
+        `(${Math.round(left)}-${Math.round(right)} px; ` +
+        `content ${Math.round(start)}-${Math.round(end)} px)`;
+    return null;
+  };
+  const formulas = [...document.querySelectorAll('.md-content mjx-container[display="true"]')]
+    .filter((el) => !el.parentElement.closest("mjx-container"));
+  for (const el of formulas) {
+    const math = el.querySelector(":scope > mjx-math");
+    if (!math || !math.getClientRects().length) continue;
+    const rect = math.getBoundingClientRect(), {left, right} = column(el);
+    const problem = rect.width > right - left + 1
+      ? `is ${Math.round(rect.width)} px wide, wider than its ${Math.round(right - left)} px column`
+      : placement(el, rect.left, rect.right, false);
+    if (problem) overflows.push(`formula "${line(el.textContent)}"${after(el)} ${problem}`);
+  }
+  for (const pre of document.querySelectorAll(".md-content pre")) {
+    const el = pre.querySelector(":scope > code") || pre;
+    if (!el.getClientRects().length) continue;
+    const text = document.createRange();
+    text.selectNodeContents(el);
+    const box = el.getBoundingClientRect(), rect = text.getBoundingClientRect();
+    const problem = placement(el, Math.min(box.left, rect.left),
+                              Math.max(box.right, rect.right, box.left + el.scrollWidth), true);
+    if (problem) overflows.push(`code block "${line(el.textContent)}"${after(el)} ${problem}`);
+  }
   return {
     title: document.title,
+    overflows: [...new Set(overflows)],
     mathjax: window.MathJax && MathJax.version ? MathJax.version : null,
     formulas: math().length,
     typeset: [...document.querySelectorAll("mjx-container")]
@@ -315,6 +385,7 @@ def page_failures(report: dict[str, Any]) -> list[str]:
     failures += [f"formula not typeset: {text}" for text in report["untypeset"]]
     failures += [f"TeX error: {text}" for text in report["tex_errors"]]
     failures += [f"raw TeX delimiters in text: {text!r}" for text in report["raw_delimiters"]]
+    failures += [f"overflow at {WIDTH} px: {text}" for text in report["overflows"]]
     return failures
 
 

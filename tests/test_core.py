@@ -432,7 +432,8 @@ def test_help_shows_the_real_signature():
     assert list(signature.parameters)[:3] == ["logits", "labels", "axis"]
     assert signature.parameters["label_smoothing"].default == 0.0
     text = pydoc.render_doc(jaxce.softmax_cross_entropy, renderer=pydoc.plaintext)
-    assert re.search(r"softmax_cross_entropy\(logits\b.*, labels\b.*, \*, axis\b.*= -1", text)
+    signature = r"softmax_cross_entropy\(\s*logits\b.*?,\s*labels\b.*?,\s*\*,\s*axis\b.*?= -1"
+    assert re.search(signature, text, flags=re.S)
     assert "Softmax cross-entropy between logits and class labels" in text
 
 
