@@ -142,11 +142,11 @@ def sigmoid_binary_cross_entropy(
         is `where=False` (exactly 0 and a zero gradient, whatever the logits
         or label hold). Weights should be finite and non-negative; they are not
         checked (they may be traced) nor clipped.
-
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
         a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
         `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
         cost is in the gradient guide).
+
     Returns:
       A scalar, or elementwise losses for `"none"`; float32 for half-precision
       inputs, otherwise the inputs' floating type.
@@ -269,11 +269,11 @@ def binary_cross_entropy(
       example_weights: $v$, floating, broadcastable to the shape of `probs`:
         multiplies each element's loss and its share of the normaliser; 0 is
         `where=False`. Should be non-negative (not checked, not clipped).
-
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
         a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
         `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
         cost is in the gradient guide).
+
     Returns:
       A scalar, or elementwise losses for `"none"`; float32 for half precision.
 

@@ -344,11 +344,11 @@ def kl_divergence(
         multiplies each example's divergence and its share of the `"mean"`
         denominator; 0 is `where=False` (exactly 0; its derivative is its loss).
         Should be non-negative (not checked, not clipped).
-
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
         a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
         `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
         cost is in the gradient guide).
+
     Returns:
       A scalar, or per-example values of shape `logits.shape` without `axis`
       for `"none"`; float32 for half-precision inputs, otherwise the widest
@@ -427,11 +427,11 @@ def entropy(
         multiplies each example's entropy (also for `"none"`) and its share of
         the `"mean"` denominator, with an exact gradient; 0 is `where=False`.
         Should be non-negative (not checked, not clipped).
-
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
         a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
         `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
         cost is in the gradient guide).
+
     Returns:
       Per-example entropies (shape of `logits` without `axis`), or a scalar;
       float32 for half-precision logits.
@@ -514,11 +514,11 @@ def distillation_loss(
         multiplies each example's loss and its share of the `"mean"`
         denominator, with an exact gradient; 0 is `where=False` (exactly 0;
         its derivative is its loss). Should be non-negative (not checked, not clipped).
-
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
         a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
         `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
         cost is in the gradient guide).
+
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
       inputs, otherwise the widest input floating type.
@@ -645,11 +645,11 @@ def jensen_shannon_divergence(
         multiplies each example's loss and its share of the `"mean"`
         denominator; 0 is `where=False` (exactly 0; its derivative is its loss).
         Should be non-negative (not checked, not clipped).
-
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
         a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
         `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
         cost is in the gradient guide).
+
     Returns:
       A scalar, or per-example losses (the logits' shape without `axis`) for
       `"none"`; float32 for half-precision inputs, otherwise the widest input
@@ -745,11 +745,11 @@ def reverse_kl_divergence(
         multiplies each example's loss and its share of the `"mean"`
         denominator, with an exact gradient; 0 is `where=False` (exactly 0;
         its derivative is its loss). Should be non-negative (not checked, not clipped).
-
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
         a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
         `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
         cost is in the gradient guide).
+
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
       inputs, otherwise the widest input floating type.

@@ -159,11 +159,11 @@ def sigmoid_focal_loss(
         multiplies each element's loss and its share of the `"mean"`
         normaliser; 0 is `where=False` (exactly 0; its derivative is its loss). Should
         be non-negative (not checked, not clipped).
-
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
         a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
         `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
         cost is in the gradient guide).
+
     Returns:
       A scalar, or elementwise losses for `"none"`; float32 for half precision.
 
@@ -322,11 +322,11 @@ def softmax_focal_loss(
         logits' shape without `axis`): multiplies each example's loss and its
         share of $S$; 0 is `where=False` (exactly 0; its derivative is its loss).
         Should be non-negative (not checked, not clipped).
-
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
         a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
         `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
         cost is in the gradient guide).
+
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half precision.
 
@@ -500,11 +500,11 @@ def poly1_cross_entropy(
         multiplies each example's loss and its share of $S$; 0 is
         `where=False` (exactly 0; its derivative is its loss). Should be non-negative
         (not checked, not clipped).
-
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
         a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
         `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
         cost is in the gradient guide).
+
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half precision.
 

@@ -294,9 +294,9 @@ def linear_softmax_cross_entropy(
         $\partial L/\partial z$, so every gradient, the kernel's included, is
         weighted); 0 is `where=False` (exactly 0; its derivative is its loss). Should
         be non-negative (not checked, not clipped). Their gradient is exact.
-
       autodiff: `"reverse"` only: the head computes each chunk's logits again
         in its backward and has no forward-mode rule; `"forward"` raises.
+
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
       inputs. With `return_stats`, the pair `(loss, stats)`.

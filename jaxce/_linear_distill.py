@@ -465,9 +465,9 @@ def linear_distillation_loss(
         kernel (or teacher) sharded over the vocabulary on an `Explicit` mesh
         takes this path automatically; on an `Auto` mesh the partitioner
         gathers the kernels (the logits are never built either way).
-
       autodiff: `"reverse"` only: the head computes each chunk's logits again
         in its backward and has no forward-mode rule; `"forward"` raises.
+
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
       inputs, whose gradients come back in their own dtype.

@@ -179,11 +179,11 @@ def vocab_parallel_softmax_cross_entropy(
         its share of $S$; 0 is `where=False` (exactly 0; its derivative is its loss).
         Should be non-negative (not checked, not clipped). Their gradient is
         exact and, like the loss, needs no collective beyond the forward's.
-
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
         a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
         `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
         cost is in the gradient guide).
+
     Returns:
       The same value on every shard of `axis_name`: a scalar, or per-example
       losses for `"none"`; float32 for half-precision logits. With

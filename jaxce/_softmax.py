@@ -345,11 +345,11 @@ def softmax_cross_entropy(
         Weights should be finite and non-negative; they are not checked
         (they may be traced) nor clipped: a negative weight is used as given,
         and a mean whose $S$ is 0 is 0.
-
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
         a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
         `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
         cost is in the gradient guide).
+
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half-precision
       logits, otherwise the logits' floating type. With `return_stats`, the
@@ -445,11 +445,11 @@ def nll_loss(
       example_weights: $v$, floating, broadcastable to the examples' shape:
         multiplies each example's loss and its share of $S$; 0 is
         `where=False`. Should be non-negative (not checked, not clipped).
-
       autodiff: `"reverse"` (the default: a `jax.custom_vjp`) or `"forward"`:
         a `jax.custom_jvp` built from the same derivatives, so that `jax.jvp`,
         `jax.jacfwd` and `jax.linearize` work too (reverse mode still does; its
         cost is in the gradient guide).
+
     Returns:
       A scalar, or per-example losses for `"none"`; float32 for half precision.
 
