@@ -10,8 +10,18 @@ def log_softmax(x, axis=-1):
     return x - m - np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
 
 
+def probabilities(log_p):
+    """`exp(log_p)`, with subnormal results 0.
+
+    XLA on a CPU flushes subnormal results to 0; so does the oracle, so that the two agree
+    on which probabilities are exactly 0 (e^-720 is one: 0 log 0 = 0, not a KL of inf).
+    """
+    p = np.exp(log_p)
+    return np.where(p < np.finfo(np.float64).tiny, 0.0, p)
+
+
 def softmax(x, axis=-1):
-    return np.exp(log_softmax(x, axis))
+    return probabilities(log_softmax(x, axis))
 
 
 def where_of(where, shape):
@@ -314,7 +324,7 @@ def kl_divergence_grads(logits, targets, *, log_targets=False):
     with np.errstate(divide="ignore", invalid="ignore"):
         log_p = t if log_targets else np.log(p)
         inner = np.where(p != 0, log_p - log_q + 1, 0.0)
-    dx = p.sum(-1, keepdims=True) * np.exp(log_q) - p
+    dx = p.sum(-1, keepdims=True) * probabilities(log_q) - p
     dt = p * inner if log_targets else inner
     return dx, dt
 
@@ -323,7 +333,7 @@ def entropy(logits, *, axis=-1, where=None, reduction="none", example_weights=No
     """-sum_c q_c log q_c of q = softmax(logits), per example."""
     x = np.moveaxis(np.asarray(logits, np.float64), axis, -1)
     log_q = log_softmax(x)
-    q = np.exp(log_q)
+    q = probabilities(log_q)
     entropies = _kl_rows(np.zeros_like(q), q, -log_q) * 1.0
     return masked_reduce(entropies, where, reduction, example_weights)
 
@@ -332,7 +342,7 @@ def entropy_grad(logits):
     """dH/dx_j = -q_j (log q_j + H), class axis last, per example."""
     x = np.asarray(logits, np.float64)
     log_q = log_softmax(x)
-    q = np.exp(log_q)
+    q = probabilities(log_q)
     h = entropy(x)[..., None]
     return np.where(q != 0, -q * (np.where(q != 0, log_q, 0.0) + h), 0.0)
 
@@ -351,7 +361,7 @@ def distillation_loss(
     s = np.moveaxis(np.asarray(student, np.float64), axis, -1) / temperature
     t = np.moveaxis(np.asarray(teacher, np.float64), axis, -1) / temperature
     log_p = log_softmax(t)
-    losses = temperature**2 * _kl_rows(log_softmax(s), np.exp(log_p), log_p)
+    losses = temperature**2 * _kl_rows(log_softmax(s), probabilities(log_p), log_p)
     return masked_reduce(losses, where, reduction, example_weights)
 
 
@@ -360,7 +370,7 @@ def distillation_grads(student, teacher, *, temperature=1.0):
     s = np.asarray(student, np.float64) / temperature
     t = np.asarray(teacher, np.float64) / temperature
     log_q, log_p = log_softmax(s), log_softmax(t)
-    p, q = np.exp(log_p), np.exp(log_q)
+    p, q = probabilities(log_p), probabilities(log_q)
     kl = _kl_rows(log_q, p, log_p)[..., None]
     with np.errstate(invalid="ignore"):
         dt = np.where(p != 0, p * (log_p - log_q - kl), 0.0)
@@ -371,8 +381,7 @@ def _student_teacher(student, teacher, temperature, axis=-1):
     """(log q, q, log p, p) of q = softmax(s / T) and p = softmax(t / T), class axis last."""
     s = np.moveaxis(np.asarray(student, np.float64), axis, -1) / temperature
     t = np.moveaxis(np.asarray(teacher, np.float64), axis, -1) / temperature
-    log_q, log_p = log_softmax(s), log_softmax(t)
-    return log_q, np.exp(log_q), log_p, np.exp(log_p)
+    return log_softmax(s), softmax(s), log_softmax(t), softmax(t)
 
 
 def _jsd_rows(log_q, q, log_p, p, beta):
@@ -838,7 +847,7 @@ def linear_distillation_loss(
         if not mask[i]:
             continue
         log_q, log_p = log_softmax(s[i] / temperature), log_softmax(t[i] / temperature)
-        q, p = np.exp(log_q), np.exp(log_p)
+        q, p = probabilities(log_q), probabilities(log_p)
         if divergence == "kl":
             d = _kl_rows(log_q[None], p[None], log_p[None])[0]
         elif divergence == "reverse_kl":
