@@ -378,7 +378,7 @@ def kl_divergence(
         logits, targets, axis, where, logits_name="logits", targets_name="targets"
     )
     assert t is not None
-    mask, v = _labels.weighted_mask(mask, example_weights)
+    v = _labels.per_example_weights(example_weights, mask.shape)
     cfg = _Config(axis, _LOG_PROBS if log_targets else _PROBS)
     losses = _soft_kl(cfg, mask, None, _KLInputs(x, t, None), v)
     return reduce_loss(losses, _labels.weighted_count(mask, v, losses.dtype), reduction)
@@ -455,7 +455,7 @@ def entropy(
     logits, _, axis, mask = _prepare(
         logits, None, axis, where, logits_name="logits", targets_name=""
     )
-    mask, v = _labels.weighted_mask(mask, example_weights)
+    v = _labels.per_example_weights(example_weights, mask.shape)
     losses = _entropy(_Config(axis), mask, None, _EntropyInputs(logits), v)
     return reduce_loss(losses, _labels.weighted_count(mask, v, losses.dtype), reduction)
 
@@ -556,7 +556,7 @@ def distillation_loss(
         targets_name="teacher_logits",
     )
     assert teacher is not None
-    mask, v = _labels.weighted_mask(mask, example_weights)
+    v = _labels.per_example_weights(example_weights, mask.shape)
     inputs = _KLInputs(student, teacher, temperature)
     losses = _soft_kl(_Config(axis, _LOGITS), mask, None, inputs, v)
     return reduce_loss(losses, _labels.weighted_count(mask, v, losses.dtype), reduction)
@@ -685,7 +685,7 @@ def jensen_shannon_divergence(
       Transactions on Information Theory 37(1), 1991.
     """
     cfg, student, teacher, mask = _prepare_pair(logits, teacher_logits, axis, where)
-    mask, v = _labels.weighted_mask(mask, example_weights)
+    v = _labels.per_example_weights(example_weights, mask.shape)
     losses = _generalised_js(cfg, mask, student, teacher, beta, temperature, v)
     return reduce_loss(losses, _labels.weighted_count(mask, v, losses.dtype), reduction)
 
@@ -777,6 +777,6 @@ def reverse_kl_divergence(
       Language Models", ICLR 2024. https://arxiv.org/abs/2306.08543
     """
     cfg, student, teacher, mask = _prepare_pair(logits, teacher_logits, axis, where)
-    mask, v = _labels.weighted_mask(mask, example_weights)
+    v = _labels.per_example_weights(example_weights, mask.shape)
     losses = _reverse_kl(cfg, mask, student, teacher, temperature, v)
     return reduce_loss(losses, _labels.weighted_count(mask, v, losses.dtype), reduction)

@@ -147,13 +147,6 @@ def weigh(losses: jax.Array, weights: jax.Array | None, mask: jax.Array) -> jax.
     return _weighted_terms(losses, weights.astype(losses.dtype), mask)
 
 
-def weighted_mask(
-    mask: jax.Array, example_weights: ArrayLike | None
-) -> tuple[jax.Array, jax.Array | None]:
-    """`mask` (of the examples' shape) and the example weights, checked against it."""
-    return mask, per_example_weights(example_weights, mask.shape)
-
-
 def example_mask(
     classes: jax.Array | None,
     example_shape: tuple[int, ...],
