@@ -10,13 +10,19 @@ Each CE row also times a floor (`_floor`: the fewest passes an analytic-gradient
 CE needs, with none of jaxce's options or checks), the forward alone, and the
 copy written over its donated input as well as into a fresh buffer.
 
+The fused-head rows (`bench_linear`) also time PyTorch's
+`linear_cross_entropy`, chunked and materialised, on the same `[V, D]` weight
+in the same rounds, and measure its peak memory with `torch.profiler`
+(`torch_peak_bytes`).
+
 Bytes model: the loss reads the logits twice (a reduction pass and the
 backward pass; the extra per-row reductions are counted as free) and writes the
 gradient once: 3 x N x V x itemsize. The copy row is `x * 2` on the same array
 (one read, one write), measured in the same rounds; `bw` is the copy's bytes/s
 and `of copy` is the loss's bytes/s divided by it.
 
-Usage: `python benchmarks/run.py [--quick] [--out DIR]`.
+Usage: `python benchmarks/run.py [--quick] [--rounds R] [--only linear] [--out DIR]`;
+`--only linear` runs the fused-head rows alone (see `run_linear_only`).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import platform
 import re
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -291,6 +298,101 @@ def bench_ce(n: int, v: int, dtype: Any, rounds: int, step: str = "") -> dict[st
     return row
 
 
+def torch_peak_bytes(call: Callable[[], Any]) -> tuple[int, int]:
+    """Torch's CPU tensor allocations during one `call`: their peak, and what is left after it.
+
+    `torch.profiler` with `profile_memory=True` records every allocation and
+    free that torch's CPU allocator reports, with its size (frees negative);
+    their running sum, in order, is the bytes allocated above those held
+    before the call. What is left at the end is what the call returns
+    (gradients, the loss). Python's allocator (tracemalloc) does not see
+    torch's tensors, so it cannot measure them.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        call()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    current = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        current += event.nbytes()
+        peak = max(peak, current)
+    return peak, current
+
+
+def torch_linear_heads(
+    h: jax.Array, w_vd: jax.Array, y: jax.Array
+) -> tuple[dict[str, dict[str, Any]], dict[str, Callable[[], Any]]] | str:
+    """PyTorch's `linear_cross_entropy`, chunked and materialised, on a `[V, D]` weight.
+
+    Returns each head's loss, gradients (of the hidden states and the weight,
+    by `loss.backward()`), resolved options and measured peak memory, and the
+    calls to time; or, where this PyTorch has no such function, why not.
+    `LinearCrossEntropyOptions()` runs the chunked path at its defaults (it
+    computes the gradients in the forward, a chunk of the batch at a time);
+    `options=None` is the reference path, `cross_entropy(linear(h, W))`.
+    """
+    try:
+        import torch
+    except ImportError:
+        return "PyTorch is not installed"
+    loss_fn = getattr(torch.nn.functional, "linear_cross_entropy", None)
+    options_type = getattr(torch.nn, "LinearCrossEntropyOptions", None)
+    if loss_fn is None or options_type is None:
+        return f"torch {torch.__version__} has no torch.nn.functional.linear_cross_entropy"
+    hidden = torch.from_numpy(np.array(h)).requires_grad_(True)
+    weight = torch.from_numpy(np.array(w_vd)).requires_grad_(True)
+    labels = torch.from_numpy(np.array(y)).long()
+    n, d = hidden.shape
+    v = weight.shape[0]
+
+    def head(options: Any) -> Callable[[], Any]:
+        def call() -> None:
+            hidden.grad = weight.grad = None
+            loss_fn(hidden, weight, labels, options=options).backward()
+            # torch runs synchronously on CPU: nothing to wait for.
+
+        return call
+
+    rows: dict[str, dict[str, Any]] = {}
+    calls: dict[str, Callable[[], Any]] = {}
+    for name, options in (("torch_chunked", options_type()), ("torch_materialised", None)):
+        hidden.grad = weight.grad = None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            loss = loss_fn(hidden, weight, labels, options=options)
+            loss.backward()
+        row: dict[str, Any] = {
+            "loss": float(loss.detach()),
+            "grads": (hidden.grad.numpy().copy(), weight.grad.numpy().copy()),
+            # A fallback to the reference path warns; none is expected here.
+            "warnings": [str(w.message) for w in caught],
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        }
+        if options is not None:
+            try:  # what "auto" resolves to for this shape, dtype and device
+                resolved = options._adjust(n, d, v, hidden.dtype, hidden.device)
+                row["batch_chunk_size"] = resolved.batch_chunk_size
+                row["acc_policy"] = resolved.acc_policy
+            except (AttributeError, TypeError):
+                pass
+        hidden.grad = weight.grad = None
+        row["peak_bytes"], row["returned_bytes"] = torch_peak_bytes(head(options))
+        rows[name] = row
+        calls[name] = head(options)
+    return rows, calls
+
+
+def _max_rel_diff(ours: Any, theirs: Any) -> float:
+    """Largest |ours - theirs| over the largest |ours|, over matching arrays."""
+    pairs = zip(jax.tree.leaves(ours), jax.tree.leaves(theirs), strict=True)
+    return max(
+        float(np.max(np.abs(np.asarray(a) - b)) / max(np.max(np.abs(np.asarray(a))), 1e-30))
+        for a, b in pairs
+    )
+
+
 def bench_linear(n: int, d: int, v: int, rounds: int, step: str = "") -> dict[str, Any]:
     step = f"{step} linear float32 N={n} D={d} V={v}".lstrip()
     row: dict[str, Any] = {"N": n, "D": d, "V": v}
@@ -314,25 +416,61 @@ def bench_linear(n: int, d: int, v: int, rounds: int, step: str = "") -> dict[st
         loss, stats = fused(h, w, y, return_stats=True)
         return loss + 1e-4 * jnp.mean(stats.logsumexp**2)
 
+    def fused_vd(h, w):
+        # The kernel as PyTorch lays out a linear layer's weight, [V, D].
+        return fused(h, w, y, kernel_layout="VD")
+
+    # PyTorch's weight is [V, D]; jaxce's fused_vd reads the same array.
+    w_vd = w.T
     calls = {}
     heads = (
-        ("materialised", head),
-        ("fused", fused_head),
-        ("fused_stats", fused_stats),
-        ("four_matmuls", four_matmuls(n, v, min(v, max(128, (1 << 20) // n)))),
+        ("materialised", head, w),
+        ("fused", fused_head, w),
+        ("fused_stats", fused_stats, w),
+        ("four_matmuls", four_matmuls(n, v, min(v, max(128, (1 << 20) // n))), w),
+        ("fused_vd", fused_vd, w_vd),
     )
-    for name, loss in heads:
+    for name, loss, kernel in heads:
         progress(step, f"{name}: compile")
         start = time.perf_counter()
-        compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(h, w).compile()
+        compiled = jax.jit(jax.value_and_grad(loss, argnums=(0, 1))).lower(h, kernel).compile()
         memory = compiled.memory_analysis()
+        value, grads = compiled(h, kernel)
+        if name == "fused_vd":
+            vd_grads = grads  # for the comparison with PyTorch's gradients
         row[name] = {
             "compile_s": time.perf_counter() - start,
             "temp_bytes": int(memory.temp_size_in_bytes) if memory is not None else -1,
-            "loss": float(compiled(h, w)[0]),
+            # The loss and both gradients: what a training step returns.
+            "output_bytes": int(memory.output_size_in_bytes) if memory is not None else -1,
+            "loss": float(value),
             "dot_ops": len(re.findall(r" (?:dot|convolution)\(", compiled.as_text())),
         }
-        calls[name] = functools.partial(compiled, h, w)
+        calls[name] = functools.partial(compiled, h, kernel)
+    progress(step, "torch linear_cross_entropy: losses, gradients and peak memory")
+    torch_heads = torch_linear_heads(h, w_vd, y)
+    if isinstance(torch_heads, str):
+        row["torch_skipped"] = torch_heads
+        progress(step, f"torch linear_cross_entropy: not run ({torch_heads})")
+    else:
+        for name, entry in torch_heads[0].items():
+            torch_grads = entry.pop("grads")
+            entry["loss_rel_diff"] = abs(entry["loss"] - row["fused_vd"]["loss"]) / abs(
+                row["fused_vd"]["loss"]
+            )
+            entry["grad_rel_diff"] = _max_rel_diff(vd_grads, torch_grads)
+            row[name] = entry
+        calls.update(torch_heads[1])
+        # The sanity check of the method: the materialised path holds the N x V logits.
+        mat_peak = row["torch_materialised"]["peak_bytes"]
+        row["torch_peak_covers_logits"] = mat_peak >= n * v * 4
+        worst = max(row[k]["loss_rel_diff"] for k in torch_heads[0])
+        progress(
+            step,
+            f"torch: max loss rel. diff to jaxce {worst:.1e}; peak MiB "
+            + ", ".join(f"{k} {row[k]['peak_bytes'] / 2**20:.1f}" for k in torch_heads[0])
+            + f" (logits {n * v * 4 / 2**20:.0f})",
+        )
     # One N x D x V matmul, the unit of both heads' work: the materialised head does
     # three (h W, and two for the gradients), the fused one four (h W again per chunk).
     matmul = jax.jit(lambda h, w: h @ w).lower(h, w).compile()
@@ -343,6 +481,9 @@ def bench_linear(n: int, d: int, v: int, rounds: int, step: str = "") -> dict[st
     row["round_ratios"] = {
         "materialised": round_ratios(samples, "fused", "materialised"),
         "four_matmuls": round_ratios(samples, "four_matmuls", "materialised"),
+        "torch_chunked": round_ratios(samples, "fused_vd", "torch_chunked"),
+        "torch_materialised": round_ratios(samples, "fused_vd", "torch_materialised"),
+        "fused torch_chunked": round_ratios(samples, "fused", "torch_chunked"),
     }
     row["matmul_s"] = times.pop("matmul")
     for name, seconds in times.items():
@@ -698,6 +839,17 @@ def _targets(results: dict[str, Any]) -> list[str]:
                 spread(lin, "materialised"),
             ),
         ]
+        torch_chunked = lin.get("torch_chunked", {}).get("time_s")
+        checks.append(
+            (
+                "linear CE time vs PyTorch's chunked `linear_cross_entropy`, both [V, D]",
+                "≤ 0.5×",
+                lin["fused_vd"]["time_s"] / torch_chunked if torch_chunked else None,
+                0.5,
+                "×",
+                spread(lin, "torch_chunked"),
+            )
+        )
     dist = results.get("distill_memory")
     if dist is not None:
         share = dist["fused"] / max(dist["materialised"], 1)
@@ -732,6 +884,147 @@ def _targets(results: dict[str, Any]) -> list[str]:
 
 def _largest(results: dict[str, Any]) -> tuple[int, int]:
     return max((r["N"] * r["V"], (r["N"], r["V"])) for r in results["ce"])[1]
+
+
+def _torch_linear_lines(lin: dict[str, Any]) -> list[str]:
+    """The fused head against PyTorch's `linear_cross_entropy`, in the same rounds."""
+    lines = ["", "### Against PyTorch's `linear_cross_entropy`", ""]
+    if "torch_chunked" not in lin:
+        reason = lin.get("torch_skipped", "not measured in this run")
+        return lines + [f"PyTorch's `linear_cross_entropy`: not run ({reason})."]
+    chunked, mat = lin["torch_chunked"], lin["torch_materialised"]
+    vd = lin["fused_vd"]
+    resolved = (
+        f" (here batch chunks of {chunked['batch_chunk_size']} rows, "
+        f'`acc_policy="{chunked["acc_policy"]}"`)'
+        if "batch_chunk_size" in chunked
+        else ""
+    )
+    lines += [
+        f"PyTorch {chunked['torch']}'s `torch.nn.functional.linear_cross_entropy` on the same "
+        "hidden states, labels and kernel, as a `[V, D]` weight (PyTorch's layout), both "
+        f"gradients by `loss.backward()`, timed in the same rounds ({chunked['threads']} "
+        "threads). `chunked` passes `options=LinearCrossEntropyOptions()`, its defaults"
+        f"{resolved}: it computes the gradients in the forward, a chunk of the batch at a "
+        "time. `materialised` passes `options=None`, `cross_entropy(linear(h, W))`. "
+        'jaxce\'s `fused (VD)` reads the same `[V, D]` array (`kernel_layout="VD"`); '
+        "`fused` and `materialised` take the `[D, V]` kernel.",
+        "",
+        "| head | kernel | ms | fused (VD) / it | across rounds | temp MiB "
+        "| peak with outputs MiB | loss rel. diff | gradient rel. diff |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    spreads = lin["round_ratios"]
+    rows = (
+        ("jaxce fused", lin["fused"], "[D, V]", None),
+        ("jaxce fused (VD)", vd, "[V, D]", None),
+        ("jaxce materialised", lin["materialised"], "[D, V]", None),
+        ("torch chunked", chunked, "[V, D]", spreads.get("torch_chunked")),
+        ("torch materialised", mat, "[V, D]", spreads.get("torch_materialised")),
+    )
+    for name, entry, layout, spread in rows:
+        if "peak_bytes" in entry:
+            temp = entry["peak_bytes"] - entry["returned_bytes"]
+            peak = entry["peak_bytes"]
+            diffs = f"{entry['loss_rel_diff']:.1e} | {entry['grad_rel_diff']:.1e}"
+        else:
+            temp = entry["temp_bytes"]
+            peak = entry["temp_bytes"] + entry.get("output_bytes", 0)
+            diffs = "– | –"
+        spread_text = "–" if spread is None else f"{spread[0]:.2f}–{spread[1]:.2f}×"
+        lines.append(
+            f"| {name} | {layout} | {_fmt_ms(entry['time_s'])} "
+            f"| {_ratio(vd['time_s'], entry['time_s'])} | {spread_text} "
+            f"| {temp / 2**20:.1f} | {peak / 2**20:.1f} | {diffs} |"
+        )
+    logits = lin["N"] * lin["V"] * 4
+    fused_spread = spreads.get("fused torch_chunked")
+    lines += [
+        "",
+        f"jaxce's fused head with its own `[D, V]` kernel takes "
+        f"{_ratio(lin['fused']['time_s'], chunked['time_s'])} PyTorch's chunked time"
+        + (
+            ""
+            if fused_spread is None
+            else f" ({fused_spread[0]:.2f}–{fused_spread[1]:.2f}× across rounds)"
+        )
+        + ". `across rounds` is the lowest and highest ratio taken within one round. "
+        "Loss and gradient differences are relative to jaxce's `fused (VD)`: the loss's "
+        "difference over its value, and the largest absolute difference of either gradient "
+        "over its largest entry.",
+        "",
+        "Memory. jaxce's is the compiled program's (`memory_analysis()`): temp, and temp plus "
+        "its outputs (the loss and both gradients), an upper bound of what a step allocates "
+        "besides its inputs. PyTorch's is measured on one call with `torch.profiler` "
+        "(`profile_memory=True`): the running sum, in order, of every allocation and free "
+        "that its CPU allocator reports; the peak of that sum above what was held before the "
+        "call (with the gradients it returns) and, as temp, that peak less what the call "
+        "leaves allocated (its gradients and loss). Check of the method: the materialised "
+        f"path's peak, {mat['peak_bytes'] / 2**20:.1f} MiB, is "
+        + ("at least" if lin["torch_peak_covers_logits"] else "below")
+        + f" the N×V float32 logits ({logits / 2**20:.1f} MiB).",
+    ]
+    caught = [w for entry in (chunked, mat) for w in entry.get("warnings", [])]
+    if caught:
+        lines += ["", "PyTorch warned: " + "; ".join(sorted(set(caught)))]
+    return lines
+
+
+def _linear_lines(results: dict[str, Any]) -> list[str]:
+    """The fused head's section: time and memory against the materialised head and PyTorch."""
+    lin = results["linear"]
+    lines = ["", "## Fused linear head vs materialised logits (float32)", ""]
+    if lin.get("command", results["command"]) != results["command"]:
+        lines += [
+            f"From `{lin['command']}` on {lin['machine']}, median of {lin['rounds']} "
+            "alternating rounds: a separate run from the rows above.",
+            "",
+        ]
+    if "skipped" in lin:
+        lines.append(f"N={lin['N']}, D={lin['D']}, V={lin['V']}: not run ({lin['skipped']}).")
+    else:
+        mat, fus = lin["materialised"], lin["fused"]
+        lines += [
+            "| N | D | V | time fused / materialised | temp fused / materialised "
+            "| fused ms | materialised ms | fused temp MiB | materialised temp MiB |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            f"| {lin['N']} | {lin['D']} | {lin['V']} | {_ratio(fus['time_s'], mat['time_s'])} "
+            f"| {fus['temp_bytes'] / max(mat['temp_bytes'], 1):.1%} | {_fmt_ms(fus['time_s'])} "
+            f"| {_fmt_ms(mat['time_s'])} | {fus['temp_bytes'] / 2**20:.1f} "
+            f"| {mat['temp_bytes'] / 2**20:.1f} |",
+            "",
+            f"One `h @ W` ({_fmt_ms(lin['matmul_s'])} ms) is the unit of both heads' work: "
+            f"the materialised head takes {mat['time_s'] / lin['matmul_s']:.2f} of it for its "
+            "three matmuls (`h @ W` and the two of the gradient) and the loss between them; "
+            f"the fused head {fus['time_s'] / lin['matmul_s']:.2f} for its four (it computes "
+            "each chunk's logits again in the backward) and the loss on chunks. Counting "
+            f"2·N·D·V per matmul, `h @ W` runs at {_gflops(1, lin, lin['matmul_s'])} GFLOP/s, "
+            f"the materialised head at {_gflops(3, lin, mat['time_s'])} and the fused head at "
+            f"{_gflops(4, lin, fus['time_s'])}.",
+        ]
+        floor = lin.get("four_matmuls")
+        if floor is not None:
+            rounds = lin["round_ratios"].get("four_matmuls")
+            spread = "" if rounds is None else f" ({rounds[0]:.2f}–{rounds[1]:.2f}× across rounds)"
+            lines += [
+                "",
+                "The fused head's four matmuls alone, at its chunk in a minimal loop without "
+                f"the loss (`four_matmuls` in `benchmarks/run.py`), take {_fmt_ms(floor['time_s'])}"
+                f" ms: {_ratio(floor['time_s'], mat['time_s'])} the materialised head's "
+                f"time{spread}, and the fused head takes "
+                f"{_ratio(fus['time_s'], floor['time_s'])} of it.",
+            ]
+        stats = lin.get("fused_stats")
+        if stats is not None:
+            lines += [
+                "",
+                "With `return_stats=True` (and a z-loss made from the returned logsumexp) the "
+                f"fused head takes {_ratio(stats['time_s'], fus['time_s'])} its time, "
+                f"{stats['temp_bytes'] / 2**20:.1f} MiB of temp, and its compiled program holds "
+                f"{stats['dot_ops']} matmuls against {fus['dot_ops']} without statistics.",
+            ]
+        lines += _torch_linear_lines(lin)
+    return lines
 
 
 def to_markdown(results: dict[str, Any]) -> str:
@@ -805,51 +1098,7 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"| {ms['log_softmax']} | {ms['floor']} | {ms['torch']} | {mib['jaxce']:.1f} "
             f"| {mib['optax']:.1f} | {mib['floor']:.1f} |"
         )
-    lin = results["linear"]
-    lines += ["", "## Fused linear head vs materialised logits (float32)", ""]
-    if "skipped" in lin:
-        lines.append(f"N={lin['N']}, D={lin['D']}, V={lin['V']}: not run ({lin['skipped']}).")
-    else:
-        mat, fus = lin["materialised"], lin["fused"]
-        lines += [
-            "| N | D | V | time fused / materialised | temp fused / materialised "
-            "| fused ms | materialised ms | fused temp MiB | materialised temp MiB |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-            f"| {lin['N']} | {lin['D']} | {lin['V']} | {_ratio(fus['time_s'], mat['time_s'])} "
-            f"| {fus['temp_bytes'] / max(mat['temp_bytes'], 1):.1%} | {_fmt_ms(fus['time_s'])} "
-            f"| {_fmt_ms(mat['time_s'])} | {fus['temp_bytes'] / 2**20:.1f} "
-            f"| {mat['temp_bytes'] / 2**20:.1f} |",
-            "",
-            f"One `h @ W` ({_fmt_ms(lin['matmul_s'])} ms) is the unit of both heads' work: "
-            f"the materialised head takes {mat['time_s'] / lin['matmul_s']:.2f} of it for its "
-            "three matmuls (`h @ W` and the two of the gradient) and the loss between them; "
-            f"the fused head {fus['time_s'] / lin['matmul_s']:.2f} for its four (it computes "
-            "each chunk's logits again in the backward) and the loss on chunks. Counting "
-            f"2·N·D·V per matmul, `h @ W` runs at {_gflops(1, lin, lin['matmul_s'])} GFLOP/s, "
-            f"the materialised head at {_gflops(3, lin, mat['time_s'])} and the fused head at "
-            f"{_gflops(4, lin, fus['time_s'])}.",
-        ]
-        floor = lin.get("four_matmuls")
-        if floor is not None:
-            rounds = lin["round_ratios"].get("four_matmuls")
-            spread = "" if rounds is None else f" ({rounds[0]:.2f}–{rounds[1]:.2f}× across rounds)"
-            lines += [
-                "",
-                "The fused head's four matmuls alone, at its chunk in a minimal loop without "
-                f"the loss (`four_matmuls` in `benchmarks/run.py`), take {_fmt_ms(floor['time_s'])}"
-                f" ms: {_ratio(floor['time_s'], mat['time_s'])} the materialised head's "
-                f"time{spread}, and the fused head takes "
-                f"{_ratio(fus['time_s'], floor['time_s'])} of it.",
-            ]
-        stats = lin.get("fused_stats")
-        if stats is not None:
-            lines += [
-                "",
-                "With `return_stats=True` (and a z-loss made from the returned logsumexp) the "
-                f"fused head takes {_ratio(stats['time_s'], fus['time_s'])} its time, "
-                f"{stats['temp_bytes'] / 2**20:.1f} MiB of temp, and its compiled program holds "
-                f"{stats['dot_ops']} matmuls against {fus['dot_ops']} without statistics.",
-            ]
+    lines += _linear_lines(results)
     lines += [
         "",
         "## Fused head, compile only: temp of a training step vs the float32 logits",
@@ -962,6 +1211,46 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def run_linear_only(quick: bool, out: Path, rounds: int | None = None) -> dict[str, Any]:
+    """The fused-head rows alone (`--only linear`), written into the results in `out`.
+
+    They replace the fused-head section of `out/results.json` where one exists, labelled
+    with their own command and rounds, and the Markdown is written again; the other rows
+    and the plot are left as they are. Without earlier results, only this section is
+    written.
+    """
+    rounds = rounds or (3 if quick else 7)
+    command = "python benchmarks/run.py" + (" --quick" if quick else "") + " --only linear"
+    row = bench_linear(*(LINEAR_QUICK if quick else LINEAR_FULL), rounds, "[1/1]")
+    row.update(
+        command=command,
+        machine=f"{platform.machine()}, {os.cpu_count()} CPUs",
+        rounds=rounds,
+    )
+    path = out / "results.json"
+    if path.is_file():
+        results = json.loads(path.read_text())
+        results["linear"] = row
+        markdown = to_markdown(results)
+    else:
+        results = {"command": command, "jax": jax.__version__, "linear": row}
+        markdown = "\n".join(
+            [
+                "# jaxce benchmark results: the fused head",
+                "",
+                f"`{command}` on {row['machine']} (jax {jax.__version__}, backend "
+                f"{jax.default_backend()}). Forward + backward of the mean loss, jitted and "
+                f"warmed up; median of {rounds} alternating rounds.",
+                *_linear_lines(results),
+            ]
+        )
+        markdown += "\n"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    (out / "results.md").write_text(markdown)
+    return results
+
+
 def run(quick: bool, out: Path, rounds: int | None = None) -> dict[str, Any]:
     shapes = QUICK_SHAPES if quick else FULL_SHAPES
     rounds = rounds or (3 if quick else 7)
@@ -1003,7 +1292,17 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one small shape, few rounds")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="output folder")
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds per row")
+    parser.add_argument(
+        "--only",
+        choices=["linear"],
+        default=None,
+        help="run one section: `linear`, the fused-head rows (against PyTorch too)",
+    )
     args = parser.parse_args()
+    if args.only == "linear":
+        run_linear_only(args.quick, args.out, args.rounds)
+        print((args.out / "results.md").read_text())
+        return
     results = run(args.quick, args.out, args.rounds)
     print(to_markdown(results))
 

@@ -4,7 +4,9 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,10 +38,32 @@ def test_quick_run_writes_results(bench, tmp_path):
             )
         # The exp counter finds jaxce's forward sum and backward, and optax's one pass.
         assert row["impls"]["jaxce"]["exp_ops"] >= 2 and row["impls"]["optax"]["exp_ops"] >= 1
+    # PyTorch's chunked and materialised `linear_cross_entropy`: jaxce's loss and gradients.
+    for name in ("torch_chunked", "torch_materialised"):
+        torch_row = results["linear"][name]
+        assert torch_row["loss_rel_diff"] < 1e-5 and torch_row["grad_rel_diff"] < 1e-5
+        assert not torch_row["warnings"]  # no fallback from the chunked path
     assert [row["dtype"] for row in results["linear_memory"]] == ["float32", "bfloat16"]
     assert all(row["temp_bytes"] > 0 for row in results["linear_memory"])
     text = (tmp_path / "results.md").read_text()
     assert "jaxce / optax" in text and "Accelerator rows" in text
+    assert "### Against PyTorch's `linear_cross_entropy`" in text
+
+
+def test_torch_peak_sees_the_logits_only_when_materialised(bench):
+    # The memory measurement tells the two paths apart by their 256 KiB of logits.
+    n, d, v = 8, 2, 8192
+    h, w_vd = np.ones((n, d), np.float32), np.full((v, d), 0.01, np.float32)
+    rows, _ = bench.torch_linear_heads(h, w_vd, np.arange(n))
+    assert rows["torch_materialised"]["peak_bytes"] >= n * v * 4
+    assert rows["torch_chunked"]["peak_bytes"] < n * v * 4
+
+
+def test_torch_rows_skip_without_linear_cross_entropy(bench, monkeypatch):
+    monkeypatch.delattr(torch.nn.functional, "linear_cross_entropy")
+    reason = bench.torch_linear_heads(np.ones((2, 2)), np.ones((3, 2)), np.zeros(2, np.int32))
+    assert "linear_cross_entropy" in reason
+    assert f"not run ({reason})" in bench._torch_linear_lines({"torch_skipped": reason})[-1]
 
 
 def test_accelerator_script_runs_on_small_shapes(tmp_path, monkeypatch):
