@@ -17,7 +17,7 @@ from jax.typing import ArrayLike
 from . import _checks, _labels, _numerics
 from ._options import LossOptions, entry_point
 from ._reduce import reduce_loss
-from ._rule import per_example_rule
+from ._rule import cotangents, per_example_rule
 
 # PyTorch's floor on p (1 - p) in the backward of `binary_cross_entropy`.
 _BCE_GRAD_EPS = 1e-12
@@ -61,7 +61,7 @@ def _bce_logits_fwd(cfg: _Config, inp: _LogitInputs) -> tuple[jax.Array, None]:
     return loss, None
 
 
-def _bce_logits_bwd(cfg: _Config, inp: _LogitInputs, res: None, g: jax.Array) -> tuple[Any, ...]:
+def _bce_logits_bwd(cfg: _Config, inp: _LogitInputs, res: None, g: jax.Array) -> _LogitInputs:
     x, y, p = _logit_terms(inp)
     times = _numerics.times
     gw = g if inp.weights is None else g * inp.weights.astype(x.dtype)
@@ -79,13 +79,17 @@ def _bce_logits_bwd(cfg: _Config, inp: _LogitInputs, res: None, g: jax.Array) ->
         dw = times(g, times(1 - y, sp_pos) + times(p * y, sp_neg))
     if inp.pos_weight is not None:
         dpw = times(gw, times(y, sp_neg))
-    return dx, dy, dw, dpw, d_eps
+    return cotangents(inp, logits=dx, labels=dy, weights=dw, pos_weight=dpw, smoothing=d_eps)
 
 
 _bce_logits = per_example_rule(_bce_logits_fwd, _bce_logits_bwd)
 
 
-@entry_point(static=("reduction",), hyperparameters={"label_smoothing": _checks.UNIT})
+@entry_point(
+    static=("reduction",),
+    hyperparameters={"label_smoothing": _checks.UNIT},
+    off={"label_smoothing": 0.0},
+)
 def sigmoid_binary_cross_entropy(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -212,14 +216,14 @@ def _bce_probs_fwd(cfg: _Config, inp: _ProbInputs) -> tuple[jax.Array, None]:
     return loss, None
 
 
-def _bce_probs_bwd(cfg: _Config, inp: _ProbInputs, res: None, g: jax.Array) -> tuple[Any, ...]:
+def _bce_probs_bwd(cfg: _Config, inp: _ProbInputs, res: None, g: jax.Array) -> _ProbInputs:
     p, y, log_p, log_q = _clamped_logs(inp)
     gw = g if inp.weights is None else g * inp.weights.astype(p.dtype)
     # PyTorch's rule: (p - y) / max(p (1 - p), 1e-12), so p = 0 or 1 gives +-1e12, not 0.
     dp = gw * (p - y) / jnp.maximum(p * (1 - p), _BCE_GRAD_EPS)
     dy = gw * (log_q - log_p)
     dw = None if inp.weights is None else g * (-y * log_p - (1 - y) * log_q)
-    return dp, dy, dw
+    return cotangents(inp, probs=dp, labels=dy, weights=dw)
 
 
 _bce_probs = per_example_rule(_bce_probs_fwd, _bce_probs_bwd)

@@ -156,12 +156,12 @@ def _concrete_float(name: str, value: Any) -> float:
 
 
 class Interval(NamedTuple):
-    """The valid range of a float hyperparameter, and the value that switches its term off.
+    """The valid range of a float hyperparameter.
 
     A hyperparameter is a Python number or a scalar array; it may be traced.
-    `check` returns None for the `off` value (the loss then skips that term's
-    work and compiles a program without it), a float for any other concrete
-    value, and a traced value unchanged except that it becomes NaN outside the
+    `check` returns a concrete value as a float, never rewritten (the value
+    that switches a term off is the loss's to declare: `entry_point(off=...)`),
+    and a traced value unchanged except that it becomes NaN outside the
     interval, reported by `checkify` under the argument's name.
     """
 
@@ -169,8 +169,7 @@ class Interval(NamedTuple):
     high: float = np.inf
     low_open: bool = False
     high_open: bool = False
-    off: float | None = 0.0
-    optional: bool = False  # None is accepted and means off
+    optional: bool = False  # None is accepted (it switches the term off) and returned
     hint: str = ""
 
     def describe(self) -> str:
@@ -217,14 +216,12 @@ class Interval(NamedTuple):
                 inside, f"{name} must be {self.describe()}; got {{value}}.", value=value
             )
             return jnp.where(inside, value, jnp.nan)
-        result = self.static(name, value)
-        return None if result == self.off else result
+        return self.static(name, value)
 
 
 UNIT = Interval(0.0, 1.0)
 NON_NEGATIVE = Interval(0.0)
-POSITIVE = Interval(0.0, low_open=True, off=None)
-TEMPERATURE = Interval(0.0, low_open=True, off=1.0)  # 1.0 divides by nothing
+POSITIVE = Interval(0.0, low_open=True)
 
 
 def static_option(name: str, value: Any) -> Any:

@@ -28,7 +28,7 @@ from jax.typing import ArrayLike
 from . import _checks, _labels, _numerics
 from ._options import entry_point
 from ._reduce import reduce_loss
-from ._rule import per_example_rule
+from ._rule import cotangents, per_example_rule
 
 _PROBS, _LOG_PROBS, _LOGITS = "probs", "log_probs", "logits"
 where_mass = _numerics.where_mass
@@ -85,7 +85,7 @@ def _soft_kl_fwd(cfg: _Config, inp: _KLInputs) -> tuple[jax.Array, _KLResiduals]
     return loss, _KLResiduals(shift, log_sum, kl, p_sum)
 
 
-def _soft_kl_bwd(cfg: _Config, inp: _KLInputs, res: _KLResiduals, g: jax.Array) -> tuple[Any, ...]:
+def _soft_kl_bwd(cfg: _Config, inp: _KLInputs, res: _KLResiduals, g: jax.Array) -> _KLInputs:
     temperature = inp.temperature
     x = _scaled(inp.logits.astype(res.log_sum.dtype), temperature)
     # d(T^2 KL(x/T))/dx = T dKL/d(x/T); the T^2 and 1/T cancel to T.
@@ -115,7 +115,7 @@ def _soft_kl_bwd(cfg: _Config, inp: _KLInputs, res: _KLResiduals, g: jax.Array) 
                 keepdims=True,
             )
             d_temperature = g * temperature * (2 * res.kl - centred)
-    return dx, dt, d_temperature
+    return cotangents(inp, logits=dx, targets=dt, temperature=d_temperature)
 
 
 _soft_kl = per_example_rule(_soft_kl_fwd, _soft_kl_bwd)
@@ -151,7 +151,7 @@ def _js_fwd(cfg: _Config, inp: _JSInputs) -> tuple[jax.Array, _JSResiduals]:
     return loss, _JSResiduals(*q_norm, *p_norm, kl_qm, kl_pm)
 
 
-def _js_bwd(cfg: _Config, inp: _JSInputs, res: _JSResiduals, g: jax.Array) -> tuple[Any, ...]:
+def _js_bwd(cfg: _Config, inp: _JSInputs, res: _JSResiduals, g: jax.Array) -> _JSInputs:
     beta, temperature = inp.beta, inp.temperature
     dtype = res.q_log_sum.dtype
     x = _scaled(inp.logits.astype(dtype), temperature)
@@ -167,14 +167,20 @@ def _js_bwd(cfg: _Config, inp: _JSInputs, res: _JSResiduals, g: jax.Array) -> tu
     # dJ/dbeta = sum p log p - sum q log q - sum (p - q)(log m + 1) = KL(p || m) - KL(q || m).
     d_beta = g * (res.kl_pm - res.kl_qm)
     if temperature is None:
-        return g * dj_dx, g * dj_du, d_beta, None
+        return cotangents(inp, logits=g * dj_dx, teacher=g * dj_du, beta=d_beta)
     # d(T^2 J)/dT = T [2 J - sum_c dJ/dx_c log q_c - sum_c dJ/du_c log p_c]: x = s / T and
     # u = t / T, centred by their log-normalisers (each dJ/d. sums to 0 over c).
     js = beta * res.kl_pm + (1 - beta) * res.kl_qm
     centred = jnp.sum(dj_dx * log_q + dj_du * log_p, cfg.axis, keepdims=True)
     d_temperature = g * temperature * (2 * js - centred)
     g_t = g * temperature  # d(T^2 J(x / T))/dx = T dJ/d(x / T)
-    return g_t * dj_dx, g_t * dj_du, d_beta * temperature**2, d_temperature
+    return cotangents(
+        inp,
+        logits=g_t * dj_dx,
+        teacher=g_t * dj_du,
+        beta=d_beta * temperature**2,
+        temperature=d_temperature,
+    )
 
 
 _js = per_example_rule(_js_fwd, _js_bwd)
@@ -249,11 +255,11 @@ def _entropy_fwd(cfg: _Config, inp: _EntropyInputs) -> tuple[jax.Array, _Entropy
 
 def _entropy_bwd(
     cfg: _Config, inp: _EntropyInputs, res: _EntropyResiduals, g: jax.Array
-) -> tuple[Any, ...]:
+) -> _EntropyInputs:
     log_q = inp.logits.astype(res.log_sum.dtype) - res.shift - res.log_sum
     q = jnp.exp(log_q)
     # dH/dx_c = -q_c (log q_c + H).
-    return (where_mass(q, -g * q * (where_mass(q, log_q) + res.entropy)),)
+    return cotangents(inp, logits=where_mass(q, -g * q * (where_mass(q, log_q) + res.entropy)))
 
 
 _entropy = per_example_rule(_entropy_fwd, _entropy_bwd)
@@ -460,7 +466,11 @@ def entropy(
     return reduce_loss(losses, _labels.weighted_count(mask, v, losses.dtype), reduction)
 
 
-@entry_point(static=("axis", "reduction"), hyperparameters={"temperature": _checks.TEMPERATURE})
+@entry_point(
+    static=("axis", "reduction"),
+    hyperparameters={"temperature": _checks.POSITIVE},
+    off={"temperature": 1.0},  # divides by nothing
+)
 def distillation_loss(
     student_logits: ArrayLike,
     teacher_logits: ArrayLike,
@@ -574,7 +584,8 @@ def _prepare_pair(
 
 @entry_point(
     static=("axis", "reduction"),
-    hyperparameters={"beta": _checks.UNIT, "temperature": _checks.TEMPERATURE},
+    hyperparameters={"beta": _checks.UNIT, "temperature": _checks.POSITIVE},
+    off={"beta": 0.0, "temperature": 1.0},  # beta = 0: the forward KL alone
 )
 def jensen_shannon_divergence(
     logits: ArrayLike,
@@ -690,7 +701,11 @@ def jensen_shannon_divergence(
     return reduce_loss(losses, _labels.weighted_count(mask, v, losses.dtype), reduction)
 
 
-@entry_point(static=("axis", "reduction"), hyperparameters={"temperature": _checks.TEMPERATURE})
+@entry_point(
+    static=("axis", "reduction"),
+    hyperparameters={"temperature": _checks.POSITIVE},
+    off={"temperature": 1.0},
+)
 def reverse_kl_divergence(
     logits: ArrayLike,
     teacher_logits: ArrayLike,

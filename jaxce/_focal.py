@@ -20,11 +20,10 @@ from jax.typing import ArrayLike
 from . import _checks, _labels, _numerics
 from ._options import LossOptions, entry_point
 from ._reduce import reduce_loss
-from ._rule import per_example_rule
+from ._rule import cotangents, per_example_rule
 from ._softmax import softmax_cross_entropy
 
-_ALPHA = _checks.Interval(0.0, 1.0, off=None, optional=True)
-_GAMMA = _checks.NON_NEGATIVE
+_ALPHA = _checks.UNIT._replace(optional=True)  # None drops alpha_t; 0 weighs the negatives only
 
 
 class _Config(NamedTuple):
@@ -77,7 +76,7 @@ def _sigmoid_focal_fwd(cfg: _Config, inp: _SigmoidInputs) -> tuple[jax.Array, No
 
 def _sigmoid_focal_bwd(
     cfg: _Config, inp: _SigmoidInputs, res: None, g: jax.Array
-) -> tuple[Any, ...]:
+) -> _SigmoidInputs:
     t = _sigmoid_terms(inp)
     times, gamma, y = _numerics.times, inp.gamma, t.y
     # d(1 - p_t)^gamma / dx = gamma (1 - p_t)^gamma (1 - 2y) r with
@@ -104,13 +103,17 @@ def _sigmoid_focal_bwd(
         dy = times(t.alpha_t, dy) + (2 * inp.alpha - 1) * t.factor * t.ce
         d_gamma = None if d_gamma is None else times(t.alpha_t, d_gamma)
     d_gamma = None if d_gamma is None else times(g, d_gamma)
-    return g * dx, times(g, dy), d_alpha, d_gamma
+    return cotangents(inp, logits=g * dx, labels=times(g, dy), alpha=d_alpha, gamma=d_gamma)
 
 
 _sigmoid_focal = per_example_rule(_sigmoid_focal_fwd, _sigmoid_focal_bwd)
 
 
-@entry_point(static=("reduction",), hyperparameters={"alpha": _ALPHA, "gamma": _GAMMA})
+@entry_point(
+    static=("reduction",),
+    hyperparameters={"alpha": _ALPHA, "gamma": _checks.NON_NEGATIVE},
+    off={"gamma": 0.0},  # no focal factor
+)
 def sigmoid_focal_loss(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -249,7 +252,7 @@ def _softmax_focal_fwd(cfg: _Config, inp: _FocalInputs) -> tuple[jax.Array, _Foc
 
 def _softmax_focal_bwd(
     cfg: _Config, inp: _FocalInputs, res: _FocalResiduals, g: jax.Array
-) -> tuple[Any, ...]:
+) -> _FocalInputs:
     _, t = _focal_terms(cfg, inp, res)
     p = jnp.exp(t.x - res.lse)
     # d/dx [-(1 - q)^gamma log q] = -(1 - q)^gamma [gamma log q (R - P) + Y - P], with R the
@@ -266,13 +269,17 @@ def _softmax_focal_bwd(
     dw = None
     if inp.weights is not None:
         dw = jnp.where(t.onehot, -g * t.factor * t.log_q, 0)
-    return dx, None, dw, d_gamma
+    return cotangents(inp, logits=dx, weights=dw, gamma=d_gamma)
 
 
 _softmax_focal = per_example_rule(_softmax_focal_fwd, _softmax_focal_bwd)
 
 
-@entry_point(static=("ignore_index", "axis", "reduction"), hyperparameters={"gamma": _GAMMA})
+@entry_point(
+    static=("ignore_index", "axis", "reduction"),
+    hyperparameters={"gamma": _checks.NON_NEGATIVE},
+    off={"gamma": 0.0},
+)
 def softmax_focal_loss(
     logits: ArrayLike,
     labels: ArrayLike,
@@ -415,7 +422,7 @@ def _poly_term_fwd(cfg: _Config, inp: _PolyInputs) -> tuple[jax.Array, _PolyResi
 
 def _poly_term_bwd(
     cfg: _Config, inp: _PolyInputs, res: _PolyResiduals, g: jax.Array
-) -> tuple[Any, ...]:
+) -> _PolyInputs:
     x, y, q, wq, w, finite, count = _poly_targets(cfg, inp)
     p = jnp.exp(x - res.lse)
     dx = g * p * (res.a - wq)
@@ -430,7 +437,7 @@ def _poly_term_bwd(
         # d q~_c / d eps = [x_c finite] / K' - y_c
         dq = jnp.where(finite, 1 / count, 0) - y
         d_eps = g * jnp.sum(dq * w_one_minus_p, axis=cfg.axis, keepdims=True)
-    return dx, None, dprobs, dw, d_eps
+    return cotangents(inp, logits=dx, probs=dprobs, weights=dw, smoothing=d_eps)
 
 
 _poly_term = per_example_rule(_poly_term_fwd, _poly_term_bwd)
@@ -442,6 +449,7 @@ _POLY_EPSILON = _checks.Interval(-1.0, hint=" (the loss must decrease in p_t)")
 @entry_point(
     static=("axis", "ignore_index", "reduction"),
     hyperparameters={"epsilon": _POLY_EPSILON, "label_smoothing": _checks.UNIT},
+    off={"epsilon": 0.0, "label_smoothing": 0.0},
 )
 def poly1_cross_entropy(
     logits: ArrayLike,
@@ -540,18 +548,19 @@ def poly1_cross_entropy(
         weights=weights,
         example_weights=example_weights,
     )
-    smoothing = 0.0 if label_smoothing is None else label_smoothing
+    # Smoothing that is off is not passed on: the cross-entropy's default is off too.
+    smoothing = {} if label_smoothing is None else {"label_smoothing": label_smoothing}
     losses = softmax_cross_entropy(
         logits,
         labels,
         axis=axis,
         weights=weights,
         ignore_index=ignore_index,
-        label_smoothing=smoothing,
         where=where,
         reduction="none",
         example_weights=example_weights,
         autodiff=autodiff,
+        **smoothing,
     )
     if epsilon is not None:
         w = args.weights

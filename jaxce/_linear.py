@@ -1,10 +1,11 @@
 """Fused linear head and softmax cross-entropy that never materialises the N x V logits.
 
-The forward streams the vocabulary in chunks of the kernel (`_linear_chunks`):
-each step computes one `[N, chunk]` block of logits, folds it into a running
-logsumexp (`logaddexp` of the chunk's logsumexp), the target logit, its class
-weight and the smoothing sums, and drops it. Only per-token numbers are kept
-for the backward, which recomputes each block of logits once more and turns it
+The loss is the streamed softmax cross-entropy (`_stream`) of one source of
+blocks: the chunks `cap(h W + b)` of the kernel (`_linear_chunks`). Each step
+of the forward computes one `[N, chunk]` block of logits, folds it into the
+running softmax statistics, the target logit, its class weight and the
+smoothing sums, and drops it; only per-token numbers are kept for the
+backward, which recomputes each block once more and turns its logit cotangent
 straight into its share of d hidden, d kernel, d bias and d weights.
 
 The public function validates, plans (chunk, dtypes, layout, the mesh axes of
@@ -13,19 +14,19 @@ the vocabulary) and dispatches (one loop, or one loop per vocabulary shard).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _checks, _labels, _linear_chunks, _numerics, _sharding, _stats
-from ._linear_chunks import Plan, as_bits, from_bits, is_target
+from . import _checks, _labels, _linear_chunks, _stats, _stream
+from ._linear_chunks import Plan, as_bits, from_bits
 from ._options import entry_point
 from ._reduce import reduce_loss
-from ._rule import Summed, per_example_rule
+from ._rule import Summed
 
 
 class _Inputs(NamedTuple):
@@ -45,138 +46,44 @@ class _Inputs(NamedTuple):
 _KINDS = ("rows", "kernel", "classes", "classes", "rows", "rows", "rows", "whole", "whole", "whole")
 
 
-class _Residuals(NamedTuple):
-    lse: jax.Array  # [N, 1] after capping, over the whole vocabulary
-    target: jax.Array  # the target's logit
-    w_y: Any  # the target's class weight (class weights only)
-    num_finite: Any  # K', the classes with a finite logit (smoothing only)
-    mean_logit: Any  # (1 / K') sum_c w_c z_c over those classes (smoothing only)
-    mean_weight: Any  # (1 / K') sum_c w_c over those classes (smoothing with weights)
-
-
-def _linear_ce_fwd(plan: Plan, inp: _Inputs) -> tuple[Any, _Residuals]:
-    dtype, eps, w = plan.compute_dtype, inp.smoothing, inp.weights
-    n = inp.hidden.shape[0]
+def _chunks(plan: Plan, inp: _Inputs, step: Callable, state: Any) -> Any:
+    """Folds in each chunk `cap(h W + b)` of the logits, from every present example's `h`."""
     h = _linear_chunks.forward_hidden(plan, inp.hidden, inp.keep, inp.present)
 
-    def body(step, carry):
-        (lse, target, w_y, z_sum, count, w_sum), best = carry
-        block = _linear_chunks.chunk(plan, h, inp.kernel, inp.bias, inp.softcap, step)
-        z, fresh = block.z, block.fresh
-        z_new = jnp.where(fresh, z, -jnp.inf)
-        lse = jnp.logaddexp(lse, jax.nn.logsumexp(z_new, axis=1))
-        target = target + _linear_chunks.at_target(inp.classes, block, z)
-        w_c = block.classes(w)
-        if w_c is not None:
-            w_y = w_y + _linear_chunks.at_target(inp.classes, block, w_c)
-        if eps is not None:
-            finite = z_new > -jnp.inf
-            z_sum = z_sum + jnp.sum(jnp.where(finite, z if w_c is None else w_c * z, 0), axis=1)
-            count = count + jnp.sum(finite, axis=1, dtype=dtype)
-            if w_c is not None:
-                w_sum = w_sum + jnp.sum(jnp.where(finite, w_c, 0), axis=1)
-        if best is not None:
-            best = _stats.running_argmax(best, z_new, block.cols[0, 0])
-        return (lse, target, w_y, z_sum, count, w_sum), best
+    def body(i, state):
+        return step(state, _linear_chunks.chunk(plan, h, inp.kernel, inp.bias, inp.softcap, i))
 
-    init = (jnp.full((n,), -jnp.inf, dtype),) + tuple(jnp.zeros((n,), dtype) for _ in range(5))
-    best = None
-    if plan.stats:
-        best = _linear_chunks.varying(
-            (jnp.full((n,), -jnp.inf, dtype), jnp.zeros((n,), jnp.int32)), *inp
-        )
     steps = _linear_chunks.num_steps(plan, inp.kernel)
-    carry = (_linear_chunks.varying(init, *inp), best)
-    stats, best = lax.fori_loop(0, steps, body, carry)
-    predicted = None if best is None else best[1]
-    if plan.axis_name is not None:
-        tops = () if best is None else (best[0],)
-        lse_, *sums = _sharding.combine_shards(stats[0], stats[1:], plan.axis_name, tops)
-        if best is not None:
-            predicted = _stats.shard_argmax(best[0], best[1], sums.pop(), plan.axis_name)
-        stats = (lse_, *sums)
-    lse, target, w_y, z_sum, count, w_sum = (x[:, None] for x in stats)
-    if w is None:
-        w_y = w_sum = None
-    mean = mean_weight = count_ = None
-    if eps is not None:
-        mean, count_ = z_sum / count, count
-        mean_weight = None if w is None else w_sum / count
-    loss = _numerics.token_cross_entropy(lse, target, eps, mean, inp.z_loss, w_y, mean_weight)
-    residuals = _Residuals(lse, target, w_y, count_, mean, mean_weight)
-    if predicted is None:
-        return loss, residuals
-    return (loss, lse, predicted[:, None]), residuals
+    return lax.fori_loop(0, steps, body, _linear_chunks.varying(state, *inp))
 
 
-def _linear_ce_bwd(plan: Plan, inp: _Inputs, res: _Residuals, g: jax.Array) -> tuple[Any, ...]:
-    dtype, eps, cap, w = plan.compute_dtype, inp.smoothing, inp.softcap, inp.weights
-    g, g_lse = (g[0], g[1]) if plan.stats else (g, None)
+def _chunk_grads(
+    plan: Plan, inp: _Inputs, grads: Callable, rest: Any, refs: tuple
+) -> tuple[dict[str, Any], Any]:
+    """d hidden, d kernel, d bias and d weights from each chunk's logit cotangents."""
     h = _linear_chunks.counted_hidden(plan, inp.hidden, inp.keep)
-    w_y: Any = 1 if res.w_y is None else res.w_y
-    # d loss / d z_c = a P_c - t_c, with t = (1 - eps) w_y Y + eps / K' w_c [z_c finite]
-    # and a = sum_c t_c (+ 2 zeta lse).
-    a: Any = w_y
-    if eps is not None:
-        a = (1 - eps) * w_y + eps * (1 if res.mean_weight is None else res.mean_weight)
-    if inp.z_loss is not None:
-        a = a + 2 * inp.z_loss * res.lse
-    nll = res.lse - res.target
+    w = inp.weights
 
-    def body(step, carry):
-        grads, (dw, d_cap) = carry
-        block = _linear_chunks.chunk(plan, h, inp.kernel, inp.bias, cap, step)
-        z, w_c = block.z, block.classes(w)
-        onehot = is_target(inp.classes, block)
-        t = jnp.where(onehot, w_y if eps is None else (1 - eps) * w_y, 0)
-        if eps is not None:
-            t = t + jnp.where(z > -jnp.inf, eps / res.num_finite * (1 if w_c is None else w_c), 0)
-        probs = jnp.exp(z - res.lse)
-        dz = g * (a * probs - t)
-        if g_lse is not None:
-            dz = dz + g_lse * probs  # d lse / d z = P
+    def body(i, carry):
+        acc, (dw, rest) = carry
+        block = _linear_chunks.chunk(plan, h, inp.kernel, inp.bias, inp.softcap, i)
+        dz, dw_c, rest = grads(block, rest)
         dz = _linear_chunks.counted_blocks(dz, inp.keep, inp.present)
         if w is not None and dw is not None:
-            # d loss / d w_c = (1 - eps) nll [c = y] + eps / K' (lse - z_c) [z_c finite]
-            dw_c = jnp.where(onehot, nll if eps is None else (1 - eps) * nll, 0)
-            if eps is not None:
-                dw_c = dw_c + jnp.where(z > -jnp.inf, eps / res.num_finite * (res.lse - z), 0)
-            dw_c = _linear_chunks.counted_blocks(g * dw_c, inp.keep, inp.present)
-            dw = _linear_chunks.per_class_update(dw, jnp.sum(dw_c, axis=0), block, w.dtype)
-        if cap is not None:
-            dz, d_cap_c = _numerics.through_softcap(dz, block.raw, z, cap)
-            d_cap = d_cap + jnp.sum(jnp.where(block.fresh, d_cap_c, 0), axis=1)
-        grads = _linear_chunks.backprop(plan, h, dz, block, grads, inp.kernel, inp.bias)
-        return grads, (dw, d_cap)
+            dw_c = jnp.sum(_linear_chunks.counted_blocks(dw_c, inp.keep, inp.present), axis=0)
+            dw = _linear_chunks.per_class_update(dw, dw_c, block, w.dtype)
+        acc = _linear_chunks.backprop(plan, h, dz, block, acc, inp.kernel, inp.bias)
+        return acc, (dw, rest)
 
-    rest = (
-        None if w is None else jnp.zeros_like(as_bits(w)),
-        jnp.zeros(inp.hidden.shape[:1], dtype),
-    )
-    (dh, dk, db), (dw, d_cap) = _linear_chunks.backward_loop(
-        plan, body, rest, inp.hidden, inp.kernel, inp.bias, (*inp, g, res.lse)
+    dw = None if w is None else jnp.zeros_like(as_bits(w))
+    (dh, dk, db), (dw, rest) = _linear_chunks.backward_loop(
+        plan, body, (dw, rest), inp.hidden, inp.kernel, inp.bias, (*inp, *refs)
     )
     dw = None if dw is None or w is None else from_bits(dw, w.dtype)
-    d_eps = None
-    if eps is not None:
-        smooth = (
-            res.lse - res.mean_logit if w is None else res.mean_weight * res.lse - res.mean_logit
-        )
-        d_eps = g * (smooth - w_y * nll)
-    d_zeta = None if inp.z_loss is None else g * res.lse**2
-    d_cap = None if cap is None else d_cap[:, None]
-    return dh, Summed(dk), Summed(db), Summed(dw), None, None, None, d_eps, d_zeta, d_cap
+    return {"hidden": dh, "kernel": Summed(dk), "bias": Summed(db), "weights": Summed(dw)}, rest
 
 
-_linear_ce = per_example_rule(_linear_ce_fwd, _linear_ce_bwd)
-
-
-def _target_weights(weights, classes, axis_name):
-    """`w[y]` for each example; inside `shard_map` the weights are this shard's classes."""
-    if axis_name is None:
-        return _numerics.class_value(weights, classes)
-    offset = lax.axis_index(axis_name) * weights.shape[0]
-    return lax.psum(_numerics.class_value(weights, classes - offset), axis_name)
+_linear_ce = _stream.cross_entropy_rule(_chunks, _chunk_grads)
 
 
 @entry_point(
@@ -193,6 +100,7 @@ def _target_weights(weights, classes, axis_name):
         "z_loss": _checks.NON_NEGATIVE,
         "logit_softcap": _checks.POSITIVE._replace(optional=True),
     },
+    off={"label_smoothing": 0.0, "z_loss": 0.0},
     checks={
         "chunk_size": _linear_chunks.check_chunk_size,
         "kernel_layout": _linear_chunks.check_layout,
@@ -237,10 +145,11 @@ def linear_softmax_cross_entropy(
     $$
 
     the smoothing sum running over the $K_i$ classes with a finite logit. The
-    forward keeps a running `logaddexp` over the chunks and saves only
-    per-token numbers; the backward (a `jax.custom_vjp`) recomputes each
-    chunk's logits and accumulates $\partial L/\partial h$,
-    $\partial L/\partial W$ and $\partial L/\partial b$ from
+    forward keeps a running max and the sum of exponentials, rescaled when
+    the max grows (the max kept apart from the log-sum, so the loss loses
+    nothing to cancellation), and saves only per-token numbers; the backward
+    (a `jax.custom_vjp`) recomputes each chunk's logits and accumulates
+    $\partial L/\partial h$, $\partial L/\partial W$ and $\partial L/\partial b$ from
     $\partial L/\partial z = m_i v_i (P_i - Y_i)/S$ (smoothing and z-loss
     included). Peak memory is $O(N \cdot \text{chunk} + N D)$ instead of
     $O(N V)$, for about 4/3 of the matmul work of the materialised head.
@@ -319,40 +228,29 @@ def linear_softmax_cross_entropy(
       ...     print(jnp.stack([fused, jaxce.softmax_cross_entropy(hidden @ kernel, labels)]))
       [0.8743 0.8743]
     """
-    _linear_chunks.reverse_only(autodiff)
-    hidden, kernel, bias = _linear_chunks.validate(hidden, kernel, bias, kernel_layout)
-    local_classes = kernel.shape[kernel_layout.index("V")]
-    weights = _checks.class_vector("weights", weights, local_classes)
-    example_shape = hidden.shape[:-1]
-    v = _labels.per_example_weights(example_weights, example_shape)
-    classes, mask, bad = _linear_chunks.head_labels(
+    head = _linear_chunks.head(
         hidden,
+        kernel,
         labels,
-        local_classes,
+        bias=bias,
+        layout=kernel_layout,
+        chunk_size=chunk_size,
         axis_name=axis_name,
         ignore_index=ignore_index,
         where=where,
-        example_weights=v,
+        example_weights=example_weights,
+        autodiff=autodiff,
     )
-    n = int(np.prod(example_shape))
-    plan, mesh = _linear_chunks.make_plan(
-        hidden,
-        kernel,
-        (bias, weights),
-        num_examples=n,
-        chunk_size=chunk_size,
-        layout=kernel_layout,
-        axis_name=axis_name,
-        stats=return_stats,
-    )
-    flat = classes.reshape(n)
-    rows = _linear_chunks.flat_rows(mask, bad, v, where=where, ignore_index=ignore_index)
+    weights = _checks.class_vector("weights", weights, head.num_classes)
+    plan, mesh = head.plan((weights,), stats=return_stats)
+    rows = head.rows
+    assert head.classes is not None and rows.classes is not None
     inputs = _Inputs(
-        hidden.reshape(n, hidden.shape[-1]),
-        kernel,
-        bias,
+        head.flat(head.hidden),
+        head.kernel,
+        head.bias,
         weights,
-        flat,
+        rows.classes,
         rows.keep,
         rows.present,
         label_smoothing,
@@ -366,13 +264,11 @@ def linear_softmax_cross_entropy(
             _linear_ce, plan, mesh, (rows.mask, rows.bad), inputs, _KINDS, rows.weights
         )
     losses, lse, predicted = out if return_stats else (out, None, None)
+    example_shape, v = head.example_shape, head.example_weights
     losses = losses.reshape(example_shape)
-    norm = _labels.weighted_count(mask, v, losses.dtype)
-    if weights is not None:
-        w_y = _target_weights(weights.astype(losses.dtype), flat, axis_name)
-        norm = norm * w_y.reshape(example_shape)
+    norm = _stream.weighted_count(head.mask, v, weights, head.classes, axis_name, losses.dtype)
     loss = reduce_loss(losses, norm, reduction, denominator)
     if lse is None or predicted is None:
         return loss
     lse, predicted = lse.reshape(example_shape), predicted.reshape(example_shape)
-    return loss, _stats.finish(lse, predicted, classes, _labels.kept(mask, v))
+    return loss, _stats.finish(lse, predicted, head.classes, _labels.kept(head.mask, v))

@@ -12,10 +12,9 @@ A ragged last chunk (V not a multiple of the chunk) is not padded: it starts at
 masked (`Chunk.fresh`). The kernel chunk is sliced and converted to the dot's
 dtype inside the loop, so no converted copy of the whole kernel is ever made;
 logits given whole (a teacher's) are read the same way, a chunk at a time
-(`columns`). The running statistics of a softmax and of sums weighted by it
-(`Softmax`) fold in one chunk at a time and combine over vocabulary shards with
-one `pmax` and one `psum` (`combine`); `Grads` accumulates d hidden, d kernel
-and d bias, and `backward_loop` runs the backward's chunks.
+(`columns`). The heads fold each chunk into the streamed softmax (`_stream`);
+`Grads` accumulates d hidden, d kernel and d bias, and `backward_loop` runs the
+backward's chunks.
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
 from . import _checks, _labels, _numerics, _sharding
+from ._stream import Chunk
 
 # Logits per block when `chunk_size` is None: 4 MiB of float32 on a CPU, 32 MiB
 # on an accelerator, whose matrix units a narrow block leaves idle
@@ -102,21 +102,6 @@ def from_bits(x: jax.Array, dtype: Any) -> jax.Array:
     return lax.bitcast_convert_type(x, dtype) if x.dtype != dtype else x
 
 
-class Chunk(NamedTuple):
-    raw: jax.Array  # h W + b of the chunk's columns, before capping
-    z: jax.Array  # the logits, after capping
-    kernel: jax.Array  # the chunk's kernel slice, in the dot's dtype, in the kernel's layout
-    start: jax.Array  # first column
-    cols: jax.Array  # [1, chunk] global class index of each column
-    fresh: jax.Array  # [1, chunk] columns not already counted by the previous chunk
-
-    def classes(self, vector: jax.Array | None) -> jax.Array | None:
-        """This chunk's slice of a per-class vector `[V]`, shaped `[1, chunk]`."""
-        if vector is None:
-            return None
-        return lax.dynamic_slice_in_dim(vector, self.start, self.cols.shape[1])[None, :]
-
-
 def _window_steps(plan: Plan, steps: int) -> int:
     """Chunks per window of the kernel gradient (`backward_loop`)."""
     return -(-steps // plan.flushes)
@@ -163,7 +148,7 @@ def chunk(
     z = _numerics.softcap(raw, cap)
     # A constant where every column is fresh, so that no pass masks a block for nothing.
     fresh = jnp.ones((c,), bool) if _tiled(plan, total) else local >= step * c
-    return Chunk(raw, z, k, start, cols[None, :], fresh[None, :])
+    return Chunk(raw, z, start, cols[None, :], fresh[None, :], kernel=k)
 
 
 def columns(plan: Plan, logits: jax.Array, step: jax.Array) -> jax.Array:
@@ -175,96 +160,6 @@ def columns(plan: Plan, logits: jax.Array, step: jax.Array) -> jax.Array:
     logits = lax.optimization_barrier((logits, step))[0]
     start = _start(plan, logits.shape[1], step)
     return lax.dynamic_slice_in_dim(logits, start, plan.chunk, axis=1).astype(plan.compute_dtype)
-
-
-def is_target(classes: jax.Array, block: Chunk) -> jax.Array:
-    """`[N, chunk]`: whether each column is its row's label."""
-    return block.cols == classes[:, None].astype(block.cols.dtype)
-
-
-def at_target(classes: jax.Array, block: Chunk, values: jax.Array) -> jax.Array:
-    """`[N]`: `values` at each row's label if this chunk counts it first, else 0."""
-    hit = is_target(classes, block) & block.fresh
-    return jnp.sum(jnp.where(hit, values, 0), axis=1)
-
-
-class Softmax(NamedTuple):
-    """A softmax over the columns streamed so far, one `[N]` array per statistic.
-
-    `top` is the running max of its logits (-inf until a finite one),
-    `total = sum_c exp(z_c - top)`, and `sums` hold `sum_c exp(z_c - top) v_c`
-    for each value `v` it averages. A chunk with a larger max rescales them all
-    by `exp(top_old - top_new)`: one `exp` per logit, and the max kept apart
-    from the log-sum, so that two softmaxes' normalisers are compared without
-    cancellation (`test_linear_distill.py::test_large_offsets_lose_no_precision`).
-    """
-
-    top: jax.Array
-    total: jax.Array
-    sums: tuple[jax.Array, ...] = ()
-
-    @classmethod
-    def empty(cls, n: int, dtype: Any, num_sums: int = 0) -> Softmax:
-        zeros = jnp.zeros((n,), dtype)
-        return cls(jnp.full((n,), -jnp.inf, dtype), zeros, (zeros,) * num_sums)
-
-    def normaliser(self) -> tuple[jax.Array, jax.Array]:
-        """The shift (the max; 0 if not finite) and `log sum_c exp(z_c - shift)`, each `[N, 1]`."""
-        return _finite(self.top)[:, None], jnp.log(self.total)[:, None]
-
-    def mean(self, i: int) -> jax.Array:
-        """`sum_c softmax(z)_c v_c` of the `i`-th value, `[N, 1]`."""
-        return (self.sums[i] / self.total)[:, None]
-
-
-def _finite(top: jax.Array) -> jax.Array:
-    return jnp.where(jnp.isfinite(top), top, 0)
-
-
-def _rescale(top: jax.Array, new_top: jax.Array) -> jax.Array:
-    """`exp(top - new_top)`, the worth of a sum shifted by `top`; 0 while `top` is -inf."""
-    return jnp.where(top == -jnp.inf, 0, jnp.exp(top - _finite(new_top)))
-
-
-def fold(state: Softmax, z: jax.Array, block: Chunk, values: tuple[jax.Array, ...] = ()) -> Softmax:
-    """Adds a chunk's fresh logits `z [N, chunk]` (and its `values`, `[N, chunk]` each).
-
-    A value counts nothing where its weight `exp(z_c - top)` is 0 (`0 log 0 = 0`),
-    whatever it holds there (inf, NaN).
-    """
-    z = jnp.where(block.fresh, z, -jnp.inf)
-    top = lax.stop_gradient(jnp.maximum(state.top, jnp.max(z, axis=1)))
-    scale = _rescale(state.top, top)
-    e = jnp.exp(z - _finite(top)[:, None])
-    sums = tuple(
-        _numerics.times(scale, s) + jnp.sum(_numerics.times(e, v), axis=1)
-        for s, v in zip(state.sums, values, strict=True)
-    )
-    return Softmax(top, state.total * scale + jnp.sum(e, axis=1), sums)
-
-
-def combine(
-    states: tuple[Softmax | None, ...], sums: tuple[jax.Array | None, ...], axis_name: Any
-) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
-    """Softmax statistics and plain sums over every vocabulary shard: one `pmax`, one `psum`.
-
-    Each comes back in its place, a None as None.
-    """
-    present = [state for state in states if state is not None]
-    tops = lax.stop_gradient(lax.pmax(jnp.stack([state.top for state in present]), axis_name))
-    parts: list[jax.Array] = []
-    for state, top in zip(present, tops, strict=True):
-        scale = _rescale(state.top, top)
-        parts += [state.total * scale, *(_numerics.times(scale, x) for x in state.sums)]
-    parts += [x for x in sums if x is not None]
-    total, top_of = iter(lax.psum(jnp.stack(parts), axis_name)), iter(tops)
-    combined = tuple(
-        None
-        if state is None
-        else Softmax(next(top_of), next(total), tuple(next(total) for _ in state.sums))
-        for state in states
-    )
-    return combined, tuple(None if x is None else next(total) for x in sums)
 
 
 def per_class_update(acc: jax.Array, values: jax.Array, block: Chunk, dtype: Any) -> jax.Array:
@@ -296,18 +191,20 @@ class Rows(NamedTuple):
     weights: jax.Array | None  # [N], the example weights
     keep: jax.Array | None  # [N], the examples that count, when an option can exclude one
     present: jax.Array | None  # `mask`, with example weights (whose 0 `keep` excludes)
+    classes: jax.Array | None  # [N], the labels
 
 
 def flat_rows(
     mask: jax.Array,
     bad: jax.Array | None,
     weights: jax.Array | None,
+    classes: jax.Array | None,
     *,
     where: Any,
     ignore_index: int | None,
 ) -> Rows:
-    """`mask` (the present examples), `bad` and the example `weights` (each of the
-    examples' shape) as `Rows`.
+    """`mask` (the present examples), `bad`, the example `weights` and the labels
+    `classes` (each of the examples' shape, or None) as `Rows`.
 
     `keep` is for the heads to zero the excluded examples' hidden states
     (`counted_hidden`): their cotangent is 0, but an inf or NaN there (the
@@ -325,9 +222,8 @@ def flat_rows(
     keep = None
     if where is not None or ignore_index is not None or weights is not None:
         keep = _labels.kept(flat, v)
-    return Rows(
-        flat, None if bad is None else bad.reshape(-1), v, keep, None if v is None else flat
-    )
+    bad, classes = (None if x is None else x.reshape(-1) for x in (bad, classes))
+    return Rows(flat, bad, v, keep, None if v is None else flat, classes)
 
 
 def forward_hidden(plan: Plan, hidden: jax.Array, keep: Any, present: Any) -> jax.Array:
@@ -588,33 +484,100 @@ def validate(
     return hidden, kernel, _checks.class_vector(b_name, bias, v)
 
 
-def head_labels(
-    hidden: jax.Array,
-    labels: ArrayLike,
-    local_classes: int,
+class Head(NamedTuple):
+    """A fused head's validated inputs, labels and examples (`head`), and how to plan it."""
+
+    hidden: jax.Array  # (..., D), as given
+    kernel: jax.Array  # in its layout: this device's classes inside `shard_map`
+    bias: jax.Array | None  # (V,)
+    example_weights: jax.Array | None  # v, of the examples' rank
+    classes: jax.Array | None  # integer labels of the examples' shape, or None without labels
+    mask: jax.Array  # the examples' shape: the examples present
+    rows: Rows  # the per-example arrays flattened to the N rows
+    layout: str
+    chunk_size: int | None
+    axis_name: Any
+
+    @property
+    def example_shape(self) -> tuple[int, ...]:
+        return self.hidden.shape[:-1]
+
+    @property
+    def num_classes(self) -> int:
+        """The classes this device's kernel holds."""
+        return self.kernel.shape[self.layout.index("V")]
+
+    def flat(self, x: jax.Array) -> jax.Array:
+        """`x (..., F)` of the examples' shape as `[N, F]` rows."""
+        return x.reshape(self.rows.mask.shape[0], x.shape[-1])
+
+    def plan(
+        self,
+        others: tuple[jax.Array | None, ...] = (),
+        *,
+        class_inputs: tuple[tuple[jax.Array | None, int], ...] = (),
+        stats: bool = False,
+    ) -> tuple[Plan, Any]:
+        """`make_plan` of the head, `others` its floating inputs besides hidden, kernel and bias."""
+        return make_plan(
+            self.hidden,
+            self.kernel,
+            (self.bias, *others),
+            num_examples=self.rows.mask.shape[0],
+            chunk_size=self.chunk_size,
+            layout=self.layout,
+            axis_name=self.axis_name,
+            class_inputs=class_inputs,
+            stats=stats,
+        )
+
+
+def head(
+    hidden: ArrayLike,
+    kernel: ArrayLike,
+    labels: ArrayLike | None,
     *,
+    bias: ArrayLike | None,
+    layout: str,
+    chunk_size: int | None,
     axis_name: Any,
     ignore_index: int | None,
     where: ArrayLike | None,
-    example_weights: jax.Array | None,
-) -> tuple[jax.Array, jax.Array, jax.Array | None]:
-    """A fused head's integer labels (one per row of `hidden`), which examples count, which
-    labels are invalid. Inside `shard_map` the kernel holds one shard's classes and the
-    labels are global."""
-    classes = _labels.parse(
-        hidden, labels, hidden.ndim - 1, allow_probs=False, logits_name="hidden"
-    ).classes
-    assert classes is not None
-    label_range = local_classes * (1 if axis_name is None else lax.axis_size(axis_name))
-    mask, bad = _labels.example_mask(
-        classes,
-        hidden.shape[:-1],
-        label_range,
-        ignore_index=ignore_index,
-        where=where,
-        weights=example_weights,
-    )
-    return classes, mask, bad
+    example_weights: ArrayLike | None,
+    autodiff: str,
+) -> Head:
+    """A fused head's set-up: its inputs validated, its labels and examples as rows.
+
+    One integer label per row of `hidden` (None: no labels; then `ignore_index`
+    is an error). Inside `shard_map` the kernel holds one shard's classes and
+    the labels are global.
+    """
+    reverse_only(autodiff)
+    hidden, kernel, bias = validate(hidden, kernel, bias, layout)
+    example_shape = hidden.shape[:-1]
+    v = _labels.per_example_weights(example_weights, example_shape)
+    classes = bad = None
+    if labels is None:
+        if ignore_index is not None:
+            raise ValueError("ignore_index applies to labels; got labels=None.")
+        mask = _checks.example_mask(where, example_shape)
+    else:
+        classes = _labels.parse(
+            hidden, labels, hidden.ndim - 1, allow_probs=False, logits_name="hidden"
+        ).classes
+        assert classes is not None
+        local_classes = kernel.shape[layout.index("V")]
+        label_range = local_classes * (1 if axis_name is None else lax.axis_size(axis_name))
+        mask, bad = _labels.example_mask(
+            classes,
+            example_shape,
+            label_range,
+            ignore_index=ignore_index,
+            where=where,
+            weights=v,
+        )
+    rows = flat_rows(mask, bad, v, classes, where=where, ignore_index=ignore_index)
+    return Head(hidden, kernel, bias, v, classes, mask, rows, layout, chunk_size, axis_name)
 
 
 def check_layout(name: str, value: Any) -> str:

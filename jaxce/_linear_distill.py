@@ -9,7 +9,7 @@ them. With `x = s / T`, `u = t / T`, `q = softmax(x)` and `p = softmax(u)`:
 
 - the forward KL `sum_c p_c (u_c - x_c) - lse(u) + lse(x)` and the reverse KL
   `sum_c q_c (x_c - u_c) - lse(x) + lse(u)` take one pass: the running softmaxes
-  of `x` and `u` (`_linear_chunks.Softmax`) carry the divergence's weighted sum;
+  of `x` and `u` (`_stream.Softmax`) carry the divergence's weighted sum;
 - the Jensen-Shannon divergence mixes the two distributions, which needs both
   normalisers first: a second pass sums `KL(p || m)` and `KL(q || m)`;
 - with `alpha > 0`, the student's softmax at temperature 1 and its target logit
@@ -33,15 +33,15 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _checks, _labels, _linear_chunks, _numerics
-from ._linear_chunks import Chunk, Plan, Softmax, fold
+from . import _checks, _labels, _linear_chunks, _numerics, _stream
+from ._linear_chunks import Plan
 from ._options import entry_point
 from ._reduce import reduce_loss
-from ._rule import Summed, per_example_rule
+from ._rule import Summed, cotangents, per_example_rule
+from ._stream import Chunk, Softmax, fold
 
 DIVERGENCES = ("kl", "reverse_kl", "jsd")
 where_mass, times = _numerics.where_mass, _numerics.times
@@ -128,7 +128,7 @@ def _distill_fwd(cfg: _Config, inp: _Inputs) -> tuple[jax.Array, _Residuals]:
             s = fold(s, block.z, block)
         if target is not None:
             assert inp.classes is not None
-            target = target + _linear_chunks.at_target(inp.classes, block, block.z)
+            target = target + _stream.at_target(inp.classes, block, block.z)
         return q, p, s, target
 
     init = (
@@ -140,7 +140,7 @@ def _distill_fwd(cfg: _Config, inp: _Inputs) -> tuple[jax.Array, _Residuals]:
     steps = _linear_chunks.num_steps(plan, inp.kernel)
     q, p, s, target = lax.fori_loop(0, steps, body, _linear_chunks.varying(init, *inp))
     if plan.axis_name is not None:
-        (q, p, s), (target,) = _linear_chunks.combine((q, p, s), (target,), plan.axis_name)
+        (q, p, s), (target,) = _stream.combine((q, p, s), (target,), plan.axis_name)
     (q_shift, q_log_sum), (p_shift, p_log_sum) = q.normaliser(), p.normaliser()
     kl_pm = kl_qm = None
     if kind == "kl":  # sum_c p_c (u_c - x_c) - lse(u) + lse(x)
@@ -203,7 +203,7 @@ def _divergence_grads(
     return dj_dx, beta * where_mass(p, p * (log_pm - res.kl_pm))
 
 
-def _distill_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) -> tuple[Any, ...]:
+def _distill_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) -> _Inputs:
     plan, kind = cfg.plan, cfg.divergence
     beta, temperature, alpha = inp.beta, inp.temperature, inp.alpha
     h = _linear_chunks.counted_hidden(plan, inp.hidden, inp.keep)
@@ -223,7 +223,7 @@ def _distill_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
         if alpha is not None:
             assert inp.classes is not None
             probs = q if temperature is None else jnp.exp(block.z - res.s_shift - res.s_log_sum)
-            onehot = _linear_chunks.is_target(inp.classes, block)
+            onehot = _stream.is_target(inp.classes, block)
             dz = dz + g * alpha * jnp.where(onehot, probs - 1, probs)
         if inp.keep is not None:
             dz = jnp.where(inp.keep[:, None], dz, 0)  # an excluded example's teacher may be NaN
@@ -251,19 +251,14 @@ def _distill_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) -> t
     if kind == "jsd":
         # dJ/dbeta = sum p log p - sum q log q - sum (p - q)(log m + 1) = KL(p || m) - KL(q || m).
         d_beta = g_div * scale * (res.kl_pm - res.kl_qm)
-    return (
-        dh,
-        Summed(dk),
-        Summed(db),
-        None,
-        None,
-        None,
-        None,
-        None,
-        None,
-        d_beta,
-        d_temperature,
-        d_alpha,
+    return cotangents(
+        inp,
+        hidden=dh,
+        kernel=Summed(dk),
+        bias=Summed(db),
+        beta=d_beta,
+        temperature=d_temperature,
+        alpha=d_alpha,
     )
 
 
@@ -340,9 +335,11 @@ def _divergence_name(name: str, value: Any) -> str:
     static=("divergence", "chunk_size", "ignore_index", "reduction", "axis_name", "kernel_layout"),
     hyperparameters={
         "beta": _checks.UNIT,
-        "temperature": _checks.TEMPERATURE,
+        "temperature": _checks.POSITIVE,
         "alpha": _checks.UNIT,
     },
+    # beta = 0: the forward KL alone; alpha = 0: no cross-entropy term (nor labels).
+    off={"beta": 0.0, "temperature": 1.0, "alpha": 0.0},
     checks={
         "divergence": _divergence_name,
         "chunk_size": _linear_chunks.check_chunk_size,
@@ -367,6 +364,7 @@ def linear_distillation_loss(
     where: ArrayLike | None = None,
     kernel_layout: str = "DV",
     reduction: str = "mean",
+    denominator: ArrayLike | None = None,
     axis_name: str | tuple[str, ...] | None = None,
     example_weights: ArrayLike | None = None,
     autodiff: str = "reverse",
@@ -393,8 +391,9 @@ def linear_distillation_loss(
     with $m_i = \beta p_i + (1 - \beta) q_i$, exactly the forward KL at
     $\beta = 0$ and the reverse KL at $\beta = 1$
     ([`jensen_shannon_divergence`][jaxce.jensen_shannon_divergence]). `"mean"`
-    averages over the counted examples; $0 \log 0 = 0$ and `-inf` logits follow
-    those functions.
+    divides the sum by $S$, the number of counted examples (each counted with
+    its example weight); $0 \log 0 = 0$ and `-inf` logits follow those
+    functions.
 
     It equals those losses on `hidden @ kernel + bias` (plus
     [`softmax_cross_entropy`][jaxce.softmax_cross_entropy] for $\alpha > 0$),
@@ -453,10 +452,11 @@ def linear_distillation_loss(
         them.
       kernel_layout: `"DV"` or `"VD"`, for both models' kernels, read as they are.
       reduction: `"mean"`, `"sum"` or `"none"` (per example, 0 where excluded).
+      denominator: replaces $S$ in `"mean"`.
       example_weights: $v$, floating, broadcastable to `hidden.shape[:-1]`:
-        multiplies each example's loss and its share of the `"mean"`
-        denominator, with an exact gradient; 0 is `where=False` (exactly 0;
-        its derivative is its loss). Should be non-negative (not checked, not clipped).
+        multiplies each example's loss and its share of $S$, with an exact
+        gradient; 0 is `where=False` (exactly 0; its derivative is its
+        loss). Should be non-negative (not checked, not clipped).
       axis_name: inside `jax.shard_map` with both kernels (or the teacher's
         logits) and biases sharded over the vocabulary along this mesh axis:
         each device streams its own columns, the per-example statistics are
@@ -508,47 +508,35 @@ def linear_distillation_loss(
       Agarwal et al., "On-Policy Distillation of Language Models: Learning
       from Self-Generated Mistakes", ICLR 2024. https://arxiv.org/abs/2306.13649
     """
-    _linear_chunks.reverse_only(autodiff)
-    hidden, kernel, bias = _linear_chunks.validate(hidden, kernel, bias, kernel_layout)
-    class_dim = kernel_layout.index("V")
-    local_classes = kernel.shape[class_dim]
-    example_shape = hidden.shape[:-1]
-    v = _labels.per_example_weights(example_weights, example_shape)
-    teacher, teacher_kernel, teacher_bias = _teacher(
-        teacher, teacher_kernel, teacher_bias, example_shape, local_classes, kernel_layout
-    )
-    classes = bad = None
-    if labels is None:
-        if alpha is not None:
-            raise ValueError(
-                "labels are required for the cross-entropy term when alpha is not a Python 0; "
-                "got labels=None."
-            )
-        if ignore_index is not None:
-            raise ValueError("ignore_index applies to labels; got labels=None.")
-        mask = _checks.example_mask(where, example_shape)
-    else:
-        classes, mask, bad = _linear_chunks.head_labels(
-            hidden,
-            labels,
-            local_classes,
-            axis_name=axis_name,
-            ignore_index=ignore_index,
-            where=where,
-            example_weights=v,
-        )
-    n = int(np.prod(example_shape))
-    plan, mesh = _linear_chunks.make_plan(
+    head = _linear_chunks.head(
         hidden,
         kernel,
-        (bias, teacher, teacher_kernel, teacher_bias),
-        num_examples=n,
-        chunk_size=chunk_size,
+        labels,
+        bias=bias,
         layout=kernel_layout,
+        chunk_size=chunk_size,
         axis_name=axis_name,
+        ignore_index=ignore_index,
+        where=where,
+        example_weights=example_weights,
+        autodiff=autodiff,
+    )
+    example_shape, v, mask, rows = head.example_shape, head.example_weights, head.mask, head.rows
+    teacher, teacher_kernel, teacher_bias = _teacher(
+        teacher, teacher_kernel, teacher_bias, example_shape, head.num_classes, kernel_layout
+    )
+    if labels is None and alpha is not None:
+        raise ValueError(
+            "labels are required for the cross-entropy term when alpha is not a Python 0; "
+            "got labels=None."
+        )
+    plan, mesh = head.plan(
+        (teacher, teacher_kernel, teacher_bias),
         # A teacher sharded over the vocabulary shards the loop too, also beside a whole kernel.
         class_inputs=(
-            (teacher, teacher.ndim - 1) if teacher_kernel is None else (teacher_kernel, class_dim),
+            (teacher, teacher.ndim - 1)
+            if teacher_kernel is None
+            else (teacher_kernel, kernel_layout.index("V")),
         ),
     )
     teacher_dot = None
@@ -556,15 +544,14 @@ def linear_distillation_loss(
         same = teacher.dtype == teacher_kernel.dtype
         teacher_dot = teacher.dtype if same else plan.compute_dtype
     cfg = _Config(plan, teacher_dot, divergence)
-    rows = _linear_chunks.flat_rows(mask, bad, v, where=where, ignore_index=ignore_index)
     inputs = _Inputs(
-        hidden.reshape(n, hidden.shape[-1]),
-        kernel,
-        bias,
-        teacher.reshape(n, teacher.shape[-1]),
+        head.flat(head.hidden),
+        head.kernel,
+        head.bias,
+        head.flat(teacher),
         teacher_kernel,
         teacher_bias,
-        None if classes is None or alpha is None else classes.reshape(n),
+        None if alpha is None else rows.classes,
         rows.keep,
         rows.present,
         beta if divergence == "jsd" else None,
@@ -597,4 +584,5 @@ def linear_distillation_loss(
             cfg,
         )
     losses = losses.reshape(example_shape)
-    return reduce_loss(losses, _labels.weighted_count(mask, v, losses.dtype), reduction)
+    norm = _labels.weighted_count(mask, v, losses.dtype)
+    return reduce_loss(losses, norm, reduction, denominator)

@@ -1,7 +1,8 @@
 """Numerics every loss family shares, each under one name with one meaning.
 
-Log-normalisers, target picks, smoothed targets, `0 * inf = 0` products and
-per-class reshapes. Pure array functions that know nothing of masks or
+Log-normalisers, target picks, smoothed targets, `0 * inf = 0` products,
+per-class reshapes, and the terms of a softmax cross-entropy's gradient that
+its dense and streamed rules share. Pure array functions that know nothing of masks or
 reductions; they import only jax and `_sharding`, and every module above may use them.
 """
 
@@ -150,7 +151,9 @@ def class_value(vector: jax.Array, classes: jax.Array) -> jax.Array:
     if _sharding.on_explicit_mesh(vector, classes):
         onehot = target_mask(classes, classes.shape + vector.shape, classes.ndim)
         return jnp.sum(jnp.where(onehot, vector, 0), axis=-1)
-    return jnp.take(vector, classes, mode="fill", fill_value=0)
+    # Negative classes too: `take` would count them from the end.
+    index = jnp.where(classes >= 0, classes, vector.shape[0])
+    return jnp.take(vector, index, mode="fill", fill_value=0)
 
 
 def along_axis(vector: jax.Array, ndim: int, axis: int) -> jax.Array:
@@ -254,29 +257,40 @@ def row_through_softcap(
     return d_raw, jnp.sum(d_cap, axis, keepdims=True)
 
 
-def token_cross_entropy(
-    lse: jax.Array,
-    target: jax.Array,
-    smoothing: Any,
-    mean_logit: jax.Array | None,
-    z_loss: Any,
-    w_y: jax.Array | None = None,
-    mean_weight: jax.Array | None = None,
-) -> jax.Array:
-    """Cross-entropy from per-example statistics: the logsumexp, the target logit
-    and, with smoothing, the (class-weighted) mean of the finite logits.
+def logit_scale(
+    w_y: Any, smoothing: Any, mean_weight: jax.Array | None, z_loss: Any, lse: jax.Array
+) -> Any:
+    """`a` in a softmax cross-entropy's `d loss / d x_c = a P_c - t_c`.
 
-    `(1 - eps) w_y (lse - x_y) + eps (mean_w lse - mean_c w_c x_c) + z_loss lse^2`,
-    the means over the finite classes (`w = 1` without class weights): the loss
-    of the streamed and sharded heads, which never hold a row of logits at once.
+    With `t = (1 - eps) w_y Y + eps / K' w_c [x_c finite]`, `a = sum_c t_c`
+    `= (1 - eps) w_y + eps mean_w` (`mean_w`, the mean class weight over the
+    finite classes, 1 without class weights), plus `2 zeta lse` with a z-loss.
     """
-    loss = lse - target
-    if w_y is not None:
-        loss = w_y * loss
+    a = w_y
     if smoothing is not None:
-        assert mean_logit is not None
-        smooth = lse if mean_weight is None else mean_weight * lse
-        loss = (1 - smoothing) * loss + smoothing * (smooth - mean_logit)
+        a = (1 - smoothing) * w_y + smoothing * (1 if mean_weight is None else mean_weight)
     if z_loss is not None:
-        loss = loss + z_loss * lse**2
-    return loss
+        a = a + 2 * z_loss * lse
+    return a
+
+
+def smoothing_spread(x: jax.Array, smoothing: Any, count: Any, w: Any) -> jax.Array:
+    """`eps / K' w_c [x_c finite]`: the smoothing part of a cross-entropy's target `t`
+    (`w = 1` when None)."""
+    return smoothing / count * jnp.where(x > -jnp.inf, 1 if w is None else w, 0)
+
+
+def class_weight_grad(
+    onehot: jax.Array,
+    nll: jax.Array,
+    smoothing: Any,
+    count: Any,
+    finite: Any,
+    nll_c: Any,
+) -> jax.Array:
+    """`d loss / d w_c = (1 - eps) nll [c = y] + eps / K' (lse - x_c) [x_c finite]` of a
+    softmax cross-entropy, with `nll = lse - x_y` and `nll_c = lse - x_c`."""
+    d = jnp.where(onehot, nll if smoothing is None else (1 - smoothing) * nll, 0)
+    if smoothing is not None:
+        d = d + smoothing / count * jnp.where(finite, nll_c, 0)
+    return d

@@ -2,7 +2,8 @@
 
 `entry_point` turns a loss's body into its public function: static options
 are checked and become `jax.jit` static arguments, float hyperparameters are
-checked against their `Interval` and stay traced (a schedule compiles once).
+checked against their `Interval` and stay traced (a schedule compiles once),
+and a concrete value that the loss declares `off` reaches its body as None.
 `LossOptions` is the base of `CrossEntropyLoss`, `BCEWithLogitsLoss` and
 `FocalLoss`; they validate with the same `check_options`. Imports `_checks`;
 the family modules import it.
@@ -54,6 +55,7 @@ def entry_point(
     *,
     static: tuple[str, ...] = (),
     hyperparameters: Mapping[str, _checks.Interval] | None = None,
+    off: Mapping[str, float] | None = None,
     checks: Mapping[str, Callable[[str, Any], Any]] | None = None,
 ) -> Callable[[Callable], Callable]:
     """Makes `body` a public loss: its options checked, then a cached `jax.jit` call.
@@ -64,11 +66,19 @@ def entry_point(
         naming it. A body with an `autodiff` option has it static too, and is
         traced inside `_rule.autodiff(...)` with its value.
       hyperparameters: float keyword options and their valid intervals. The
-        body receives None where the value switches its term off, else the
-        value (traced under `jit`, NaN if a traced value is out of range).
+        body receives the value: a float, or a traced scalar under `jit` (NaN
+        if out of range); None only for an optional one given None.
+      off: for the hyperparameters whose term a value switches off, that value
+        (`{"z_loss": 0.0}`, `{"temperature": 1.0}`). Given as a number (not
+        traced), it reaches the body as None: the body skips the term, and the
+        program is the one without it. A traced value is never off (a
+        schedule compiles once), nor is a value a loss does not declare here.
       checks: extra checks of static options, by name, beyond `STATIC_CHECKS`.
     """
     hyper = dict(hyperparameters or {})
+    offs = dict(off or {})
+    if not offs.keys() <= hyper.keys():
+        raise TypeError(f"off names {sorted(offs.keys() - hyper.keys())}: not hyperparameters")
     static_checks = {**STATIC_CHECKS, **(checks or {})}
 
     def decorate(body: Callable) -> Callable:
@@ -91,7 +101,10 @@ def entry_point(
                         value = static_checks[name](name, value)
                     options[name] = value
             for name, interval in hyper.items():
-                options[name] = interval.check(name, options.get(name, defaults.get(name)))
+                value = interval.check(name, options.get(name, defaults.get(name)))
+                if name in offs and not _checks.is_traced(value) and value == offs[name]:
+                    value = None
+                options[name] = value
             return options
 
         @functools.wraps(body)

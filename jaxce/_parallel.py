@@ -1,108 +1,67 @@
 """Vocabulary-parallel softmax cross-entropy for logits sharded inside `shard_map`.
 
 Megatron's pattern without a saved float32 softmax: each device holds a
-`[N, V/P]` slice of the logits and the global integer labels. The forward
-computes per-shard logsumexp, target logit and smoothing sums, and combines
-them with one `pmax` and one `psum` of a stacked `[4, N]` array. Only the
-global logsumexp is saved; the backward recomputes the local softmax from the
-local logits and needs no collective.
+`[N, V/P]` slice of the logits and the global integer labels. The loss is the
+streamed softmax cross-entropy (`_stream`) of one block, the device's slice:
+the forward folds its max, sum of exponentials, target logit and smoothing
+sums and combines them over the devices with one `pmax` and one `psum`; only
+per-token numbers are saved, and the backward recomputes the local softmax
+from the local logits with no collective.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from . import _checks, _labels, _numerics, _sharding, _stats
+from . import _checks, _labels, _numerics, _stats, _stream
 from ._options import entry_point
 from ._reduce import reduce_loss
-from ._rule import per_example_rule
 
 
 class _Config(NamedTuple):
     axis_name: str | tuple[str, ...]
-    axis: int  # the class axis, last
+    compute_dtype: Any
     stats: bool = False  # also output the logsumexp and the argmax class
+    axis: int = 1  # the class axis of the [N, V/P] logits
 
 
 class _Inputs(NamedTuple):
-    logits: jax.Array  # this shard's classes
-    classes: jax.Array  # global labels
+    logits: jax.Array  # [N, V/P], this shard's classes
+    classes: jax.Array  # [N], global labels
+    weights: jax.Array | None  # [1, V/P], this shard's classes, along the class axis
     smoothing: Any
     z_loss: Any
     softcap: Any  # c, or None: the loss sees z = c tanh(x / c)
 
 
-class _Residuals(NamedTuple):
-    lse: jax.Array  # global, over all shards
-    num_finite: Any  # global count of finite logits (smoothing only)
-    target: jax.Array
-    mean_logit: Any  # mean of the finite logits (smoothing only)
+def _block(cfg: _Config, inp: _Inputs) -> _stream.Chunk:
+    """This shard's logits, one block: a single pass over them needs no loop to stream it."""
+    raw = inp.logits.astype(cfg.compute_dtype)
+    width = raw.shape[1]
+    cols = lax.axis_index(cfg.axis_name) * width + lax.iota(jnp.int32, width)
+    start, fresh = jnp.zeros((), jnp.int32), jnp.ones((1, width), bool)
+    return _stream.Chunk(raw, _numerics.softcap(raw, inp.softcap), start, cols[None, :], fresh)
 
 
-def _is_target(cfg, inp, x):
-    offset = lax.axis_index(cfg.axis_name) * x.shape[-1]
-    iota = lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1) + offset
-    return iota == inp.classes[..., None].astype(jnp.int32)
+def _fold(cfg: _Config, inp: _Inputs, step: Callable, state: Any) -> Any:
+    return step(state, _block(cfg, inp))
 
 
-def _parallel_ce_fwd(cfg: _Config, inp: _Inputs) -> tuple[Any, _Residuals]:
-    eps = inp.smoothing
-    x = _numerics.softcap(inp.logits.astype(_checks.compute_dtype(inp.logits.dtype)), inp.softcap)
-    lse = jax.nn.logsumexp(x, axis=-1)
-    target = jnp.sum(jnp.where(_is_target(cfg, inp, x), x, 0), axis=-1)
-    sums: tuple[jax.Array, ...] = (target,)
-    if eps is not None:
-        finite = x > -jnp.inf
-        sums += (jnp.sum(jnp.where(finite, x, 0), axis=-1), jnp.sum(finite, -1, dtype=x.dtype))
-    tops: tuple[jax.Array, ...] = ()
-    if cfg.stats:
-        offset = lax.axis_index(cfg.axis_name) * x.shape[-1]
-        local = (jnp.max(x, axis=-1), jnp.argmax(x, axis=-1).astype(jnp.int32) + offset)
-        tops = local[:1]
-    combined = _sharding.combine_shards(lse, sums, cfg.axis_name, tops)
-    if cfg.stats:
-        predicted = _stats.shard_argmax(*local, combined[-1], cfg.axis_name)
-        combined = combined[:-1]
-    lse, target, *rest = (s[..., None] for s in combined)
-    count = mean = None
-    if eps is not None:
-        z_sum, count = rest
-        mean = z_sum / count
-    loss = _numerics.token_cross_entropy(lse, target, eps, mean, inp.z_loss)
-    residuals = _Residuals(lse, count, target, mean)
-    if cfg.stats:
-        return (loss, lse, predicted[..., None]), residuals
-    return loss, residuals
+def _grads(
+    cfg: _Config, inp: _Inputs, grads: Callable, rest: Any, refs: tuple
+) -> tuple[dict[str, Any], Any]:
+    dz, dw, rest = grads(_block(cfg, inp), rest)
+    return {"logits": dz, "weights": dw}, rest
 
 
-def _parallel_ce_bwd(cfg: _Config, inp: _Inputs, res: _Residuals, g: jax.Array) -> tuple[Any, ...]:
-    eps = inp.smoothing
-    g, g_lse = (g[0], g[1]) if cfg.stats else (g, None)
-    raw = inp.logits.astype(res.lse.dtype)
-    x = _numerics.softcap(raw, inp.softcap)
-    a = 1 if inp.z_loss is None else 1 + 2 * inp.z_loss * res.lse
-    onehot = _is_target(cfg, inp, x)
-    if eps is None:
-        target = onehot.astype(x.dtype)
-    else:
-        target = jnp.where(onehot, 1 - eps, 0) + jnp.where(x > -jnp.inf, eps / res.num_finite, 0)
-    probs = jnp.exp(x - res.lse)
-    dx = g * (a * probs - target)
-    if g_lse is not None:
-        dx = dx + g_lse * probs  # d lse / d x = P
-    d_eps = None if eps is None else g * (res.target - res.mean_logit)
-    d_zeta = None if inp.z_loss is None else g * res.lse**2
-    # Summed over this shard's classes; the skeleton sums it over the shards.
-    dx, d_cap = _numerics.row_through_softcap(dx, raw, x, inp.softcap, -1)
-    return dx, None, d_eps, d_zeta, d_cap
-
-
-_parallel_ce = per_example_rule(_parallel_ce_fwd, _parallel_ce_bwd)
+_parallel_ce = _stream.cross_entropy_rule(_fold, _grads)
 
 
 @entry_point(
@@ -112,6 +71,7 @@ _parallel_ce = per_example_rule(_parallel_ce_fwd, _parallel_ce_bwd)
         "z_loss": _checks.NON_NEGATIVE,
         "logit_softcap": _checks.POSITIVE._replace(optional=True),
     },
+    off={"label_smoothing": 0.0, "z_loss": 0.0},
     checks={"return_stats": _checks.flag},
 )
 def vocab_parallel_softmax_cross_entropy(
@@ -119,6 +79,7 @@ def vocab_parallel_softmax_cross_entropy(
     labels: ArrayLike,
     *,
     axis_name: str | tuple[str, ...],
+    weights: ArrayLike | None = None,
     ignore_index: int | None = None,
     label_smoothing: ArrayLike = 0.0,
     where: ArrayLike | None = None,
@@ -133,33 +94,46 @@ def vocab_parallel_softmax_cross_entropy(
     r"""Softmax cross-entropy with the vocabulary sharded over a mesh axis, inside `shard_map`.
 
     Each device passes its `[..., V/P]` slice of the logits (shard $p$ holds
-    classes $[pV/P, (p+1)V/P)$, found with `lax.axis_index`) and the global
-    integer labels. The result equals
-    [`softmax_cross_entropy`][jaxce.softmax_cross_entropy] of the full logits:
+    classes $[pV/P, (p+1)V/P)$, found with `lax.axis_index`), the global
+    integer labels and, for class weights, its `(V/P,)` slice of them. The
+    result equals [`softmax_cross_entropy`][jaxce.softmax_cross_entropy] of
+    the full logits (and the full weights $w$, 1 by default):
 
     $$
-    L = \frac{1}{S}\sum_i m_i v_i \Big[(1-\varepsilon)\big(\operatorname{lse}(x_i) - x_{i y_i}\big)
-        + \frac{\varepsilon}{K_i}\sum_{c} \big(\operatorname{lse}(x_i) - x_{ic}\big)
+    L = \frac{1}{S}\sum_i m_i v_i \Big[(1-\varepsilon)\, w_{y_i}
+        \big(\operatorname{lse}(x_i) - x_{i y_i}\big)
+        + \frac{\varepsilon}{K_i}\sum_{c} w_c \big(\operatorname{lse}(x_i) - x_{ic}\big)
         + \zeta \operatorname{lse}(x_i)^2\Big],
-    \qquad S = \sum_i m_i v_i,
+    \qquad S = \sum_i m_i v_i w_{y_i},
     $$
 
     $$
-    \operatorname{lse}(x_i) = M_i + \log \sum_p e^{\operatorname{lse}_p(x_i) - M_i},
+    \operatorname{lse}(x_i) = M_i + \log \sum_p e^{M_{ip} - M_i} \sum_{c \in p} e^{x_{ic} - M_{ip}},
     $$
 
-    with $M_i = \max_p \operatorname{lse}_p(x_i)$ from one `pmax`, and the
-    shard sums (of $e^{\operatorname{lse}_p - M}$, the target logit and the
-    smoothing sums) from one `psum` of a `[4, N]` array. The backward
-    recomputes $P$ from the local logits and the saved global logsumexp:
-    $m_i v_i (P_i - Y_i)/S$ on each shard, with no collective. Reductions run over
-    the examples this call sees; with examples also sharded over devices,
-    pass the global `denominator` (or use `"sum"`) and `psum` the result.
+    with each shard's maximum $M_{ip}$ and $M_i = \max_p M_{ip}$ from one
+    `pmax`, and the shard sums (the rescaled sums of exponentials, the target
+    logit, its class weight and the smoothing sums) from one `psum` of a
+    stacked `[k, N]` array, $k \le 6$. The maximum is kept apart from the
+    log-sum: $\operatorname{lse}(x_i) - x_{iy_i}$ is computed as
+    $(M_i - x_{iy_i}) + \log \sum$, without cancellation. With class
+    weights, $S$ needs one more `psum` of $N$ values. The backward recomputes
+    $P$ from the local logits and the saved global logsumexp:
+    $m_i v_i w_{y_i} (P_i - Y_i)/S$ on each shard (smoothing and z-loss
+    included), with no collective. Reductions run over the examples this call
+    sees; with examples also sharded over devices, pass the global
+    `denominator` (or use `"sum"`) and `psum` the result.
 
     Args:
       logits: this device's floating logits `(..., V/P)`, classes last.
       labels: global integer class indices in `[0, V)`, shape `logits.shape[:-1]`.
       axis_name: the `shard_map` mesh axis (or axes) the vocabulary is sharded on.
+      weights: optional per-class weights, this device's `(V/P,)` slice of
+        the `(V,)` vector (`in_specs` `P(axis_name)`), like the logits and like
+        the kernel and `weights` of
+        [`linear_softmax_cross_entropy`][jaxce.linear_softmax_cross_entropy]
+        with `axis_name`: PyTorch's `weight`, as in `softmax_cross_entropy`,
+        with an exact gradient (this shard's slice of it).
       ignore_index: integer label whose examples are excluded.
       label_smoothing: $\varepsilon \in [0, 1]$, spread over the classes with a
         finite logit on all shards.
@@ -190,9 +164,11 @@ def vocab_parallel_softmax_cross_entropy(
       `return_stats`, the pair `(loss, stats)`.
 
     Raises:
-      TypeError: non-floating `logits` or `example_weights`, non-integer `labels`.
-      ValueError: mismatched shapes, an unknown `reduction`, `label_smoothing`
-        outside [0, 1], negative `z_loss`.
+      TypeError: non-floating `logits`, `weights` or `example_weights`,
+        non-integer `labels`.
+      ValueError: mismatched shapes, `weights` not of length V/P (this
+        device's classes), an unknown `reduction`, `label_smoothing` outside
+        [0, 1], negative `z_loss`.
 
     Examples:
       >>> import jax, jax.numpy as jnp
@@ -215,21 +191,41 @@ def vocab_parallel_softmax_cross_entropy(
     axis = logits.ndim - 1
     parsed = _labels.parse(logits, labels, axis, allow_probs=False)
     assert parsed.classes is not None
-    num_classes = logits.shape[-1] * lax.axis_size(axis_name)
-    v = _labels.per_example_weights(example_weights, logits.shape[:-1])
+    local_classes = logits.shape[-1]
+    weights = _checks.class_vector("weights", weights, local_classes)
+    example_shape = logits.shape[:-1]
+    v = _labels.per_example_weights(example_weights, example_shape)
     mask, bad = _labels.example_mask(
         parsed.classes,
-        logits.shape[:-1],
-        num_classes,
+        example_shape,
+        local_classes * lax.axis_size(axis_name),
         ignore_index=ignore_index,
         where=where,
         weights=v,
     )
-    inputs = _Inputs(logits, parsed.classes, label_smoothing, z_loss, logit_softcap)
-    out = _parallel_ce(_Config(axis_name, axis, return_stats), mask, bad, inputs, v)
+    n = int(np.prod(example_shape))
+    flat = parsed.classes.reshape(n)
+    inputs = _Inputs(
+        logits.reshape(n, local_classes),
+        flat,
+        None if weights is None else weights.reshape(1, local_classes),
+        label_smoothing,
+        z_loss,
+        logit_softcap,
+    )
+    dtype = _checks.compute_dtype(*(x.dtype for x in (logits, weights) if x is not None))
+    out = _parallel_ce(
+        _Config(axis_name, dtype, return_stats),
+        mask.reshape(n),
+        None if bad is None else bad.reshape(n),
+        inputs,
+        None if v is None else jnp.broadcast_to(v, example_shape).reshape(n),
+    )
     losses, lse, predicted = out if return_stats else (out, None, None)
-    norm = _labels.weighted_count(mask, v, losses.dtype)
+    losses = losses.reshape(example_shape)
+    norm = _stream.weighted_count(mask, v, weights, parsed.classes, axis_name, losses.dtype)
     loss = reduce_loss(losses, norm, reduction, denominator)
     if lse is None or predicted is None:
         return loss
+    lse, predicted = lse.reshape(example_shape), predicted.reshape(example_shape)
     return loss, _stats.finish(lse, predicted, parsed.classes, _labels.kept(mask, v))

@@ -61,6 +61,14 @@ class Summed(NamedTuple):
     value: jax.Array | None
 
 
+def cotangents(inputs: Any, **named: Any) -> Any:
+    """A rule's cotangents, by the name of their input: its `Inputs` with None for the rest."""
+    unknown = set(named) - set(inputs._fields)
+    if unknown:
+        raise TypeError(f"no input named {sorted(unknown)} in {type(inputs).__name__}")
+    return type(inputs)(**{name: named.get(name) for name in inputs._fields})
+
+
 def _keep_axis(cfg: Any, x: Any) -> Any:
     if x is None or cfg.axis is None:
         return x
@@ -117,10 +125,11 @@ def per_example_rule(fwd: Callable, bwd: Callable) -> Callable:
         come back to `bwd` anyway. `loss` may be a tuple `(loss, *extras)` of
         more per-example outputs (statistics): floating ones are
         differentiable, integer ones (class indices) are not.
-      bwd: `bwd(cfg, inputs, residuals, g) -> cotangents`, one per field of
-        `inputs` (None for none), each broadcastable to the logits and not
-        summed over the examples (or wrapped in `Summed` when the rule reduced
-        it over the examples itself: such a rule has no forward mode); `g` is
+      bwd: `bwd(cfg, inputs, residuals, g) -> cotangents(inputs, name=...)`:
+        the cotangent of each input by its field name (None for the inputs
+        not named), each broadcastable to the logits and not summed over the
+        examples (or wrapped in `Summed` when the rule reduced it over the
+        examples itself: such a rule has no forward mode); `g` is
         the loss cotangent, already multiplied by the example weights, zero on
         excluded examples, NaN on invalid labels, with the class axis kept;
         with extras, the tuple `(g, *g_extras)` (not weighted: statistics are

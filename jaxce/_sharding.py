@@ -1,4 +1,4 @@
-"""Sharding helpers: manual mesh axes, per-shard statistics, replicated cotangents.
+"""Sharding helpers: manual mesh axes, replicated cotangents, Explicit meshes.
 
 What the streamed and vocabulary-parallel losses need to run inside
 `shard_map` or on an Explicit mesh. Imports only jax; the rule skeleton and
@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from jax import lax
 
 
@@ -54,20 +53,6 @@ def like_primal(ct: jax.Array, primal: Any) -> jax.Array:
     if want is None or have is None or not on_explicit_mesh(primal):
         return ct
     return ct if want.spec == have.spec else jax.reshard(ct, want)
-
-
-def combine_shards(
-    lse: jax.Array, sums: tuple[jax.Array, ...], axis_name: Any, maxima: tuple[jax.Array, ...] = ()
-) -> tuple[jax.Array, ...]:
-    """The global logsumexp, sums and maxima from per-shard ones: one `pmax`, one `psum` of O(N).
-
-    Returns `(lse, *sums, *maxima)`; the maxima ride along in the logsumexp's `pmax`.
-    """
-    # A shift: its derivative cancels, and a stopped one lets forward mode pass `pmax`.
-    tops = lax.pmax(lax.stop_gradient(jnp.stack([lse, *maxima])), axis_name)
-    top = jnp.where(jnp.isfinite(tops[0]), tops[0], 0)
-    total = lax.psum(jnp.stack([jnp.exp(lse - top), *sums]), axis_name)
-    return (top + jnp.log(total[0]), *total[1:], *tops[1:])
 
 
 def explicit_axes(x: jax.Array, dim: int) -> tuple[Any, tuple[str, ...] | None]:

@@ -26,7 +26,7 @@ from jax.typing import ArrayLike
 from . import _checks, _labels, _numerics, _stats
 from ._options import LossOptions, entry_point
 from ._reduce import reduce_loss
-from ._rule import per_example_rule
+from ._rule import cotangents, per_example_rule
 
 
 class _Config(NamedTuple):
@@ -104,7 +104,7 @@ def _class_ce_fwd(cfg: _Config, inp: _ClassInputs) -> tuple[Any, _ClassResiduals
 
 def _class_ce_bwd(
     cfg: _Config, inp: _ClassInputs, res: _ClassResiduals, g: jax.Array
-) -> tuple[Any, ...]:
+) -> _ClassInputs:
     axis, eps, w = cfg.axis, inp.smoothing, inp.weights
     g, g_lse = g if cfg.stats else (g, None)
     lse = res.shift + res.log_sum
@@ -113,17 +113,15 @@ def _class_ce_bwd(
     w_y: Any = 1 if res.w_y is None else res.w_y
     w = None if w is None else w.astype(x.dtype)
     # d loss / d x_c = a P_c - t_c, with t = (1 - eps) w_y Y + eps / K' w_c [x_c finite].
-    a = t_y = w_y
+    mean_weight = None if eps is None else res.w_finite / res.num_finite
+    a = _numerics.logit_scale(w_y, eps, mean_weight, inp.z_loss, lse)
+    t_y = w_y
     spread: Any = 0
     d_eps = None
     if eps is not None:
-        finite = x > -jnp.inf
-        a = (1 - eps) * w_y + eps * res.w_finite / res.num_finite
         t_y = (1 - eps) * w_y + jnp.where(res.nll < jnp.inf, eps / res.num_finite * w_y, 0)
-        spread = eps / res.num_finite * jnp.where(finite, 1 if w is None else w, 0)
+        spread = _numerics.smoothing_spread(x, eps, res.num_finite, w)
         d_eps = g * (res.smooth - w_y * res.nll)
-    if inp.z_loss is not None:
-        a = a + 2 * inp.z_loss * lse
     # exp(x - lse), not exp((x - shift) - log_sum): one subtraction fewer per element.
     # P then carries the rounding of lse, at most |lse| * eps relative: the same as
     # rounding the logits themselves does.
@@ -138,13 +136,13 @@ def _class_ce_bwd(
         dx = dx + g_lse * probs  # d lse / d x = P
     dw = None
     if w is not None:
-        # d loss / d w_c = (1 - eps) nll [c = y] + eps / K' (lse - x_c) [x_c finite].
-        dw = jnp.where(onehot, g * res.nll * (1 if eps is None else 1 - eps), 0)
-        if eps is not None:
-            dw = dw + g * eps / res.num_finite * jnp.where(finite, (res.shift - x) + res.log_sum, 0)
+        nll_c = (res.shift - x) + res.log_sum
+        dw = g * _numerics.class_weight_grad(
+            onehot, res.nll, eps, res.num_finite, x > -jnp.inf, nll_c
+        )
     d_zeta = None if inp.z_loss is None else g * lse**2
     dx, d_cap = _numerics.row_through_softcap(dx, raw, x, inp.softcap, axis)
-    return dx, None, dw, d_eps, d_zeta, d_cap
+    return cotangents(inp, logits=dx, weights=dw, smoothing=d_eps, z_loss=d_zeta, softcap=d_cap)
 
 
 _class_ce = per_example_rule(_class_ce_fwd, _class_ce_bwd)
@@ -195,9 +193,7 @@ def _prob_ce_fwd(cfg: _Config, inp: _ProbInputs) -> tuple[Any, _ProbResiduals]:
     return ((loss, shift + log_sum) if cfg.stats else loss), residuals
 
 
-def _prob_ce_bwd(
-    cfg: _Config, inp: _ProbInputs, res: _ProbResiduals, g: jax.Array
-) -> tuple[Any, ...]:
+def _prob_ce_bwd(cfg: _Config, inp: _ProbInputs, res: _ProbResiduals, g: jax.Array) -> _ProbInputs:
     eps = inp.smoothing
     g, g_lse = g if cfg.stats else (g, None)
     raw = inp.logits.astype(res.shift.dtype)
@@ -224,7 +220,9 @@ def _prob_ce_bwd(
         )
     d_zeta = None if inp.z_loss is None else g * lse**2
     dx, d_cap = _numerics.row_through_softcap(dx, raw, x, inp.softcap, cfg.axis)
-    return dx, dprobs, dw, d_eps, d_zeta, d_cap
+    return cotangents(
+        inp, logits=dx, probs=dprobs, weights=dw, smoothing=d_eps, z_loss=d_zeta, softcap=d_cap
+    )
 
 
 _prob_ce = per_example_rule(_prob_ce_fwd, _prob_ce_bwd)
@@ -262,6 +260,7 @@ _CE_HYPERPARAMETERS = {
 @entry_point(
     static=(*_CE_STATIC, "return_stats"),
     hyperparameters=_CE_HYPERPARAMETERS,
+    off={"label_smoothing": 0.0, "z_loss": 0.0},
     checks={"return_stats": _checks.flag},
 )
 def softmax_cross_entropy(
@@ -499,7 +498,6 @@ def _num_classes(name: str, value: Any) -> int | None:
     checks={"num_classes": _num_classes},
 )
 def _smooth_labels(labels, *, epsilon, num_classes, axis):
-    eps = 0.0 if epsilon is None else epsilon
     labels = jnp.asarray(labels)
     if jnp.issubdtype(labels.dtype, jnp.integer):
         if num_classes is None:
@@ -511,7 +509,7 @@ def _smooth_labels(labels, *, epsilon, num_classes, axis):
         shape = shape[:axis] + (k,) + shape[axis:]
         onehot = _numerics.target_mask(labels, shape, axis)
         bad = jnp.expand_dims((labels < 0) | (labels >= k), axis)
-        targets = jnp.where(onehot, 1 - eps, 0) + eps / k
+        targets = jnp.where(onehot, 1 - epsilon, 0) + epsilon / k
         return _numerics.nan_where(bad, targets).astype(jnp.float32)
     labels = _checks.floating("labels", labels)
     axis = _checks.class_axis(axis, labels.ndim, name="labels")
@@ -521,7 +519,7 @@ def _smooth_labels(labels, *, epsilon, num_classes, axis):
             f"num_classes must equal labels.shape[{axis}] = {k} for floating labels; "
             f"got {num_classes}."
         )
-    return ((1 - eps) * labels + eps / k).astype(labels.dtype)
+    return ((1 - epsilon) * labels + epsilon / k).astype(labels.dtype)
 
 
 def smooth_labels(
@@ -563,7 +561,11 @@ def smooth_labels(
     return _smooth_labels(labels, epsilon=epsilon, num_classes=num_classes, axis=axis)
 
 
-@entry_point(static=("axis", "log"), hyperparameters={"temperature": _checks.TEMPERATURE})
+@entry_point(
+    static=("axis", "log"),
+    hyperparameters={"temperature": _checks.POSITIVE},
+    off={"temperature": 1.0},
+)
 def _softmax(logits, *, temperature, axis, where, log):
     logits = _checks.floating("logits", logits)
     axis = _checks.class_axis(axis, logits.ndim)
