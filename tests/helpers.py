@@ -1,5 +1,6 @@
 """Helpers shared by the test files: seeded random inputs and checks on compiled programs."""
 
+import functools
 import json
 import os
 import re
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -119,3 +121,75 @@ def assert_cached(fn, calls, **kwargs):
 cpu_memory_budget = pytest.mark.skipif(
     jax.default_backend() != "cpu", reason="a budget of the CPU backend's compiled memory"
 )
+
+
+def retraced(loss):
+    """`loss` (a public loss), traced afresh at every call.
+
+    For a test that patches what a loss reads when it is traced (the backend, a
+    threshold of its plan): the public function's own trace is cached, and
+    `jax.clear_caches()` would throw away every program the run has compiled.
+    """
+    body = loss.__wrapped__
+
+    def call(*args, **options):
+        checked = loss.check_options(**options)
+        return jax.jit(lambda *a: body(*a, **checked))(*args)
+
+    return call
+
+
+def replaced(arrays, positions, values):
+    """The tuple `arrays` with those at `positions` replaced by `values`, in order."""
+    arrays = list(arrays)
+    for i, a in zip(positions, values, strict=True):
+        arrays[i] = a
+    return tuple(arrays)
+
+
+# Options of `jax.jit` for a test's own programs, each compiled once and run a few times on
+# tiny inputs: on a CPU, LLVM's optimisation of the code would be a third of the compile time
+# and buy nothing.
+QUICK = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
+
+
+def assert_derivatives_match_differences(f, args, order=1, directions=2, seed=0):
+    """`check_grads(f, args, order, modes=["rev"])` in one compiled program per `f` (float64):
+    the reverse-mode derivative of the scalar `f(*args)` along random directions, and with
+    `order=2` reverse over reverse (the Hessian times each direction), against central
+    differences of the order below."""
+    rng = np.random.default_rng(seed)
+    ds = jax.tree.map(lambda a: rng.normal(size=(directions, *np.shape(a))), args)
+    for got, want in _derivative_program(f, order)(args, ds):
+        for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-9)
+
+
+@functools.lru_cache(maxsize=32)
+def _derivative_program(f, order, eps=1e-5):
+    def dot(a, b):
+        pairs = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+        return sum(jnp.vdot(x, y) for x, y in pairs)
+
+    def scalar(args):
+        return f(*args)
+
+    grad = jax.grad(scalar)
+
+    @functools.partial(jax.jit, compiler_options=QUICK)
+    def program(args, ds):
+        def difference(fn, d):
+            def at(step):
+                return fn(jax.tree.map(lambda a, d: a + step * d, args, d))
+
+            return jax.tree.map(lambda up, down: (up - down) / (2 * eps), at(eps), at(-eps))
+
+        def first(d):
+            return dot(grad(args), d), difference(scalar, d)
+
+        def second(d):
+            return jax.grad(lambda a: dot(grad(a), d))(args), difference(grad, d)
+
+        return [jax.vmap(first)(ds)] + ([jax.vmap(second)(ds)] if order == 2 else [])
+
+    return program

@@ -119,6 +119,18 @@ def softmax_cross_entropy(
     return reduce(losses, norm, reduction)
 
 
+def linear_softmax_cross_entropy(
+    hidden, kernel, labels, *, bias=None, kernel_layout="DV", **options
+):
+    """`softmax_cross_entropy` of the logits `hidden @ kernel + bias`, kernel `(D, V)` (or
+    `(V, D)`, transposed)."""
+    kernel = np.asarray(kernel, np.float64)
+    logits = np.asarray(hidden, np.float64) @ (kernel if kernel_layout == "DV" else kernel.T)
+    if bias is not None:
+        logits = logits + np.asarray(bias, np.float64)
+    return softmax_cross_entropy(logits, labels, **options)
+
+
 def nll_loss(
     log_probs,
     labels,

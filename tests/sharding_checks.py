@@ -1,19 +1,25 @@
 """Vocabulary-sharding checks, run in a subprocess with 8 host devices.
 
 Usage: `python -m tests.sharding_checks` (sets XLA_FLAGS itself before importing
-jax). Prints one JSON object mapping `"<loss>/<mesh>"` to `"ok"` or an error.
-For each loss, the value and gradients with logits (or the kernel) sharded over
-the vocabulary must equal the unsharded ones, and the compiled program must
-not all-gather anything as large as a device's slice of the logits.
+jax). Prints one JSON object mapping `"<loss>/<mesh>"` (and the keys of the
+shard_map checks) to `"ok"` or an error. For each loss of `tests/registry.py`,
+the value and the gradients of every differentiable input (and of the example
+weights) with the inputs split over the examples and the vocabulary must equal
+the unsharded ones, and the compiled program must not all-gather anything as
+large as a device's slice of the logits.
 """
 
 import os
 
+# The checks read the partitioned program and its values, not its speed: LLVM's optimisation
+# of the CPU code would be a third or more of their compile time.
 os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+    os.environ.get("XLA_FLAGS", "")
+    + " --xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
 ).strip()
 
 import contextlib  # noqa: E402
+import functools  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
 import traceback  # noqa: E402
@@ -25,22 +31,18 @@ from jax.sharding import AxisType, NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import jaxce  # noqa: E402
+from tests import reference, registry  # noqa: E402
+from tests.helpers import central_difference, replaced  # noqa: E402
 
-N, V, D = 16, 64, 8
+N, V = 16, 64
 DATA, VOCAB = 2, 4
 
-_keys = jax.random.split(jax.random.key(0), 9)
+_keys = jax.random.split(jax.random.key(0), 2)
 LOGITS = jax.random.normal(_keys[0], (N, V))
 LABELS = jax.random.randint(_keys[1], (N,), 0, V)
-PROBS = jax.nn.softmax(jax.random.normal(_keys[2], (N, V)))
-BINARY = (jax.random.uniform(_keys[3], (N, V)) < 0.3).astype(jnp.float32)
-HIDDEN = jax.random.normal(_keys[4], (N, D))
-KERNEL = jax.random.normal(_keys[5], (D, V)) / 3
-WHERE = jnp.arange(N) % 5 != 0
-WEIGHTS = 0.5 + jnp.arange(V, dtype=jnp.float32) / V
-TEACHER = 2 * jax.random.normal(_keys[6], (N, V))  # a teacher's logits
-TEACHER_HIDDEN = jax.random.normal(_keys[7], (N, 12))
-TEACHER_KERNEL = jax.random.normal(_keys[8], (12, V)) / 4
+WHERE = np.arange(N) % 5 != 0
+# Some of them 0, which is where=False: the weights' gradient is compared too.
+EXAMPLE_WEIGHTS = jnp.where(jnp.arange(N) % 4 == 1, 0.0, 0.5 + jnp.arange(N) / N)
 
 # Rows whose largest logit appears twice, in different vocabulary shards (columns 5 and 40).
 TIED = LOGITS.at[::2, 5].set(9.0).at[::2, 40].set(9.0)
@@ -53,278 +55,302 @@ def _with_stats(out):
     return loss + 0.1 * jnp.sum(stats.logsumexp**2) + 1e-3 * extra
 
 
-# name -> (arrays: tuple of (value, spec kind), loss of those arrays). Spec kinds:
-# "nv" (examples on data, classes on vocab), "n" (examples on data), "dv" and "vd"
-# (a kernel in either layout).
-CALLS = {
-    "softmax_cross_entropy": (
-        (("nv", LOGITS), ("n", LABELS)),
-        lambda x, y: jaxce.softmax_cross_entropy(x, y, label_smoothing=0.1, z_loss=1e-3),
-    ),
-    "softmax_cross_entropy/weights": (
-        (("nv", LOGITS), ("n", LABELS)),
-        lambda x, y: jaxce.softmax_cross_entropy(x, y, weights=WEIGHTS, label_smoothing=0.1),
-    ),
-    "softmax_cross_entropy/probs": (
-        (("nv", LOGITS), ("nv", PROBS)),
-        lambda x, p: jaxce.softmax_cross_entropy(x, p, label_smoothing=0.1),
-    ),
-    "nll_loss": (
-        (("nv", jax.nn.log_softmax(LOGITS)), ("n", LABELS)),
-        lambda x, y: jaxce.nll_loss(x, y, where=WHERE),
-    ),
-    "linear_softmax_cross_entropy": (
-        (("n", HIDDEN), ("dv", KERNEL), ("n", LABELS)),
-        lambda h, k, y: jaxce.linear_softmax_cross_entropy(
-            h, k, y, chunk_size=6, label_smoothing=0.1, z_loss=1e-3, where=WHERE
-        ),
-    ),
-    "linear_softmax_cross_entropy/weights_vd": (
-        (("n", HIDDEN), ("vd", KERNEL.T), ("n", LABELS)),
-        lambda h, k, y: jaxce.linear_softmax_cross_entropy(
-            h, k, y, kernel_layout="VD", weights=WEIGHTS, chunk_size=6, label_smoothing=0.1
-        ),
-    ),
-    "softmax_cross_entropy/stats": (
-        (("nv", TIED), ("n", LABELS)),
-        lambda x, y: _with_stats(jaxce.softmax_cross_entropy(x, y, return_stats=True)),
-    ),
-    "linear_softmax_cross_entropy/stats": (
-        (("n", HIDDEN), ("dv", KERNEL), ("n", LABELS)),
-        lambda h, k, y: _with_stats(
-            jaxce.linear_softmax_cross_entropy(h, k, y, chunk_size=6, return_stats=True)
-        ),
-    ),
-    "linear_distillation_loss": (
-        (("n", HIDDEN), ("dv", KERNEL), ("nv", TEACHER), ("n", LABELS)),
-        lambda h, k, t, y: jaxce.linear_distillation_loss(
-            h, k, t, labels=y, alpha=0.3, temperature=2.0, chunk_size=6, where=WHERE
-        ),
-    ),
-    "linear_distillation_loss/jsd_teacher_hidden_vd": (
-        (("n", HIDDEN), ("vd", KERNEL.T), ("n", TEACHER_HIDDEN), ("vd", TEACHER_KERNEL.T)),
-        lambda h, k, th, tk: jaxce.linear_distillation_loss(
-            h,
-            k,
-            th,
-            teacher_kernel=tk,
-            kernel_layout="VD",
-            divergence="jsd",
-            beta=0.3,
-            temperature=2.0,
-            chunk_size=6,
-        ),
-    ),
-    "linear_distillation_loss/reverse_kl": (
-        (("n", HIDDEN), ("dv", KERNEL), ("nv", TEACHER)),
-        lambda h, k, t: jaxce.linear_distillation_loss(
-            h, k, t, divergence="reverse_kl", temperature=0.5, chunk_size=5
-        ),
-    ),
-    "sigmoid_binary_cross_entropy": (
-        (("nv", LOGITS), ("nv", BINARY)),
-        lambda x, y: jaxce.sigmoid_binary_cross_entropy(x, y),
-    ),
-    "binary_cross_entropy": (
-        (("nv", jax.nn.sigmoid(LOGITS)), ("nv", BINARY)),
-        lambda p, y: jaxce.binary_cross_entropy(p, y),
-    ),
-    "sigmoid_focal_loss": (
-        (("nv", LOGITS), ("nv", BINARY)),
-        lambda x, y: jaxce.sigmoid_focal_loss(x, y),
-    ),
-    "softmax_focal_loss": (
-        (("nv", LOGITS), ("n", LABELS)),
-        lambda x, y: jaxce.softmax_focal_loss(x, y),
-    ),
-    "poly1_cross_entropy": (
-        (("nv", LOGITS), ("n", LABELS)),
-        lambda x, y: jaxce.poly1_cross_entropy(x, y),
-    ),
-    "kl_divergence": (
-        (("nv", LOGITS), ("nv", PROBS)),
-        lambda x, t: jaxce.kl_divergence(x, t),
-    ),
-    "entropy": (
-        (("nv", LOGITS),),
-        lambda x: jnp.sum(jaxce.entropy(x)),
-    ),
-    "distillation_loss": (
-        (("nv", LOGITS), ("nv", 2 * PROBS)),
-        lambda s, t: jaxce.distillation_loss(s, t, temperature=2.0),
-    ),
-    "jensen_shannon_divergence": (
-        (("nv", LOGITS), ("nv", 2 * PROBS)),
-        lambda s, t: jaxce.jensen_shannon_divergence(s, t, beta=0.3, temperature=2.0, where=WHERE),
-    ),
-    "jensen_shannon_divergence/beta0": (
-        (("nv", LOGITS), ("nv", 2 * PROBS)),
-        lambda s, t: jaxce.jensen_shannon_divergence(s, t, beta=0.0),
-    ),
-    "reverse_kl_divergence": (
-        (("nv", LOGITS), ("nv", 2 * PROBS)),
-        lambda s, t: jaxce.reverse_kl_divergence(s, t, temperature=2.0),
-    ),
-}
+class Case:
+    """A loss of the registry at N examples of V classes: its arrays (float32), their specs,
+    the mask and example weights (one per row of an elementwise loss's elements)."""
 
-# Every loss again with example weights, sharded like the examples (some of them 0, which
-# is where=False): the weights' gradient is compared too.
-EXAMPLE_WEIGHTS = jnp.where(jnp.arange(N) % 4 == 1, 0.0, 0.5 + jnp.arange(N) / N)
-ROW_WEIGHTS = EXAMPLE_WEIGHTS[:, None]  # one per row of elementwise (N, V) losses
-ELEMENT_WEIGHTS = ROW_WEIGHTS * BINARY + 0.5
-CALLS.update(
-    {
-        "softmax_cross_entropy/example_weights": (
-            (("nv", LOGITS), ("n", LABELS), ("n", EXAMPLE_WEIGHTS)),
-            lambda x, y, v: jaxce.softmax_cross_entropy(
-                x, y, weights=WEIGHTS, label_smoothing=0.1, z_loss=1e-3, example_weights=v
-            ),
-        ),
-        "softmax_cross_entropy/probs/example_weights": (
-            (("nv", LOGITS), ("nv", PROBS), ("n", EXAMPLE_WEIGHTS)),
-            lambda x, p, v: jaxce.softmax_cross_entropy(
-                x, p, label_smoothing=0.1, example_weights=v
-            ),
-        ),
-        "nll_loss/example_weights": (
-            (("nv", jax.nn.log_softmax(LOGITS)), ("n", LABELS), ("n", EXAMPLE_WEIGHTS)),
-            lambda x, y, v: jaxce.nll_loss(x, y, weights=WEIGHTS, example_weights=v),
-        ),
-        "linear_softmax_cross_entropy/example_weights": (
-            (("n", HIDDEN), ("dv", KERNEL), ("n", LABELS), ("n", EXAMPLE_WEIGHTS)),
-            lambda h, k, y, v: jaxce.linear_softmax_cross_entropy(
-                h, k, y, chunk_size=6, label_smoothing=0.1, where=WHERE, example_weights=v
-            ),
-        ),
-        "linear_distillation_loss/example_weights": (
-            (("n", HIDDEN), ("dv", KERNEL), ("nv", TEACHER), ("n", EXAMPLE_WEIGHTS)),
-            lambda h, k, t, v: jaxce.linear_distillation_loss(
-                h, k, t, labels=LABELS, alpha=0.3, chunk_size=6, example_weights=v
-            ),
-        ),
-        "sigmoid_binary_cross_entropy/example_weights": (
-            (("nv", LOGITS), ("nv", BINARY), ("nv", ELEMENT_WEIGHTS)),
-            lambda x, y, v: jaxce.sigmoid_binary_cross_entropy(x, y, example_weights=v),
-        ),
-        "binary_cross_entropy/example_weights": (
-            (("nv", jax.nn.sigmoid(LOGITS)), ("nv", BINARY), ("n", ROW_WEIGHTS)),
-            lambda p, y, v: jaxce.binary_cross_entropy(p, y, example_weights=v),
-        ),
-        "sigmoid_focal_loss/example_weights": (
-            (("nv", LOGITS), ("nv", BINARY), ("n", ROW_WEIGHTS)),
-            lambda x, y, v: jaxce.sigmoid_focal_loss(x, y, example_weights=v),
-        ),
-        "softmax_focal_loss/example_weights": (
-            (("nv", LOGITS), ("n", LABELS), ("n", EXAMPLE_WEIGHTS)),
-            lambda x, y, v: jaxce.softmax_focal_loss(x, y, weights=WEIGHTS, example_weights=v),
-        ),
-        "poly1_cross_entropy/example_weights": (
-            (("nv", LOGITS), ("n", LABELS), ("n", EXAMPLE_WEIGHTS)),
-            lambda x, y, v: jaxce.poly1_cross_entropy(x, y, example_weights=v),
-        ),
-        "kl_divergence/example_weights": (
-            (("nv", LOGITS), ("nv", PROBS), ("n", EXAMPLE_WEIGHTS)),
-            lambda x, t, v: jaxce.kl_divergence(x, t, example_weights=v),
-        ),
-        "entropy/example_weights": (
-            (("nv", LOGITS), ("n", EXAMPLE_WEIGHTS)),
-            lambda x, v: jaxce.entropy(x, reduction="mean", example_weights=v),
-        ),
-        "distillation_loss/example_weights": (
-            (("nv", LOGITS), ("nv", 2 * PROBS), ("n", EXAMPLE_WEIGHTS)),
-            lambda s, t, v: jaxce.distillation_loss(s, t, temperature=2.0, example_weights=v),
-        ),
-        "jensen_shannon_divergence/example_weights": (
-            (("nv", LOGITS), ("nv", 2 * PROBS), ("n", EXAMPLE_WEIGHTS)),
-            lambda s, t, v: jaxce.jensen_shannon_divergence(
-                s, t, beta=0.3, temperature=2.0, example_weights=v
-            ),
-        ),
-        "reverse_kl_divergence/example_weights": (
-            (("nv", LOGITS), ("nv", 2 * PROBS), ("n", EXAMPLE_WEIGHTS)),
-            lambda s, t, v: jaxce.reverse_kl_divergence(s, t, temperature=2.0, example_weights=v),
-        ),
-    }
-)
+    def __init__(self, loss, stats=False):
+        self.loss, self.stats = loss, stats
+        self.name = loss.name + ("/stats" if stats else "")
+        data = loss.data(N, V)
+        if stats and loss.inputs[0] is registry.LOGITS:
+            data = (np.asarray(TIED), *data[1:])
+        self.arrays = tuple(
+            jnp.asarray(a, jnp.float32 if a.dtype.kind == "f" else jnp.int32) for a in data
+        )
+        self.specs = tuple(a.spec for a in loss.arrays)
+        self.where = WHERE[:, None] if loss.elementwise else WHERE
+        self.v = EXAMPLE_WEIGHTS[:, None] if loss.elementwise else EXAMPLE_WEIGHTS
 
-SPECS = {"nv": P("data", "vocab"), "n": P("data"), "dv": P(None, "vocab"), "vd": P("vocab", None)}
+    @property
+    def tag(self) -> str:
+        """The name of its program, which the compiled HLO's metadata repeats."""
+        return "case_" + re.sub(r"\W", "_", self.name)
+
+    def value(self, arrays, fn=None, **kw):
+        """The loss as one float (`fn` its shard_map form)."""
+        options = dict(return_stats=True) if self.stats else {}
+        if fn is None:
+            out = self.loss(arrays, **options, **kw)
+        else:
+            args, keywords = self.loss._split(arrays)
+            out = fn(*args, **keywords, **self.loss.options, **self.loss.static, **options, **kw)
+        return _with_stats(out) if self.stats else out
+
+    def floats(self, arrays):
+        return tuple(arrays[i] for i in self.loss.differentiable)
+
+    def program(self, arrays, where, v, unweighted=True):
+        """Weighted (and unweighted), each value and its gradients."""
+
+        def value(floats, v):
+            xs = replaced(arrays, self.loss.differentiable, floats)
+            return self.value(xs, where=where, example_weights=v, reduction="mean")
+
+        floats = self.floats(arrays)
+        out = {"weighted": jax.value_and_grad(value, argnums=(0, 1))(floats, v)}
+        if unweighted:
+            out["unweighted"] = jax.value_and_grad(value)(floats, None)
+        return out
 
 
-def _largest_all_gather(hlo: str) -> int:
-    """Elements of the largest all-gather result in compiled HLO text."""
+def _run(cases, programs, args, context=contextlib.nullcontext):
+    """Every case's program on its arguments, compiled together (one compilation is much
+    cheaper than one per loss): `{name: (outputs, compiled HLO text) or an error}`. Where
+    the whole fails, each case runs alone, so that an error names its loss."""
+
+    def together(args):
+        return {c.name: jax.jit(_named(programs[c.name], c.tag))(*args[c.name]) for c in cases}
+
+    try:
+        with context():
+            compiled = jax.jit(together).lower(args).compile()
+            out = compiled(args)
+        hlo = compiled.as_text()
+        return {c.name: (out[c.name], hlo) for c in cases}
+    except Exception:
+        if len(cases) == 1:
+            return {cases[0].name: _error()}
+        results = {}
+        for c in cases:
+            results.update(_run([c], programs, {c.name: args[c.name]}, context))
+        return results
+
+
+def _named(fn, name):
+    def program(*args):
+        return fn(*args)
+
+    program.__name__ = program.__qualname__ = name
+    return program
+
+
+def _placer(mesh):
+    return lambda a, spec: jax.device_put(a, NamedSharding(mesh, spec))
+
+
+def _largest_all_gather(hlo: str, tag: str | None = None) -> int:
+    """Elements of the largest all-gather result in compiled HLO text; with `tag`, of those
+    that the metadata puts in that case's program (or nowhere)."""
     largest = 0
-    for shape in re.findall(r"= \w+\[([\d,]*)\][^ ]* all-gather(?:-start)?\(", hlo):
-        largest = max(largest, int(np.prod([int(d) for d in shape.split(",") if d])))
+    for line in hlo.splitlines():
+        found = re.search(r"= \w+\[([\d,]*)\][^ ]* all-gather(?:-start)?\(", line)
+        if found and _belongs(line, tag):
+            size = int(np.prod([int(d) for d in found.group(1).split(",") if d]))
+            largest = max(largest, size)
     return largest
 
 
-def _differentiable(arrays):
-    return tuple(i for i, (_, a) in enumerate(arrays) if jnp.issubdtype(a.dtype, jnp.floating))
+def _belongs(line: str, tag: str | None) -> bool:
+    op_name = re.search(r'op_name="([^"]*)"', line)
+    return tag is None or op_name is None or f"jit({tag})" in op_name.group(1)
 
 
-def check_mesh(name: str, axis_type: AxisType, in_context: bool = True) -> None:
-    """One loss on arrays placed on a mesh, inside `jax.set_mesh` or (`in_context=False`)
+def check_meshes(cases: list[Case]) -> dict[str, str]:
+    """The losses on arrays placed on a mesh of either axis type, inside `jax.set_mesh` or
     simply placed there, as `jax.device_put` on `jax.make_mesh`'s mesh leaves them."""
-    arrays, loss = CALLS[name]
-    mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(axis_type,) * 2)
-    values = [a for _, a in arrays]
-    argnums = _differentiable(arrays)
-    f = jax.jit(jax.value_and_grad(loss, argnums=argnums))
-    expected = f(*values)
-    sharded = [jax.device_put(a, NamedSharding(mesh, SPECS[kind])) for kind, a in arrays]
-    with jax.set_mesh(mesh) if in_context else contextlib.nullcontext():
-        got = f(*sharded)
-        hlo = f.lower(*sharded).compile().as_text()
-    _compare(expected, got)
+    programs = {c.name: c.program for c in cases}
+    args = {c.name: (c.arrays, c.where, c.v) for c in cases}
+    expected = _run(cases, programs, args)
+    results = {}
+    for axis_type in (AxisType.Auto, AxisType.Explicit):
+        mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(axis_type,) * 2)
+        placed = {
+            c.name: jax.tree.map(_placer(mesh), args[c.name], (c.specs, P("data"), P("data")))
+            for c in cases
+        }
+        for in_context in (True, False):
+            context = functools.partial(jax.set_mesh, mesh) if in_context else None
+            # Outside set_mesh, the weighted loss stands for both.
+            weighted = {c.name: functools.partial(c.program, unweighted=False) for c in cases}
+            run = programs if in_context else weighted
+            got = _run(cases, run, placed, context or contextlib.nullcontext)
+            suffix = f"/{axis_type.name}" + ("" if in_context else "/no_set_mesh")
+            for c in cases:
+                results[c.name + suffix] = _outcome(
+                    c,
+                    expected[c.name],
+                    got[c.name],
+                    functools.partial(_check_program, c, axis_type),
+                )
+    return results
+
+
+def _outcome(case: Case, expected, got, check) -> str:
+    for result in (expected, got):
+        if isinstance(result, str):
+            return result
+    try:
+        _compare({k: expected[0][k] for k in got[0]}, got[0])
+        check(got[1])
+        return "ok"
+    except Exception:
+        return _error()
+
+
+def _check_program(case: Case, axis_type: AxisType, hlo: str) -> None:
     limit = N * V // (DATA * VOCAB)  # one device's slice of the logits
-    if name.startswith("linear_") and axis_type == AxisType.Auto:
+    if case.loss.public.startswith("linear_") and axis_type == AxisType.Auto:
         # The partitioner cannot see the kernel's sharding from inside the loss, so an
         # Auto mesh gathers the D x V kernels; the N x V logits still never exist.
         limit = N * V
-    gathered = _largest_all_gather(hlo)
+    gathered = _largest_all_gather(hlo, case.tag)
     if gathered >= limit:
         raise AssertionError(f"all-gather of {gathered} elements (limit {limit})")
-    if axis_type == AxisType.Explicit and re.search(r" gather\(", hlo.replace("all-gather", "")):
+    gathers = [line for line in hlo.splitlines() if re.search(r" gather\(", line)]
+    if axis_type == AxisType.Explicit and any(_belongs(line, case.tag) for line in gathers):
         # With the classes split over devices the target is picked locally, not gathered.
         raise AssertionError("a gather on an Explicit mesh whose class axis is split")
 
 
-def check_shard_map(*weights: jax.Array) -> None:
-    """The vocabulary-parallel loss; with `weights`, example weights and their gradient too."""
+def check_shard_maps(cases: list[Case]) -> dict[str, str]:
+    """The losses that take `axis_name`, inside shard_map: a sum over examples split over
+    "data" (psum'd by the caller), and a weighted mean whose normaliser spans the
+    vocabulary shards (examples on every "data" device)."""
+    mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Explicit,) * 2)
+    sharded, unsharded, args, placed = {}, {}, {}, {}
+    for c in cases:
+        vocab_only = tuple(P(*(None if s == "data" else s for s in spec)) for spec in c.specs)
+        specs = {"sum": (c.specs, P("data")), "mean": (vocab_only, P(), P())}
+        args[c.name] = {"sum": (c.arrays, c.where), "mean": (c.arrays, c.where, c.v)}
+        placed[c.name] = {
+            k: jax.tree.map(_placer(mesh), a, specs[k]) for k, a in args[c.name].items()
+        }
+        sharded[c.name] = functools.partial(_shard_map_program, c, mesh, specs)
+        unsharded[c.name] = functools.partial(_shard_map_program, c, None, None)
+    expected = _run(cases, unsharded, {c.name: (args[c.name],) for c in cases})
+    got = _run(
+        cases,
+        sharded,
+        {c.name: (placed[c.name],) for c in cases},
+        functools.partial(jax.set_mesh, mesh),
+    )
+
+    def check(case, hlo):
+        if _largest_all_gather(hlo, case.tag):
+            raise AssertionError(f"all-gather in {case.name} inside shard_map")
+
+    return {
+        f"{c.name}/shard_map": _outcome(
+            c, expected[c.name], got[c.name], functools.partial(check, c)
+        )
+        for c in cases
+    }
+
+
+def _shard_map_program(case: Case, mesh, specs, args):
+    """`case`'s sum and weighted mean, inside shard_map on `mesh` (None: unsharded)."""
+    loss = case.loss
+
+    def split(reduction, arrays, where, v=None):
+        def local(arrays, where, *v):
+            out = case.value(
+                arrays, loss.fn, axis_name="vocab", where=where, reduction=reduction,
+                example_weights=v[0] if v else None,
+            )  # fmt: skip
+            return jax.lax.psum(out, "data") if reduction == "sum" else out
+
+        run = jax.shard_map(local, mesh=mesh, in_specs=specs[reduction], out_specs=P())
+        return run(arrays, where, *(() if v is None else (v,)))
+
+    def total(floats):
+        arrays, where = args["sum"]
+        xs = replaced(arrays, loss.differentiable, floats)
+        if mesh is not None:
+            return split("sum", xs, where)
+        return case.value(xs, where=where, reduction="sum")
+
+    def mean(floats, v):
+        arrays, where, _ = args["mean"]
+        xs = replaced(arrays, loss.differentiable, floats)
+        if mesh is not None:
+            return split("mean", xs, where, v)
+        return case.value(xs, where=where, example_weights=v, reduction="mean")
+
+    mean_args = (case.floats(args["mean"][0]), args["mean"][2])
+    return {
+        "sum": jax.value_and_grad(total)(case.floats(args["sum"][0])),
+        "mean": jax.value_and_grad(mean, argnums=(0, 1))(*mean_args),
+    }
+
+
+def check_vocab_parallel_all_reduces() -> None:
+    """Vocabulary-parallel CE with example weights: three all-reduces and no all-gather."""
     mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Explicit,) * 2)
     opts = dict(
         label_smoothing=0.1, z_loss=1e-3, ignore_index=3, reduction="sum", logit_softcap=3.0
     )
 
-    def local(x, y, w, *v):
+    def local(x, y, w, v):
         loss = jaxce.vocab_parallel_softmax_cross_entropy(
-            x, y, axis_name="vocab", where=w, example_weights=v[0] if v else None, **opts
+            x, y, axis_name="vocab", where=w, example_weights=v, **opts
         )
         return jax.lax.psum(loss, "data")
 
-    def sharded(x, *v):
-        args = (x, LABELS, WHERE, *v)
-        specs = (P("data", "vocab"), P("data"), P("data")) + (P("data"),) * len(v)
+    def sharded(x, v):
+        args = (x, LABELS, WHERE, v)
+        specs = (P("data", "vocab"), P("data"), P("data"), P("data"))
         run = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P())
         return run(*(jax.reshard(a, s) for a, s in zip(args, specs, strict=True)))
 
-    def full(x, *v):
-        return jaxce.softmax_cross_entropy(
-            x, LABELS, where=WHERE, example_weights=v[0] if v else None, **opts
-        )
+    def full(x, v):
+        return jaxce.softmax_cross_entropy(x, LABELS, where=WHERE, example_weights=v, **opts)
 
-    argnums = tuple(range(1 + len(weights)))
     with jax.set_mesh(mesh):
-        f = jax.jit(jax.value_and_grad(sharded, argnums=argnums))
-        got = f(LOGITS, *weights)
-        hlo = f.lower(LOGITS, *weights).compile().as_text()
-    _compare(jax.value_and_grad(full, argnums=argnums)(LOGITS, *weights), got)
+        f = jax.jit(jax.value_and_grad(sharded, argnums=(0, 1)))
+        compiled = f.lower(LOGITS, EXAMPLE_WEIGHTS).compile()
+        got = compiled(LOGITS, EXAMPLE_WEIGHTS)
+    _compare(jax.value_and_grad(full, argnums=(0, 1))(LOGITS, EXAMPLE_WEIGHTS), got)
+    hlo = compiled.as_text()
     if _largest_all_gather(hlo):
         raise AssertionError("all-gather in the vocabulary-parallel loss")
     reduces = re.findall(r"= (\S+) all-reduce(?:-start)?\(", hlo)
     # pmax + psum of the stacked [4, N/2] statistics forward, the user's psum: none backward.
     if len(reduces) != 3:
         raise AssertionError(f"expected 3 all-reduces; got {reduces}")
+
+
+def check_shard_map_class_weights() -> None:
+    """Class weights, each shard holding its slice: loss and gradients equal the float64 oracle."""
+    mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Explicit,) * 2)
+    opts = dict(label_smoothing=0.1, where=WHERE)  # "mean": S = sum_i m_i w_{y_i}
+
+    def local(x, y, w):
+        return jaxce.vocab_parallel_softmax_cross_entropy(
+            x, y, axis_name="vocab", weights=w, **opts
+        )
+
+    def sharded(x, w):
+        specs = (P(None, "vocab"), P(), P("vocab"))
+        run = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P())
+        return run(*(jax.reshard(a, s) for a, s in zip((x, LABELS, w), specs, strict=True)))
+
+    weights = (0.5 + jnp.arange(V, dtype=jnp.float32)[::-1] / V) ** 2  # uneven across shards
+    with jax.set_mesh(mesh):
+        got = jax.jit(jax.value_and_grad(sharded, argnums=(0, 1)))(LOGITS, weights)
+
+    def oracle(x, w):
+        return reference.softmax_cross_entropy(x, LABELS, weights=w, **opts)
+
+    x, w = np.asarray(LOGITS, np.float64), np.asarray(weights, np.float64)
+    want = (
+        oracle(x, w),
+        (
+            central_difference(lambda x: oracle(x, w), x),
+            central_difference(lambda w: oracle(x, w), w),
+        ),
+    )
+    _compare(want, got)
 
 
 def check_shard_map_forward() -> None:
@@ -408,103 +434,33 @@ def check_shard_map_softcap_gradient() -> None:
     _compare(jax.value_and_grad(full, argnums=(0, 1))(LOGITS, cap), got)
 
 
-def check_linear_shard_map(*weights: jax.Array) -> None:
-    """The fused head inside shard_map; with `weights`, example weights and their gradient too."""
-    mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Auto,) * 2)
-    opts = dict(chunk_size=5, label_smoothing=0.1, reduction="sum")
-
-    def local(h, k, y, *v):
-        loss = jaxce.linear_softmax_cross_entropy(
-            h, k, y, axis_name="vocab", example_weights=v[0] if v else None, **opts
-        )
-        return jax.lax.psum(loss, "data")
-
-    def sharded(h, k, *v):
-        specs = (P("data"), P(None, "vocab"), P("data")) + (P("data"),) * len(v)
-        return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P())(h, k, LABELS, *v)
-
-    def full(h, k, *v):
-        return jaxce.linear_softmax_cross_entropy(
-            h, k, LABELS, example_weights=v[0] if v else None, **opts
-        )
-
-    argnums = tuple(range(2 + len(weights)))
-    f = jax.jit(jax.value_and_grad(sharded, argnums=argnums))
-    args = (HIDDEN, KERNEL, *weights)
-    _compare(jax.value_and_grad(full, argnums=argnums)(*args), f(*args))
-    if _largest_all_gather(f.lower(*args).compile().as_text()):
-        raise AssertionError("all-gather in the vocabulary-parallel linear head")
-
-
-def check_linear_distill_shard_map() -> None:
-    mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Auto,) * 2)
-    opts = dict(divergence="jsd", beta=0.4, temperature=2.0, alpha=0.2, chunk_size=5)
-
-    def local(h, k, t, y):
-        loss = jaxce.linear_distillation_loss(
-            h, k, t, labels=y, axis_name="vocab", reduction="sum", **opts
-        )
-        return jax.lax.psum(loss, "data")
-
-    def sharded(h, k):
-        specs = (P("data"), P(None, "vocab"), P("data", "vocab"), P("data"))
-        run = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P())
-        return run(h, k, TEACHER, LABELS)
-
-    def full(h, k):
-        return jaxce.linear_distillation_loss(h, k, TEACHER, labels=LABELS, reduction="sum", **opts)
-
-    f = jax.jit(jax.value_and_grad(sharded, argnums=(0, 1)))
-    _compare(jax.value_and_grad(full, argnums=(0, 1))(HIDDEN, KERNEL), f(HIDDEN, KERNEL))
-    if _largest_all_gather(f.lower(HIDDEN, KERNEL).compile().as_text()):
-        raise AssertionError("all-gather in the vocabulary-parallel distillation head")
-
-
 def _compare(expected, got) -> None:
     for e, g in zip(jax.tree.leaves(expected), jax.tree.leaves(got), strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=2e-5, atol=2e-6)
 
 
+def _error() -> str:
+    return traceback.format_exc(limit=3)[-2000:]
+
+
 def main() -> None:
-    results = {}
-    cases = [
-        (name, t, in_context)
-        for name in CALLS
-        for t in (AxisType.Auto, AxisType.Explicit)
-        for in_context in (True, False)
-    ]
-    for name, axis_type, in_context in cases:
-        key = f"{name}/{axis_type.name}" + ("" if in_context else "/no_set_mesh")
-        try:
-            check_mesh(name, axis_type, in_context)
-            results[key] = "ok"
-        except Exception:
-            results[key] = traceback.format_exc(limit=3)[-2000:]
-    for name, check in (
-        ("vocab_parallel_softmax_cross_entropy", check_shard_map),
-        ("linear_softmax_cross_entropy", check_linear_shard_map),
-    ):
-        for suffix, weights in (("", ()), ("/example_weights", (EXAMPLE_WEIGHTS,))):
-            key = f"{name}/shard_map{suffix}"
-            try:
-                check(*weights)
-                results[key] = "ok"
-            except Exception:
-                results[key] = traceback.format_exc()[-2000:]
+    cases = [Case(loss) for loss in registry.LOSSES]
+    cases += [Case(loss, stats=True) for loss in registry.LOSSES if loss.stats]
+    results = check_meshes([c for c in cases if c.loss.placed])
+    results.update(check_shard_maps([c for c in cases if c.loss.axis_name and not c.stats]))
     for key, check in (
-        ("vocab_parallel_softmax_cross_entropy/shard_map_stats", check_shard_map_stats),
-        ("vocab_parallel_softmax_cross_entropy/shard_map_forward", check_shard_map_forward),
-        ("linear_distillation_loss/shard_map", check_linear_distill_shard_map),
-        (
-            "vocab_parallel_softmax_cross_entropy/shard_map_softcap",
-            check_shard_map_softcap_gradient,
-        ),
+        ("all_reduces", check_vocab_parallel_all_reduces),
+        ("shard_map_stats", check_shard_map_stats),
+        ("shard_map_forward", check_shard_map_forward),
+        ("shard_map_class_weights", check_shard_map_class_weights),
+        ("shard_map_softcap", check_shard_map_softcap_gradient),
     ):
+        key = f"vocab_parallel_softmax_cross_entropy/{key}"
         try:
             check()
             results[key] = "ok"
         except Exception:
-            results[key] = traceback.format_exc()[-2000:]
+            results[key] = _error()
     print(json.dumps(results))
 
 

@@ -1,7 +1,9 @@
-"""The core contract every loss shares: empty batches, traced hyperparameters, static
-options, binary label checks, and the layering of the package's modules."""
+"""The core contract every loss shares: empty batches, option classes, traced
+hyperparameters, static options, binary label checks (the losses of `tests/registry.py`,
+each declared once there), and the layering of the package's modules."""
 
 import ast
+import dataclasses
 import functools
 import inspect
 import pydoc
@@ -13,335 +15,215 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.experimental import checkify
-from jax.sharding import PartitionSpec as P
-from jax.test_util import check_grads
 
 import jaxce
+from tests import registry
+from tests.helpers import QUICK, assert_derivatives_match_differences, replaced
+from tests.registry import CALIBRATION, LOSSES, NOT_LOSSES, Loss
 
 PACKAGE = Path(jaxce.__file__).parent
 
 
-def _vocab_parallel(x, y, **kw):
-    mesh = jax.make_mesh((1,), ("vocab",), axis_types=(jax.sharding.AxisType.Auto,))
-    spec = P(None, "vocab") if x.ndim == 2 else P("vocab")
-    out_spec = P() if kw.get("reduction", "mean") != "none" else P(None)
-    return jax.shard_map(
-        lambda x, y: jaxce.vocab_parallel_softmax_cross_entropy(x, y, axis_name="vocab", **kw),
-        mesh=mesh,
-        in_specs=(spec, P(None) if y.ndim else P()),
-        out_specs=out_spec,
-    )(x, y)
+def test_every_public_name_is_a_registered_loss_or_not_a_loss():
+    # A new public loss needs an entry in tests/registry.py, which every shared test reads.
+    registered = {loss.public for loss in LOSSES} | {loss.criterion.__name__ for loss in CRITERIA}
+    unknown = set(jaxce.__all__) - registered - NOT_LOSSES - CALIBRATION
+    assert not unknown, (
+        f"public names in neither tests/registry.py LOSSES nor NOT_LOSSES: {unknown}"
+    )
+    assert not registered & NOT_LOSSES
 
 
-def _linear(x, y, **kw):
-    kernel = jnp.linspace(-1.0, 1.0, 4 * 5, dtype=x.dtype).reshape(4, 5)
-    return jaxce.linear_softmax_cross_entropy(x, kernel, y, chunk_size=2, **kw)
+CRITERIA = [loss for loss in LOSSES if loss.criterion is not None]
+HYPER = [loss for loss in LOSSES if loss.hyper]
+REDUCTIONS = ("mean", "sum", "none")
 
 
-def _linear_distill(x, y, **kw):
-    kernel = jnp.linspace(-1.0, 1.0, 4 * 5, dtype=x.dtype).reshape(4, 5)
-    teacher = jnp.zeros((x.shape[0], 5), x.dtype)
-    options = {"alpha": 0.5, "divergence": "jsd", "chunk_size": 2, **kw}
-    return jaxce.linear_distillation_loss(x, kernel, teacher, labels=y, **options)
+def _f32(arrays):
+    return tuple(
+        jnp.asarray(a, jnp.float32) if a.dtype.kind == "f" else jnp.asarray(a) for a in arrays
+    )
 
 
-# Empty batches: (loss, logits, labels, example shape).
-
-_INT = np.zeros((0,), np.int32)
-EMPTY = {
-    "softmax_cross_entropy": (jaxce.softmax_cross_entropy, (0, 3), _INT, (0,)),
-    "softmax_cross_entropy/axis1": (
-        functools.partial(jaxce.softmax_cross_entropy, axis=1),
-        (2, 3, 0, 7),
-        np.zeros((2, 0, 7), np.int32),
-        (2, 0, 7),
-    ),
-    "softmax_cross_entropy/probs": (
-        functools.partial(jaxce.softmax_cross_entropy, label_smoothing=0.1),
-        (0, 3),
-        np.zeros((0, 3), np.float32),
-        (0,),
-    ),
-    "nll_loss": (jaxce.nll_loss, (0, 3), _INT, (0,)),
-    "poly1_cross_entropy": (jaxce.poly1_cross_entropy, (0, 3), _INT, (0,)),
-    "softmax_focal_loss": (jaxce.softmax_focal_loss, (0, 3), _INT, (0,)),
-    "CrossEntropyLoss": (jaxce.CrossEntropyLoss(weights=[1.0, 2.0, 3.0]), (0, 3), _INT, (0,)),
-    "FocalLoss": (jaxce.FocalLoss(gamma=1.0), (0, 3), _INT, (0,)),
-    "linear_softmax_cross_entropy": (_linear, (0, 4), _INT, (0,)),
-    "linear_distillation_loss": (_linear_distill, (0, 4), _INT, (0,)),
-    "vocab_parallel_softmax_cross_entropy": (_vocab_parallel, (0, 3), _INT, (0,)),
-    "sigmoid_binary_cross_entropy": (
-        jaxce.sigmoid_binary_cross_entropy,
-        (0, 3),
-        np.zeros((0, 3), np.float32),
-        (0, 3),
-    ),
-    "binary_cross_entropy": (
-        lambda p, y, **kw: jaxce.binary_cross_entropy(jax.nn.sigmoid(p), y, **kw),
-        (0, 3),
-        np.zeros((0, 3), np.float32),
-        (0, 3),
-    ),
-    "sigmoid_focal_loss": (
-        jaxce.sigmoid_focal_loss,
-        (0, 3),
-        np.zeros((0, 3), np.float32),
-        (0, 3),
-    ),
-    "BCEWithLogitsLoss": (
-        jaxce.BCEWithLogitsLoss(pos_weight=[1.0, 2.0, 3.0]),
-        (0, 3),
-        np.zeros((0, 3), np.float32),
-        (0, 3),
-    ),
-    "kl_divergence": (jaxce.kl_divergence, (0, 3), np.zeros((0, 3), np.float32), (0,)),
-    "distillation_loss": (
-        functools.partial(jaxce.distillation_loss, temperature=2.0),
-        (0, 3),
-        np.zeros((0, 3), np.float32),
-        (0,),
-    ),
-    "entropy": (lambda x, _, **kw: jaxce.entropy(x, **kw), (0, 3), None, (0,)),
-    "jensen_shannon_divergence": (
-        functools.partial(jaxce.jensen_shannon_divergence, beta=0.3, temperature=2.0),
-        (0, 3),
-        np.zeros((0, 3), np.float32),
-        (0,),
-    ),
-    "jensen_shannon_divergence/beta0": (
-        functools.partial(jaxce.jensen_shannon_divergence, beta=0.0),
-        (0, 3),
-        np.zeros((0, 3), np.float32),
-        (0,),
-    ),
-    "reverse_kl_divergence": (
-        functools.partial(jaxce.reverse_kl_divergence, temperature=2.0),
-        (0, 3),
-        np.zeros((0, 3), np.float32),
-        (0,),
-    ),
-}
+def _criterion(loss, arrays, **options):
+    """The loss's option class holding its options (array keywords as tuples)."""
+    _, keywords = loss._split(arrays)
+    return loss.criterion(**loss.options, **{k: tuple(v) for k, v in keywords.items()}, **options)
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("name", sorted(EMPTY))
-def test_empty_batch_is_zero_with_zero_gradient(name, reduction):
-    loss, shape, labels, example_shape = EMPTY[name]
-    logits = jnp.zeros(shape, jnp.float32)
-    value = loss(logits, labels, reduction=reduction)
-    expected_shape = example_shape if reduction == "none" else ()
-    assert value.shape == expected_shape and value.dtype == jnp.float32
-    assert np.all(np.asarray(value) == 0)
-    grad = jax.grad(lambda x: jnp.sum(loss(x, labels, reduction=reduction)))(logits)
-    assert grad.shape == logits.shape and grad.dtype == logits.dtype
+# Empty batches: 0 (an empty array for "none") and a zero gradient, weighted or not.
 
 
-# Traced hyperparameters: (loss of (logits, hyperparameter value), name, values).
+@pytest.mark.parametrize("loss", LOSSES, ids=lambda loss: loss.name)
+def test_empty_batch_is_zero_with_zero_gradient(loss):
+    data = loss.data(0, 3)
+    arrays = _f32(data)
+    shape = loss.example_shape(0, 3)
 
-_RNG = np.random.default_rng(7)
-X = _RNG.normal(size=(6, 5)).astype(np.float32) * 2
-Y = _RNG.integers(0, 5, size=6).astype(np.int32)
-PROBS = (lambda p: p / p.sum(-1, keepdims=True))(_RNG.random((6, 5)) ** 2).astype(np.float32)
-BINARY = (_RNG.random((6, 5)) < 0.4).astype(np.float32)
-TEACHER = _RNG.normal(size=(6, 5)).astype(np.float32)
-W = np.linspace(0.5, 2.0, 5).astype(np.float32)
-H = _RNG.normal(size=(6, 4)).astype(np.float32)
-KERNEL = _RNG.normal(size=(4, 5)).astype(np.float32)
+    # Zero weights change nothing but the mean's normaliser, 0 here too.
+    calls = [(r, False) for r in REDUCTIONS] + [("mean", True)]
 
+    @functools.partial(jax.jit, compiler_options=QUICK)
+    def program(arrays, v):
+        losses, by_criterion = [], []
+        for reduction, weighted in calls:
 
-def _cast(*arrays):
-    dtype = jnp.result_type(float)
-    return [jnp.asarray(a, dtype) for a in arrays]
+            def total(floats, v, reduction=reduction, weighted=weighted):
+                xs = replaced(arrays, loss.differentiable, floats)
+                value = loss(xs, reduction=reduction, example_weights=v if weighted else None)
+                return jnp.sum(value), value
 
+            floats = tuple(arrays[i] for i in loss.differentiable)
+            grads, value = jax.grad(total, argnums=(0, 1), has_aux=True)(floats, v)
+            losses.append((value, grads))
+        for reduction in REDUCTIONS if loss.criterion is not None else ():
+            criterion = _criterion(loss, data, reduction=reduction)
 
-HYPER = {
-    "ce/label_smoothing": (
-        lambda x, v: jaxce.softmax_cross_entropy(x, Y, weights=_cast(W)[0], label_smoothing=v),
-        "label_smoothing",
-        (0.05, 0.3, 0.9),
-    ),
-    "ce/z_loss": (
-        lambda x, v: jaxce.softmax_cross_entropy(x, Y, z_loss=v, label_smoothing=0.2),
-        "z_loss",
-        (1e-3, 0.5),
-    ),
-    "ce-probs/label_smoothing": (
-        lambda x, v: jaxce.softmax_cross_entropy(x, _cast(PROBS)[0], label_smoothing=v, z_loss=v),
-        "label_smoothing",
-        (0.1, 0.6),
-    ),
-    "bce/label_smoothing": (
-        lambda x, v: jaxce.sigmoid_binary_cross_entropy(
-            x, _cast(BINARY)[0], pos_weight=_cast(W)[0], label_smoothing=v
-        ),
-        "label_smoothing",
-        (0.1, 0.4),
-    ),
-    "sigmoid_focal/gamma": (
-        lambda x, v: jaxce.sigmoid_focal_loss(x, _cast(BINARY)[0], gamma=v),
-        "gamma",
-        (0.5, 1.0, 2.5),
-    ),
-    "sigmoid_focal/alpha": (
-        lambda x, v: jaxce.sigmoid_focal_loss(x, _cast(BINARY)[0], alpha=v, gamma=1.5),
-        "alpha",
-        (0.05, 0.25, 0.9),
-    ),
-    "softmax_focal/gamma": (
-        lambda x, v: jaxce.softmax_focal_loss(x, Y, gamma=v, weights=_cast(W)[0]),
-        "gamma",
-        (0.5, 2.0),
-    ),
-    "poly1/epsilon": (
-        lambda x, v: jaxce.poly1_cross_entropy(x, Y, epsilon=v, weights=_cast(W)[0]),
-        "epsilon",
-        (-0.5, 1.0, 3.0),
-    ),
-    "poly1/label_smoothing": (
-        lambda x, v: jaxce.poly1_cross_entropy(x, _cast(PROBS)[0], label_smoothing=v),
-        "label_smoothing",
-        (0.1, 0.5),
-    ),
-    "distillation/temperature": (
-        lambda x, v: jaxce.distillation_loss(x, _cast(TEACHER)[0], temperature=v),
-        "temperature",
-        (0.5, 2.0, 4.0),
-    ),
-    "jsd/beta": (
-        lambda x, v: jaxce.jensen_shannon_divergence(x, _cast(TEACHER)[0], beta=v, temperature=2.0),
-        "beta",
-        (0.1, 0.5, 0.9),
-    ),
-    "jsd/temperature": (
-        lambda x, v: jaxce.jensen_shannon_divergence(x, _cast(TEACHER)[0], beta=0.3, temperature=v),
-        "temperature",
-        (0.5, 2.0, 4.0),
-    ),
-    "reverse_kl/temperature": (
-        lambda x, v: jaxce.reverse_kl_divergence(x, _cast(TEACHER)[0], temperature=v),
-        "temperature",
-        (0.5, 2.0, 4.0),
-    ),
-    "linear/label_smoothing": (
-        lambda x, v: jaxce.linear_softmax_cross_entropy(
-            _cast(H)[0], x[:4], Y, chunk_size=2, label_smoothing=v
-        ),
-        "label_smoothing",
-        (0.1, 0.7),
-    ),
-    "linear/z_loss": (
-        lambda x, v: jaxce.linear_softmax_cross_entropy(
-            _cast(H)[0], x[:4], Y, chunk_size=2, z_loss=v
-        ),
-        "z_loss",
-        (1e-2, 0.3),
-    ),
-    "linear/logit_softcap": (
-        lambda x, v: jaxce.linear_softmax_cross_entropy(
-            _cast(H)[0], x[:4], Y, chunk_size=3, logit_softcap=v, label_smoothing=0.1
-        ),
-        "logit_softcap",
-        (1.5, 5.0),
-    ),
-    "ce/logit_softcap": (
-        lambda x, v: jaxce.softmax_cross_entropy(
-            x, Y, weights=_cast(W)[0], logit_softcap=v, label_smoothing=0.1
-        ),
-        "logit_softcap",
-        (0.5, 2.0),
-    ),
-    "ce-probs/logit_softcap": (
-        lambda x, v: jaxce.softmax_cross_entropy(x, _cast(PROBS)[0], logit_softcap=v),
-        "logit_softcap",
-        (0.5, 2.0),
-    ),
-    "vocab_parallel/logit_softcap": (
-        lambda x, v: _vocab_parallel(x, Y, logit_softcap=v, z_loss=1e-2),
-        "logit_softcap",
-        (0.5, 2.0),
-    ),
-    "linear_distill/beta": (
-        lambda x, v: jaxce.linear_distillation_loss(
-            _cast(H)[0],
-            x[:4],
-            _cast(TEACHER)[0],
-            divergence="jsd",
-            beta=v,
-            temperature=2.0,
-            labels=Y,
-            alpha=0.3,
-            chunk_size=2,
-        ),
-        "beta",
-        (0.1, 0.5, 0.9),
-    ),
-    "linear_distill/temperature": (
-        lambda x, v: jaxce.linear_distillation_loss(
-            _cast(H)[0],
-            x[:4],
-            _cast(TEACHER)[0],
-            divergence="reverse_kl",
-            temperature=v,
-            labels=Y,
-            alpha=0.3,
-            chunk_size=3,
-        ),
-        "temperature",
-        (0.5, 2.0, 4.0),
-    ),
-    "linear_distill/alpha": (
-        lambda x, v: jaxce.linear_distillation_loss(
-            _cast(H)[0], x[:4], _cast(TEACHER)[0], temperature=2.0, labels=Y, alpha=v, chunk_size=2
-        ),
-        "alpha",
-        (0.1, 0.5, 0.9),
-    ),
-    "vocab_parallel/label_smoothing": (
-        lambda x, v: _vocab_parallel(x, Y, label_smoothing=v, z_loss=v / 10),
-        "label_smoothing",
-        (0.1, 0.8),
-    ),
-    "smooth_labels/epsilon": (
-        lambda x, v: jnp.sum(jaxce.smooth_labels(jax.nn.one_hot(Y, 5, dtype=x.dtype), v) * x),
-        "epsilon",
-        (0.1, 0.5),
-    ),
-    "log_softmax/temperature": (
-        lambda x, v: jnp.sum(jaxce.log_softmax(x, temperature=v)[:, 0]),
-        "temperature",
-        (0.5, 3.0),
-    ),
-}
+            def by_class(x, criterion=criterion):
+                value = criterion(x, *arrays[1 : len(loss.inputs)])
+                return jnp.sum(value), value
+
+            by_criterion.append(jax.grad(by_class, has_aux=True)(arrays[0])[::-1])
+        return losses, by_criterion
+
+    losses, by_criterion = program(arrays, jnp.zeros(shape, jnp.float32))
+    for (reduction, _), (value, (grads, dv)) in zip(calls, losses, strict=True):
+        assert value.shape == (shape if reduction == "none" else ()), reduction
+        assert value.dtype == jnp.float32 and np.all(np.asarray(value) == 0), reduction
+        for g, i in zip(grads, loss.differentiable, strict=True):
+            assert g.shape == arrays[i].shape and g.dtype == arrays[i].dtype
+            assert np.all(np.asarray(g) == 0), reduction
+        assert dv.shape == shape and np.all(np.asarray(dv) == 0), reduction
+    for reduction, (value, grad) in zip(REDUCTIONS, by_criterion, strict=False):
+        assert value.shape == (shape if reduction == "none" else ()) and np.all(value == 0)
+        assert grad.shape == arrays[0].shape and np.all(np.asarray(grad) == 0)
 
 
-@pytest.mark.parametrize("case", sorted(HYPER))
-def test_traced_hyperparameter_compiles_once_and_equals_python_number(case):
-    loss, _, values = HYPER[case]
-    x = jnp.asarray(X)
-    traced = jax.jit(loss)
-    for v in values:
-        np.testing.assert_allclose(traced(x, jnp.float32(v)), loss(x, v), rtol=2e-6, atol=1e-7)
-    assert traced._cache_size() == 1
+def test_empty_batch_with_the_class_axis_between_example_axes():
+    logits = jnp.zeros((2, 3, 0, 7), jnp.float32)
+    labels = np.zeros((2, 0, 7), np.int32)
+
+    def loss(x, reduction):
+        return jaxce.softmax_cross_entropy(x, labels, axis=1, reduction=reduction)
+
+    for reduction in REDUCTIONS:
+        value, grad = jax.value_and_grad(lambda x, r=reduction: jnp.sum(loss(x, r)))(logits)
+        assert loss(logits, reduction).shape == ((2, 0, 7) if reduction == "none" else ())
+        assert value == 0 and grad.shape == logits.shape and np.all(np.asarray(grad) == 0)
 
 
-@pytest.mark.parametrize("case", sorted(HYPER))
-def test_integer_hyperparameter_is_its_float_value(case):
+# Option classes call their function with the options they hold; `where` and the example
+# weights are arguments of the call.
+
+
+@pytest.mark.parametrize("loss", CRITERIA, ids=lambda loss: loss.name)
+def test_option_class_calls_its_function(loss):
+    data = loss.data(4, 3, seed=10)
+    arrays = _f32(data)
+    shape = loss.example_shape(4, 3)
+    v = jnp.asarray(np.resize([1.0, 0.0, 2.0, 0.5], shape), jnp.float32)
+    where = np.resize([True, True, False], shape)
+    n = len(loss.inputs)
+
+    @functools.partial(jax.jit, compiler_options=QUICK)
+    def program(arrays, v):
+        out = {}
+        for reduction in REDUCTIONS:
+            criterion = _criterion(loss, data, reduction=reduction)
+
+            def by_class(v, criterion=criterion):
+                return jnp.sum(criterion(*arrays[:n], where=where, example_weights=v))
+
+            def by_function(v, reduction=reduction):
+                kw = dict(where=where, example_weights=v, reduction=reduction)
+                return jnp.sum(loss(arrays, **kw))
+
+            out[reduction] = jax.value_and_grad(by_class)(v), jax.value_and_grad(by_function)(v)
+        return out
+
+    for got, want in program(arrays, v).values():
+        np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-6, atol=1e-7)
+    assert "example_weights" not in {f.name for f in dataclasses.fields(loss.criterion)}
+
+
+# Traced hyperparameters: every float hyperparameter of a loss traced at once. A "case" is
+# (name, f(arrays, hyperparameters), arrays, {name: valid values}).
+
+
+def _smooth_labels(arrays, h):
+    onehot = jax.nn.one_hot(jnp.asarray([0, 2, 1, 4, 3, 0]), 5, dtype=arrays[0].dtype)
+    return jnp.sum(jaxce.smooth_labels(onehot, h["epsilon"]) * arrays[0])
+
+
+def _log_softmax(arrays, h):
+    return jnp.sum(jaxce.log_softmax(arrays[0], temperature=h["temperature"])[:, 0])
+
+
+_LOGITS = (np.random.default_rng(7).normal(size=(6, 5)) * 2,)
+HYPER_CASES = [(loss.name, loss, loss.data(6, 5, seed=7), loss.hyper) for loss in HYPER] + [
+    ("smooth_labels", _smooth_labels, _LOGITS, dict(epsilon=(0.1, 0.5))),
+    ("log_softmax", _log_softmax, _LOGITS, dict(temperature=(0.5, 3.0))),
+]
+
+
+def _samples(hyper, kind=float):
+    """The hyperparameters' values, the i-th of each (cycling through the shorter lists)."""
+    count = max(len(values) for values in hyper.values())
+    return [{k: kind(v[i % len(v)]) for k, v in hyper.items()} for i in range(count)]
+
+
+def _call(f, arrays, h):
+    return f(arrays, **h) if isinstance(f, Loss) else f(arrays, h)
+
+
+@functools.cache
+def _traced(name):
+    """The case with its hyperparameters traced as floats and as integers: one program,
+    shared by the tests of this file."""
+    _, f, _, _ = next(c for c in HYPER_CASES if c[0] == name)
+
+    def program(arrays, floats, integers):
+        return [_call(f, arrays, h) for h in (floats, integers)]
+
+    return jax.jit(program, compiler_options=QUICK)
+
+
+@pytest.mark.parametrize("name,f,data,hyper", HYPER_CASES, ids=[c[0] for c in HYPER_CASES])
+def test_traced_hyperparameters_compile_once_and_equal_python_numbers(name, f, data, hyper):
+    arrays, traced = _f32(data), _traced(name)
+    ones = dict.fromkeys(hyper, 1)
+    size = None
+    for h in _samples(hyper):
+        got, _ = traced(arrays, {k: jnp.float32(v) for k, v in h.items()}, ones)
+        size = size or traced._cache_size()
+        np.testing.assert_allclose(got, _call(f, arrays, h), rtol=2e-6, atol=1e-7)
+    assert traced._cache_size() == size, f"{name} compiled again for new hyperparameter values"
+
+
+@pytest.mark.parametrize("name,f,data,hyper", HYPER_CASES, ids=[c[0] for c in HYPER_CASES])
+def test_integer_hyperparameters_are_their_float_values(name, f, data, hyper):
     # `jax.jit(loss)(..., gamma=2)` traces the Python int as int32; it means 2.0.
-    loss, _, _ = HYPER[case]
-    x = jnp.asarray(X)
-    expected = loss(x, 1.0)
-    np.testing.assert_allclose(jax.jit(loss)(x, 1), expected, rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(loss(x, jnp.int32(1)), expected, rtol=1e-6, atol=1e-7)
+    arrays = _f32(data)
+    expected = _call(f, arrays, dict.fromkeys(hyper, 1.0))
+    ones = dict.fromkeys(hyper, 1)
+    _, got = _traced(name)(arrays, _samples(hyper, jnp.float32)[0], ones)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    concrete = _call(f, arrays, dict.fromkeys(hyper, jnp.int32(1)))
+    np.testing.assert_allclose(concrete, expected, rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("case", sorted(HYPER))
-def test_traced_hyperparameter_gradient(case, x64):
-    loss, _, values = HYPER[case]
-    x = jnp.asarray(X, jnp.float64)
-    for v in values:
-        check_grads(lambda v: loss(x, v), (jnp.float64(v),), order=1, modes=["rev"])
-    # The logits' gradient still holds with a traced hyperparameter.
-    check_grads(lambda x: loss(x, jnp.float64(values[-1])), (x,), order=1, modes=["rev"])
+@pytest.mark.parametrize("name,f,data,hyper", HYPER_CASES, ids=[c[0] for c in HYPER_CASES])
+def test_traced_hyperparameter_gradients(name, f, data, hyper, x64):
+    # With respect to every hyperparameter and every differentiable input at once.
+    differentiable = f.differentiable if isinstance(f, Loss) else (0,)
+
+    def loss(floats, h):
+        return _call(f, replaced(data, differentiable, floats), h)
+
+    floats = tuple(jnp.asarray(data[i], jnp.float64) for i in differentiable)
+    for h in _samples(hyper, jnp.float64):
+        assert_derivatives_match_differences(loss, (floats, h))
 
 
 def test_learned_temperature_is_differentiable():
@@ -355,33 +237,35 @@ def test_learned_temperature_is_differentiable():
     assert np.isfinite(grad) and grad != 0
 
 
-TRACED_OUT_OF_RANGE = [
-    ("label_smoothing", lambda v: jaxce.softmax_cross_entropy(X, Y, label_smoothing=v), 1.5),
-    ("z_loss", lambda v: jaxce.softmax_cross_entropy(X, Y, z_loss=v), -1.0),
-    ("gamma", lambda v: jaxce.softmax_focal_loss(X, Y, gamma=v), -0.5),
-    ("alpha", lambda v: jaxce.sigmoid_focal_loss(X, BINARY, alpha=v), 2.0),
-    ("epsilon", lambda v: jaxce.poly1_cross_entropy(X, Y, epsilon=v), -2.0),
-    ("temperature", lambda v: jaxce.distillation_loss(X, TEACHER, temperature=v), 0.0),
-    ("beta", lambda v: jaxce.jensen_shannon_divergence(X, TEACHER, beta=v), 1.5),
-    ("beta", lambda v: jaxce.jensen_shannon_divergence(X, TEACHER, beta=v), -0.5),
-    ("temperature", lambda v: jaxce.jensen_shannon_divergence(X, TEACHER, temperature=v), -1.0),
-    ("temperature", lambda v: jaxce.reverse_kl_divergence(X, TEACHER, temperature=v), 0.0),
-    ("logit_softcap", lambda v: _linear(H, Y, logit_softcap=v), -1.0),
-    ("beta", lambda v: _linear_distill(H, Y, beta=v), 1.5),
-    ("alpha", lambda v: _linear_distill(H, Y, alpha=v), -0.5),
-    ("temperature", lambda v: _linear_distill(H, Y, temperature=v), 0.0),
-]
+@pytest.mark.parametrize(
+    "loss", [loss for loss in LOSSES if loss.invalid], ids=lambda loss: loss.name
+)
+def test_traced_hyperparameter_out_of_range_is_nan_and_checkified(loss):
+    arrays = _f32(loss.data(6, 5, seed=7))
+    valid = {k: v[0] for k, v in loss.hyper.items()}
+    traced = jax.jit(lambda h: loss(arrays, **h), compiler_options=QUICK)
+    checked = jax.jit(checkify.checkify(lambda h: loss(arrays, **h)), compiler_options=QUICK)
+    for name, values in loss.invalid.items():
+        for bad in values:
+            h = {**valid, name: bad}
+            h32 = {k: jnp.float32(v) for k, v in h.items()}
+            assert np.isnan(traced(h32)), (name, bad)
+            err, _ = checked(h32)
+            with pytest.raises(checkify.JaxRuntimeError, match=f"{name} must be .*; got {bad}"):
+                err.throw()
+            # The same value given concretely is rejected at trace time, naming it.
+            with pytest.raises(ValueError, match=f"{name} must be"):
+                loss(arrays, **h)
 
 
-@pytest.mark.parametrize("name,loss,bad", TRACED_OUT_OF_RANGE)
-def test_traced_hyperparameter_out_of_range_is_nan_and_checkified(name, loss, bad):
-    assert np.isnan(jax.jit(loss)(jnp.float32(bad)))
-    err, _ = checkify.checkify(jax.jit(loss))(jnp.float32(bad))
-    with pytest.raises(checkify.JaxRuntimeError, match=f"{name} must be .*; got {bad}"):
-        err.throw()
-    # The same value given concretely is rejected at trace time, naming it.
-    with pytest.raises(ValueError, match=f"{name} must be"):
-        loss(bad)
+# Inputs of the tests of single options.
+
+_RNG = np.random.default_rng(7)
+X = _RNG.normal(size=(6, 5)).astype(np.float32) * 2
+Y = _RNG.integers(0, 5, size=6).astype(np.int32)
+TEACHER = _RNG.normal(size=(6, 5)).astype(np.float32)
+H = _RNG.normal(size=(6, 4)).astype(np.float32)
+KERNEL = _RNG.normal(size=(4, 5)).astype(np.float32)
 
 
 def test_python_zero_skips_the_switched_off_term():
@@ -437,40 +321,48 @@ def test_help_shows_the_real_signature():
     assert "Softmax cross-entropy between logits and class labels" in text
 
 
-# Binary labels outside [0, 1].
+# Binary labels outside [0, 1]: NaN in that element, a checkify error, nothing when masked.
 
-BINARY_LOSSES = {
-    "sigmoid_binary_cross_entropy": jaxce.sigmoid_binary_cross_entropy,
-    "binary_cross_entropy": lambda x, y, **kw: jaxce.binary_cross_entropy(
-        jax.nn.sigmoid(x), y, **kw
-    ),
-    "sigmoid_focal_loss": jaxce.sigmoid_focal_loss,
-}
+BINARY_LABELED = [loss for loss in LOSSES if registry.BINARY in loss.inputs]
 
 
-@pytest.mark.parametrize("bad", [2.0, -1.0, 2, -1])
-@pytest.mark.parametrize("name", sorted(BINARY_LOSSES))
-def test_binary_label_out_of_range_is_nan_and_checkified(name, bad):
-    loss = BINARY_LOSSES[name]
-    labels = BINARY.astype(type(bad) if isinstance(bad, int) else np.float32)
-    labels[1, 2] = bad
-    losses = np.asarray(loss(X, labels, reduction="none"))
-    assert np.isnan(losses[1, 2])
-    assert np.all(np.isfinite(np.delete(losses.ravel(), 1 * 5 + 2)))
-    err, _ = checkify.checkify(jax.jit(loss))(X, labels)
+@pytest.mark.parametrize("dtype", [np.float32, np.int32])
+@pytest.mark.parametrize("loss", BINARY_LABELED, ids=lambda loss: loss.name)
+def test_binary_label_out_of_range_is_nan_and_checkified(loss, dtype):
+    arrays = list(_f32(loss.data(4, 5, seed=3)))
+    i = loss.inputs.index(registry.BINARY)
+    labels = np.asarray(arrays[i] > 0.5, dtype)
+    labels[1, 2], labels[3, 0] = 2, -1
+    arrays[i] = jnp.asarray(labels)
+    bad = np.zeros(labels.shape, bool)
+    bad[1, 2] = bad[3, 0] = True
+
+    def checked(f):
+        return jax.jit(checkify.checkify(f), compiler_options=QUICK)
+
+    err, losses = checked(lambda a: loss(a, reduction="none"))(arrays)
+    assert np.all(np.isnan(losses[bad])) and np.all(np.isfinite(losses[~bad]))
     with pytest.raises(checkify.JaxRuntimeError, match=r"labels must be in \[0, 1\]; got -?\d"):
         err.throw()
     # Masked, it is not an error.
-    where = np.ones(labels.shape, bool)
-    where[1, 2] = False
-    err, value = checkify.checkify(jax.jit(loss))(X, labels, where=where)
+    err, value = checked(lambda a: loss(a, where=~bad))(arrays)
     err.throw()
     assert np.isfinite(value)
 
 
 # Layering: modules import only downward; no family reaches into another's privates.
 
-LAYERS = ["_checks", "_sharding", "_numerics", "_labels", "_reduce", "_stats", "_rule", "_options"]
+LAYERS = [
+    "_checks",
+    "_sharding",
+    "_numerics",
+    "_labels",
+    "_reduce",
+    "_stats",
+    "_rule",
+    "_stream",
+    "_options",
+]
 FAMILIES = {p.stem for p in PACKAGE.glob("_*.py")} - set(LAYERS) - {"__init__"}
 
 

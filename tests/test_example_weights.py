@@ -1,10 +1,14 @@
-"""Example weights (`example_weights=`) on every loss: the float64 oracle, exact gradients
-(logits, example weights, class weights), weights of 1 and of 0, the normaliser, the
-`denominator`, empty batches, the option classes, dtypes and bad input."""
+"""Example weights (`example_weights=`) on every loss of `tests/registry.py`: the float64
+oracle, exact gradients (every differentiable input and the example weights), weights of 1
+and of 0, the normaliser, the `denominator`, dtypes and bad input.
 
-import dataclasses
+Each loss compiles one float64 program here, shared by the tests that read it: the value and
+gradients of every reduction, weighted and not, with broadcast weights and with a
+denominator. The oracle tests compare it with `tests/reference.py`; the others run it on
+weights of 1 or 0 and on garbage, and hold it to exact identities.
+"""
+
 import functools
-from typing import Any, NamedTuple
 
 import hypothesis.extra.numpy as hnp
 import jax
@@ -14,349 +18,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.experimental import checkify
-from jax.sharding import PartitionSpec as P
-from jax.test_util import check_grads
 
 import jaxce
 from tests import reference as ref
-from tests.helpers import assert_cached, central_difference
-
-IGNORE = -100
-
-
-class Case(NamedTuple):
-    """One loss: its differentiable inputs (the logits first), the jaxce call and its oracle.
-
-    `call(inputs, v, w, **kw)` and `oracle(inputs, v, w, **kw)` take the example
-    weights `v` and the class (or element) weights `w`, either None.
-    """
-
-    inputs: tuple
-    call: Any
-    oracle: Any
-    example_shape: tuple
-    w: Any = None  # the loss's own weights, when it has them
-    denominator: bool = False  # takes `denominator=`
-
-
-def _spoil_labels(labels, row, bad):
-    labels = labels.copy()
-    if row is not None:
-        labels[row] = bad
-    return labels
-
-
-def _spoil(x, row, values=(np.inf, np.nan, -np.inf)):
-    """Row `row` of `x` filled with inf and NaN: garbage that must not leak."""
-    x = np.array(x, np.float64)
-    if row is not None:
-        x[row] = np.resize(np.array(values), x[row].shape)
-    return x
-
-
-def _jnp(a):
-    return None if a is None else jnp.asarray(a)
-
-
-def _vocab_parallel(x, y, v, **kw):
-    """`vocab_parallel_softmax_cross_entropy` inside `shard_map` on a one-device mesh."""
-    mesh = jax.make_mesh((1,), ("vocab",), axis_types=(jax.sharding.AxisType.Auto,))
-    out_spec = P(None) if kw.get("reduction", "mean") == "none" else P()
-
-    def local(x, y, *v):
-        return jaxce.vocab_parallel_softmax_cross_entropy(
-            x, y, axis_name="vocab", example_weights=v[0] if v else None, **kw
-        )
-
-    args = (x, y) + (() if v is None else (v,))
-    specs = (P(None, "vocab"), P(None)) + (() if v is None else (P(*(None,) * np.ndim(v)),))
-    return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=out_spec)(*args)
-
-
-def _class_data(rng, n, k, spoil):
-    x = _spoil(rng.normal(size=(n, k)) * 2, spoil)
-    y = rng.integers(0, k, n)
-    if n > 1:
-        y[1] = IGNORE
-    return x, _spoil_labels(y, spoil, k + 3)
-
-
-def _probs(rng, n, k, spoil):
-    p = rng.random((n, k)) ** 2
-    return _spoil(p / p.sum(-1, keepdims=True), spoil, (np.nan,))
-
-
-def _softmax_ce(rng, n, k, spoil=None):
-    x, y = _class_data(rng, n, k, spoil)
-    opts = dict(ignore_index=IGNORE, label_smoothing=0.1, z_loss=0.01)
-    return Case(
-        (x,),
-        lambda xs, v, w, **kw: jaxce.softmax_cross_entropy(
-            xs[0], y, weights=w, example_weights=v, **opts, **kw
-        ),
-        lambda xs, v, w, **kw: ref.softmax_cross_entropy(
-            xs[0], y, weights=w, example_weights=v, **opts, **kw
-        ),
-        (n,),
-        rng.uniform(0.5, 2, k),
-        denominator=True,
-    )
-
-
-def _softmax_ce_probs(rng, n, k, spoil=None):
-    x = _spoil(rng.normal(size=(n, k)) * 2, spoil)
-    p = _probs(rng, n, k, spoil)
-    opts = dict(label_smoothing=0.2)
-    return Case(
-        (x,),
-        lambda xs, v, w, **kw: jaxce.softmax_cross_entropy(
-            xs[0], p, weights=w, example_weights=v, **opts, **kw
-        ),
-        lambda xs, v, w, **kw: ref.softmax_cross_entropy(
-            xs[0], p, weights=w, example_weights=v, **opts, **kw
-        ),
-        (n,),
-        rng.uniform(0.5, 2, k),
-        denominator=True,
-    )
-
-
-def _nll(rng, n, k, spoil=None):
-    x, y = _class_data(rng, n, k, None)
-    lp = _spoil(ref.log_softmax(x), spoil)
-    y = _spoil_labels(y, spoil, k + 3)
-    return Case(
-        (lp,),
-        lambda xs, v, w, **kw: jaxce.nll_loss(
-            xs[0], y, weights=w, ignore_index=IGNORE, example_weights=v, **kw
-        ),
-        lambda xs, v, w, **kw: ref.nll_loss(
-            xs[0], y, weights=w, ignore_index=IGNORE, example_weights=v, **kw
-        ),
-        (n,),
-        rng.uniform(0.5, 2, k),
-        denominator=True,
-    )
-
-
-def _softmax_focal(rng, n, k, spoil=None):
-    x, y = _class_data(rng, n, k, spoil)
-    return Case(
-        (x,),
-        lambda xs, v, w, **kw: jaxce.softmax_focal_loss(
-            xs[0], y, gamma=1.5, weights=w, ignore_index=IGNORE, example_weights=v, **kw
-        ),
-        lambda xs, v, w, **kw: ref.softmax_focal_loss(
-            xs[0], y, gamma=1.5, weights=w, ignore_index=IGNORE, example_weights=v, **kw
-        ),
-        (n,),
-        rng.uniform(0.5, 2, k),
-    )
-
-
-def _poly1(rng, n, k, spoil=None, probs=False):
-    x, y = _class_data(rng, n, k, spoil)
-    opts: dict[str, Any] = dict(epsilon=2.0, label_smoothing=0.1)
-    if probs:
-        y = _probs(rng, n, k, spoil)
-    else:
-        opts["ignore_index"] = IGNORE
-    return Case(
-        (x,),
-        lambda xs, v, w, **kw: jaxce.poly1_cross_entropy(
-            xs[0], y, weights=w, example_weights=v, **opts, **kw
-        ),
-        lambda xs, v, w, **kw: ref.poly1_cross_entropy(
-            xs[0], y, weights=w, example_weights=v, **opts, **kw
-        ),
-        (n,),
-        rng.uniform(0.5, 2, k),
-    )
-
-
-def _kl(rng, n, k, spoil=None):
-    x = _spoil(rng.normal(size=(n, k)) * 2, spoil)
-    p = _probs(rng, n, k, spoil)
-    return Case(
-        (x,),
-        lambda xs, v, w, **kw: jaxce.kl_divergence(xs[0], p, example_weights=v, **kw),
-        lambda xs, v, w, **kw: ref.kl_divergence(xs[0], p, example_weights=v, **kw),
-        (n,),
-    )
-
-
-def _entropy(rng, n, k, spoil=None):
-    x = _spoil(rng.normal(size=(n, k)) * 2, spoil)
-    return Case(
-        (x,),
-        lambda xs, v, w, **kw: jaxce.entropy(xs[0], example_weights=v, **kw),
-        lambda xs, v, w, **kw: ref.entropy(xs[0], example_weights=v, **kw),
-        (n,),
-    )
-
-
-def _pair(rng, n, k, spoil, loss, oracle, **opts):
-    """A loss of student and teacher logits (both differentiable)."""
-    s = _spoil(rng.normal(size=(n, k)) * 2, spoil)
-    t = _spoil(rng.normal(size=(n, k)) * 2, spoil)
-    return Case(
-        (s, t),
-        lambda xs, v, w, **kw: loss(*xs, example_weights=v, **opts, **kw),
-        lambda xs, v, w, **kw: oracle(*xs, example_weights=v, **opts, **kw),
-        (n,),
-    )
-
-
-def _distillation(rng, n, k, spoil=None):
-    kd, kd_ref = jaxce.distillation_loss, ref.distillation_loss
-    return _pair(rng, n, k, spoil, kd, kd_ref, temperature=2.0)
-
-
-def _jensen_shannon(rng, n, k, spoil=None, beta=0.3):
-    js, js_ref = jaxce.jensen_shannon_divergence, ref.jensen_shannon_divergence
-    return _pair(rng, n, k, spoil, js, js_ref, beta=beta, temperature=2.0)
-
-
-def _reverse_kl(rng, n, k, spoil=None):
-    rkl, rkl_ref = jaxce.reverse_kl_divergence, ref.reverse_kl_divergence
-    return _pair(rng, n, k, spoil, rkl, rkl_ref, temperature=2.0)
-
-
-def _linear(rng, n, k, spoil=None):
-    d = 3
-    h = _spoil(rng.normal(size=(n, d)), spoil)
-    kernel = rng.normal(size=(d, k))
-    bias = np.linspace(-1, 1, k)
-    _, y = _class_data(rng, n, k, spoil)
-    opts = dict(ignore_index=IGNORE, label_smoothing=0.1, z_loss=0.01)
-
-    def call(xs, v, w, **kw):
-        return jaxce.linear_softmax_cross_entropy(
-            xs[0], xs[1], y, bias=bias, chunk_size=3, example_weights=v, **opts, **kw
-        )
-
-    def oracle(xs, v, w, **kw):
-        logits = np.asarray(xs[0], np.float64) @ xs[1] + bias
-        return ref.softmax_cross_entropy(logits, y, example_weights=v, **opts, **kw)
-
-    return Case((h, kernel), call, oracle, (n,), denominator=True)
-
-
-def _linear_distill(rng, n, k, spoil=None):
-    d = 3
-    h = _spoil(rng.normal(size=(n, d)), spoil)
-    kernel = rng.normal(size=(d, k))
-    teacher = _spoil(rng.normal(size=(n, k)), spoil)
-    _, y = _class_data(rng, n, k, spoil)
-    opts = dict(labels=y, alpha=0.3, temperature=2.0, ignore_index=IGNORE, divergence="jsd")
-
-    def call(xs, v, w, **kw):
-        return jaxce.linear_distillation_loss(
-            xs[0], xs[1], teacher, chunk_size=3, example_weights=v, **opts, **kw
-        )
-
-    def oracle(xs, v, w, **kw):
-        return ref.linear_distillation_loss(xs[0], xs[1], teacher, example_weights=v, **opts, **kw)
-
-    return Case((h, kernel), call, oracle, (n,))
-
-
-def _vocab(rng, n, k, spoil=None):
-    x, y = _class_data(rng, n, k, spoil)
-    opts = dict(ignore_index=IGNORE, label_smoothing=0.1, z_loss=0.01)
-    return Case(
-        (x,),
-        lambda xs, v, w, **kw: _vocab_parallel(xs[0], y, v, **opts, **kw),
-        lambda xs, v, w, **kw: ref.softmax_cross_entropy(xs[0], y, example_weights=v, **opts, **kw),
-        (n,),
-        denominator=True,
-    )
-
-
-def _binary_labels(rng, n, k, spoil):
-    y = rng.random((n, k))
-    return _spoil(y, spoil, (2.0,))
-
-
-def _sigmoid_bce(rng, n, k, spoil=None):
-    x = _spoil(rng.normal(size=(n, k)) * 2, spoil)
-    y = _binary_labels(rng, n, k, spoil)
-    pos = rng.uniform(0.5, 3, k)
-    opts = dict(pos_weight=pos, label_smoothing=0.1)
-    return Case(
-        (x,),
-        lambda xs, v, w, **kw: jaxce.sigmoid_binary_cross_entropy(
-            xs[0], y, weights=w, example_weights=v, **opts, **kw
-        ),
-        lambda xs, v, w, **kw: ref.sigmoid_binary_cross_entropy(
-            xs[0], y, weights=w, example_weights=v, **opts, **kw
-        ),
-        (n, k),
-        rng.uniform(0.5, 2, k),
-    )
-
-
-def _bce(rng, n, k, spoil=None):
-    p = _spoil(rng.uniform(0.05, 0.95, (n, k)), spoil, (np.nan, 2.0))
-    y = _binary_labels(rng, n, k, spoil)
-    return Case(
-        (p,),
-        lambda xs, v, w, **kw: jaxce.binary_cross_entropy(
-            xs[0], y, weights=w, example_weights=v, **kw
-        ),
-        lambda xs, v, w, **kw: ref.binary_cross_entropy(
-            xs[0], y, weights=w, example_weights=v, **kw
-        ),
-        (n, k),
-        rng.uniform(0.5, 2, k),
-    )
-
-
-def _sigmoid_focal(rng, n, k, spoil=None):
-    x = _spoil(rng.normal(size=(n, k)) * 2, spoil)
-    y = _binary_labels(rng, n, k, spoil)
-    return Case(
-        (x,),
-        lambda xs, v, w, **kw: jaxce.sigmoid_focal_loss(
-            xs[0], y, alpha=0.25, gamma=1.5, example_weights=v, **kw
-        ),
-        lambda xs, v, w, **kw: ref.sigmoid_focal_loss(
-            xs[0], y, alpha=0.25, gamma=1.5, example_weights=v, **kw
-        ),
-        (n, k),
-    )
-
-
-CASES = {
-    "softmax_cross_entropy": _softmax_ce,
-    "softmax_cross_entropy/probs": _softmax_ce_probs,
-    "nll_loss": _nll,
-    "softmax_focal_loss": _softmax_focal,
-    "poly1_cross_entropy": _poly1,
-    "poly1_cross_entropy/probs": functools.partial(_poly1, probs=True),
-    "kl_divergence": _kl,
-    "entropy": _entropy,
-    "distillation_loss": _distillation,
-    "jensen_shannon_divergence": _jensen_shannon,
-    "jensen_shannon_divergence/beta0": functools.partial(_jensen_shannon, beta=0.0),
-    "jensen_shannon_divergence/beta1": functools.partial(_jensen_shannon, beta=1.0),
-    "reverse_kl_divergence": _reverse_kl,
-    "linear_softmax_cross_entropy": _linear,
-    "linear_distillation_loss": _linear_distill,
-    "vocab_parallel_softmax_cross_entropy": _vocab,
-    "sigmoid_binary_cross_entropy": _sigmoid_bce,
-    "binary_cross_entropy": _bce,
-    "sigmoid_focal_loss": _sigmoid_focal,
-}
-NAMES = sorted(CASES)
-
-
-def test_every_loss_takes_example_weights():
-    # Every public loss (the names the sharding test calls losses) is covered here.
-    from tests.test_sharding import LOSSES
-
-    missing = {name for name in LOSSES if name not in {n.split("/")[0] for n in CASES}}
-    assert not missing, f"losses without example-weight tests: {sorted(missing)}"
+from tests.helpers import (
+    assert_cached,
+    assert_derivatives_match_differences,
+    central_difference,
+    replaced,
+)
+from tests.registry import BY_NAME, LOSSES
+
+N, K = 5, 4
+REDUCTIONS = ("mean", "sum", "none")
+NAMES = [loss.name for loss in LOSSES]
 
 
 def _weights(rng, shape, low=0.2):
@@ -369,47 +44,222 @@ def _where(rng, shape):
     return where
 
 
+def _f32(arrays):
+    return tuple(
+        jnp.asarray(a, jnp.float32) if a.dtype.kind == "f" else jnp.asarray(a) for a in arrays
+    )
+
+
+def _broadcast_shape(loss):
+    """Weights that broadcast to the examples: one for all, or one per row of elements."""
+    return (N, 1) if loss.elementwise else (1,)
+
+
 # The float64 oracle: values and every gradient.
 
 
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("name", NAMES)
-def test_matches_oracle_value_and_gradients(x64, name, reduction):
+@functools.cache
+def _program(name):
+    """One float64 program per loss, shared by the tests of this file: for each reduction the
+    value and the vector-Jacobian product, weighted and not; broadcast weights; a denominator."""
+    loss = BY_NAME[name]
+
+    def program(arrays, v, v_row, where, cotangents, denominator):
+        floats = tuple(arrays[i] for i in loss.differentiable)
+
+        def value(floats, v, reduction, **kw):
+            xs = replaced(arrays, loss.differentiable, floats)
+            return loss(xs, example_weights=v, where=where, reduction=reduction, **kw)
+
+        out = {}
+        for r in REDUCTIONS:
+            got, vjp = jax.vjp(functools.partial(value, reduction=r), floats, v)
+            unweighted, unweighted_vjp = jax.vjp(lambda f, r=r: value(f, None, r), floats)
+            out[r] = {
+                "weighted": (got, vjp(cotangents[r])),
+                "unweighted": (unweighted, unweighted_vjp(cotangents[r])[0]),
+            }
+        out["broadcast"] = jax.value_and_grad(lambda v: value(floats, v, "mean"))(v_row)
+        if loss.denominator:
+            out["denominator"] = jax.value_and_grad(
+                lambda v, d: value(floats, v, "mean", denominator=d), argnums=(0, 1)
+            )(v, denominator)
+        return out
+
+    return jax.jit(program)
+
+
+def _run(name, arrays, v, where):
+    """The program with unit cotangents (gradients of the sum) and unit broadcast weights."""
+    loss = BY_NAME[name]
+    shape = loss.example_shape(N, K)
+    cotangents = {"mean": 1.0, "sum": 1.0, "none": np.ones(shape)}
+    out = _program(name)(arrays, v, np.ones(_broadcast_shape(loss)), where, cotangents, 1.0)
+    return jax.tree.map(np.asarray, out)
+
+
+@functools.cache
+def _oracle_case(name):
+    """The float64 program's inputs and outputs, for the oracle tests that read them."""
+    loss = BY_NAME[name]
     rng = np.random.default_rng(NAMES.index(name))
-    case = CASES[name](rng, 5, 4)
-    v = _weights(rng, case.example_shape)
+    data = loss.data(N, K, seed=NAMES.index(name))
+    shape = loss.example_shape(N, K)
+    v = _weights(rng, shape)
     v[2] = 0.0  # excluded from the value, and its derivative is still its loss term
-    where = _where(rng, case.example_shape)
-    kw = dict(where=where, reduction=reduction)
-    w = case.w
-    expected = case.oracle(case.inputs, v, w, **kw)
+    v_row = _weights(rng, _broadcast_shape(loss))
+    where = _where(rng, shape)
+    cotangents = {"mean": rng.normal(), "sum": rng.normal(), "none": rng.normal(size=shape)}
+    out = _program(name)(data, v, v_row, where, cotangents, 7.0)
+    return data, v, v_row, where, cotangents, jax.tree.map(np.asarray, out)
 
-    def f(xs, v, w):
-        return case.call(xs, v, w, **kw)
 
-    got, vjp = jax.vjp(f, tuple(map(jnp.asarray, case.inputs)), jnp.asarray(v), _jnp(w))
-    np.testing.assert_allclose(got, expected, rtol=1e-10, atol=1e-12)
-    cot = rng.normal(size=np.shape(expected))
-    d_inputs, d_v, d_w = vjp(jnp.asarray(cot))
+@pytest.mark.parametrize("name", NAMES)
+def test_matches_oracle_value_and_gradients(x64, name):
+    loss = BY_NAME[name]
+    data, v, _, where, cotangents, out = _oracle_case(name)
+    for r in REDUCTIONS:
+        got, (d_floats, d_v) = out[r]["weighted"]
 
-    def scalar(xs=case.inputs, v=v, w=w):
-        return np.sum(case.oracle(xs, v, w, **kw) * cot)
-
-    for i, x in enumerate(case.inputs):
-
-        def of_input(x_i, i=i):
-            return scalar(xs=tuple(x_i if j == i else a for j, a in enumerate(case.inputs)))
+        def scalar(arrays=data, v=v, r=r):
+            return np.sum(
+                loss.reference(arrays, example_weights=v, where=where, reduction=r) * cotangents[r]
+            )
 
         np.testing.assert_allclose(
-            d_inputs[i], central_difference(of_input, x), rtol=1e-6, atol=1e-8
+            got,
+            loss.reference(data, example_weights=v, where=where, reduction=r),
+            rtol=1e-10,
+            atol=1e-12,
         )
-    np.testing.assert_allclose(
-        d_v, central_difference(lambda v: scalar(v=v), v), rtol=1e-6, atol=1e-8
+        for i, d in zip(loss.differentiable, d_floats, strict=True):
+            want = central_difference(
+                lambda x, i=i: scalar(arrays=replaced(data, [i], [x])), data[i]
+            )
+            np.testing.assert_allclose(d, want, rtol=1e-6, atol=1e-8, err_msg=f"{r}, input {i}")
+        want = central_difference(lambda v: scalar(v=v), v)
+        np.testing.assert_allclose(d_v, want, rtol=1e-6, atol=1e-8, err_msg=f"{r}, weights")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_broadcast_weights_match_oracle_and_their_gradient_sums_back(x64, name):
+    loss = BY_NAME[name]
+    data, _, v_row, where, _, out = _oracle_case(name)
+    got, d_v = out["broadcast"]
+
+    def mean(v):
+        return loss.reference(data, example_weights=v, where=where, reduction="mean")
+
+    np.testing.assert_allclose(got, mean(v_row), rtol=1e-10, atol=1e-12)
+    assert d_v.shape == v_row.shape
+    np.testing.assert_allclose(d_v, central_difference(mean, v_row), rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", [loss.name for loss in LOSSES if loss.denominator])
+def test_denominator_replaces_weighted_normaliser(x64, name):
+    loss = BY_NAME[name]
+    data, v, _, where, _, out = _oracle_case(name)
+    got, (d_v, d_denominator) = out["denominator"]
+    total = loss.reference(data, example_weights=v, where=where, reduction="sum")
+    np.testing.assert_allclose(got, total / 7.0, rtol=1e-12)
+    np.testing.assert_allclose(d_denominator, -total / 49.0, rtol=1e-12)
+    # With a fixed denominator the weights enter only the numerator: d/dv_i = l_i / d.
+    unweighted = loss.reference(data, where=where, reduction="none")
+    np.testing.assert_allclose(d_v, unweighted / 7.0, rtol=1e-12, atol=1e-15)
+
+
+# Weights of 1 are no weights, bit for bit; a weight of 0 is where=False; no weight is 0.
+
+
+# A known gap, an expected failure: the fused head's bias and class-weight gradients under
+# "mean" differ by one ulp between weights of 1 and no weights.
+UNIT_WEIGHT_GAPS = {"linear_softmax_cross_entropy", "linear_softmax_cross_entropy/vd"}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(n, marks=pytest.mark.xfail(strict=True, reason="one ulp apart"))
+        if n in UNIT_WEIGHT_GAPS
+        else n
+        for n in NAMES
+    ],
+)
+def test_unit_weights_equal_no_weights_exactly(x64, name):
+    loss = BY_NAME[name]
+    shape = loss.example_shape(N, K)
+    where = _where(np.random.default_rng(3), shape)
+    out = _run(name, loss.data(N, K, seed=2), np.ones(shape), where)
+    for r in REDUCTIONS:
+        value, (grads, _) = out[r]["weighted"]
+        for got, want in zip(
+            jax.tree.leaves((value, grads)), jax.tree.leaves(out[r]["unweighted"]), strict=True
+        ):
+            np.testing.assert_array_equal(got, want, err_msg=r)
+
+
+# The fused head's kernel gradient sums h_i dz_i over the examples in its chunk loop, and
+# 0 * NaN there is NaN: a masked example whose hidden state is not finite spoils it, with
+# where=False as with a zero weight.
+@pytest.mark.parametrize("name", NAMES)
+def test_zero_weight_is_where_false_even_with_garbage(x64, name):
+    # Example 2 holds inf and NaN (and an invalid label where there is one).
+    loss = BY_NAME[name]
+    shape = loss.example_shape(N, K)
+    arrays = loss.data(N, K, seed=4, garbage=2)
+    row = np.zeros(shape, bool)
+    row[2] = True
+    v = np.where(row, 0.0, _weights(np.random.default_rng(5), shape))
+    by_weight = _run(name, arrays, v, np.ones(shape, bool))
+    by_where = _run(name, arrays, np.where(row, 1.0, v), ~row)
+    for r in REDUCTIONS:
+        value, (grads, dv) = by_weight[r]["weighted"]
+        want_value, (want_grads, _) = by_where[r]["weighted"]
+        for got, want in zip(
+            jax.tree.leaves((value, grads)), jax.tree.leaves((want_value, want_grads)), strict=True
+        ):
+            np.testing.assert_array_equal(got, want, err_msg=r)
+        assert np.all(np.isfinite(value)), r
+        assert all(np.all(np.isfinite(g)) for g in grads), f"{r}: a gradient is not finite"
+        # The logits (or hidden states): exactly zero in that row.
+        assert np.all(grads[0][2] == 0), r
+        # Only the weight's own derivative reads the row: its loss term, here not finite.
+        assert np.all(np.isfinite(np.delete(dv, 2, axis=0))) and not np.all(np.isfinite(dv[2])), r
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_all_zero_weights_are_zero_with_zero_gradient(x64, name):
+    loss = BY_NAME[name]
+    shape = loss.example_shape(N, K)
+    data = loss.data(N, K, seed=7)
+    out = _run(name, data, np.zeros(shape), np.ones(shape, bool))
+    # The derivative of a sum with respect to a weight of 0 is the example's loss term; a
+    # mean of nothing (S = 0) is 0 with zero gradient.
+    terms = loss.reference(data, reduction="none")
+    for r in REDUCTIONS:
+        value, (grads, dv) = out[r]["weighted"]
+        assert np.all(value == 0), r
+        assert all(np.all(g == 0) for g in grads), r
+        expected = np.zeros(shape) if r == "mean" else terms
+        np.testing.assert_allclose(dv, expected, rtol=1e-10, atol=1e-12, err_msg=r)
+
+
+def test_zero_weight_on_a_bad_label_is_not_an_error():
+    logits = np.zeros((3, 4), np.float32)
+    labels = np.array([0, 9, 1])
+    v = np.array([1.0, 0.0, 1.0], np.float32)
+    err, loss = checkify.checkify(jax.jit(jaxce.softmax_cross_entropy))(
+        logits, labels, example_weights=v
     )
-    if w is not None:
-        np.testing.assert_allclose(
-            d_w, central_difference(lambda w: scalar(w=w), w), rtol=1e-6, atol=1e-8
-        )
+    err.throw()
+    np.testing.assert_allclose(loss, np.log(4), rtol=1e-6)
+    # With a nonzero weight the bad label is still NaN and a checkify error.
+    err, loss = checkify.checkify(jax.jit(jaxce.softmax_cross_entropy))(
+        logits, labels, example_weights=np.ones(3, np.float32)
+    )
+    assert np.isnan(loss)
+    with pytest.raises(checkify.JaxRuntimeError, match="got 9"):
+        err.throw()
 
 
 def test_closed_form_gradients(x64):
@@ -437,133 +287,7 @@ def test_closed_form_gradients(x64):
     np.testing.assert_allclose(dv, expected_dv, rtol=1e-12, atol=1e-15)
 
 
-# Weights of 1 are no weights, bit for bit; a weight of 0 is where=False.
-
-
-def _value_and_grads(case, v, **kw):
-    """The loss and its gradients w.r.t. the inputs (float32), summed for "none"."""
-
-    def f(xs):
-        return jnp.sum(case.call(xs, v, _jnp32(case.w), **kw))
-
-    inputs = tuple(jnp.asarray(x, jnp.float32) for x in case.inputs)
-    return jax.value_and_grad(f)(inputs)
-
-
-def _jnp32(a):
-    return None if a is None else jnp.asarray(a, jnp.float32)
-
-
-@pytest.mark.parametrize("reduction", ["mean", "none"])
-@pytest.mark.parametrize("name", NAMES)
-def test_unit_weights_equal_no_weights_exactly(name, reduction):
-    case = CASES[name](np.random.default_rng(2), 6, 5)
-    where = _where(np.random.default_rng(3), case.example_shape)
-    kw = dict(where=where, reduction=reduction)
-    ones = jnp.ones(case.example_shape, jnp.float32)
-    for got, want in zip(
-        jax.tree.leaves(_value_and_grads(case, ones, **kw)),
-        jax.tree.leaves(_value_and_grads(case, None, **kw)),
-        strict=True,
-    ):
-        np.testing.assert_array_equal(got, want)
-
-
-# The fused head's kernel gradient sums h_i dz_i over the examples in its chunk loop, and
-# 0 * NaN there is NaN: a masked example whose hidden state is not finite spoils it, with
-# where=False as with a zero weight.
-@pytest.mark.parametrize("name", NAMES)
-def test_zero_weight_is_where_false_even_with_garbage(name):
-    # Row 2 holds inf and NaN logits (and an invalid label where there is one).
-    case = CASES[name](np.random.default_rng(4), 5, 4, spoil=2)
-    row = np.zeros(case.example_shape, bool)
-    row[2] = True
-    v = np.where(row, 0.0, _weights(np.random.default_rng(5), case.example_shape))
-    v = jnp.asarray(v, jnp.float32)
-    for reduction in ("mean", "sum", "none"):
-        by_weight = _value_and_grads(case, v, reduction=reduction)
-        by_where = _value_and_grads(case, jnp.where(row, 1.0, v), where=~row, reduction=reduction)
-        for got, want in zip(jax.tree.leaves(by_weight), jax.tree.leaves(by_where), strict=True):
-            np.testing.assert_array_equal(got, want)
-        loss, grads = by_weight
-        assert np.all(np.isfinite(loss))
-        # The logits (or hidden states): finite, and exactly zero in that row.
-        assert np.all(np.isfinite(grads[0])) and np.all(np.asarray(grads[0])[2] == 0)
-    # Only the weight's own derivative reads the row: its loss term, here not finite.
-    inputs, w = tuple(map(_jnp32, case.inputs)), _jnp32(case.w)
-    dv = np.asarray(jax.grad(lambda v: case.call(inputs, v, w, reduction="sum"))(v))
-    assert np.all(np.isfinite(np.delete(dv, 2, axis=0))) and not np.all(np.isfinite(dv[2]))
-    assert all(np.all(np.isfinite(g)) for g in grads), "a gradient is not finite"
-
-
-def test_zero_weight_on_a_bad_label_is_not_an_error():
-    logits = np.zeros((3, 4), np.float32)
-    labels = np.array([0, 9, 1])
-    v = np.array([1.0, 0.0, 1.0], np.float32)
-    err, loss = checkify.checkify(jax.jit(jaxce.softmax_cross_entropy))(
-        logits, labels, example_weights=v
-    )
-    err.throw()
-    np.testing.assert_allclose(loss, np.log(4), rtol=1e-6)
-    # With a nonzero weight the bad label is still NaN and a checkify error.
-    err, loss = checkify.checkify(jax.jit(jaxce.softmax_cross_entropy))(
-        logits, labels, example_weights=np.ones(3, np.float32)
-    )
-    assert np.isnan(loss)
-    with pytest.raises(checkify.JaxRuntimeError, match="got 9"):
-        err.throw()
-
-
-# The normaliser: denominator, empty and all-zero batches.
-
-
-@pytest.mark.parametrize(
-    "name", [n for n in NAMES if CASES[n](np.random.default_rng(0), 2, 3).denominator]
-)
-def test_denominator_replaces_weighted_normaliser(x64, name):
-    rng = np.random.default_rng(6)
-    case = CASES[name](rng, 5, 4)
-    v = _weights(rng, case.example_shape)
-    inputs = tuple(map(jnp.asarray, case.inputs))
-    total = case.oracle(case.inputs, v, case.w, reduction="sum")
-
-    def mean(v, d):
-        return case.call(inputs, v, _jnp(case.w), denominator=d)
-
-    loss, (dv, dd) = jax.value_and_grad(mean, argnums=(0, 1))(jnp.asarray(v), 7.0)
-    np.testing.assert_allclose(loss, total / 7.0, rtol=1e-12)
-    np.testing.assert_allclose(dd, -total / 49.0, rtol=1e-12)
-    # With a fixed denominator the weights enter only the numerator: d/dv_i = l_i / d.
-    unweighted = case.oracle(case.inputs, None, case.w, reduction="none")
-    np.testing.assert_allclose(dv, unweighted / 7.0, rtol=1e-12, atol=1e-15)
-
-
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("n", [0, 4])  # an empty batch, and a batch whose weights are all 0
-@pytest.mark.parametrize("name", NAMES)
-def test_no_weight_is_zero_with_zero_gradient(name, n, reduction):
-    case = CASES[name](np.random.default_rng(7), n, 3)
-    inputs = tuple(jnp.asarray(x, jnp.float32) for x in case.inputs)
-    v = jnp.zeros(case.example_shape, jnp.float32)
-
-    def f(xs, v):
-        return case.call(xs, v, _jnp32(case.w), reduction=reduction)
-
-    value = f(inputs, v)
-    assert value.shape == (case.example_shape if reduction == "none" else ())
-    assert value.dtype == jnp.float32 and np.all(np.asarray(value) == 0)
-    grads, dv = jax.grad(lambda xs, v: jnp.sum(f(xs, v)), argnums=(0, 1))(inputs, v)
-    # The derivative of a sum with respect to a weight of 0 is the example's loss term; a
-    # mean of nothing (S = 0) is 0 with zero gradient.
-    terms = case.oracle(case.inputs, None, case.w, reduction="none")
-    expected = np.zeros(v.shape) if reduction == "mean" else terms
-    assert dv.shape == v.shape
-    np.testing.assert_allclose(dv, expected, rtol=1e-5, atol=1e-6)
-    for g, x in zip(grads, inputs, strict=True):
-        assert g.shape == x.shape and np.all(np.asarray(g) == 0)
-
-
-# Broadcasting, the option classes, transformations.
+# Broadcasting and transformations.
 
 
 def test_weights_broadcast_and_their_gradient_sums_back(x64):
@@ -607,43 +331,6 @@ def test_elementwise_weights_of_binary_losses_broadcast_per_row(x64):
     np.testing.assert_allclose(by_weights * 12 / np.sum(3 * v), got, rtol=1e-12)
 
 
-@pytest.mark.parametrize(
-    "criterion,fn,labels",
-    [
-        (
-            jaxce.CrossEntropyLoss(weights=[1.0, 2.0, 3.0], label_smoothing=0.1),
-            lambda x, y, **kw: jaxce.softmax_cross_entropy(
-                x, y, weights=jnp.array([1.0, 2.0, 3.0]), label_smoothing=0.1, **kw
-            ),
-            np.array([0, 2, 1, 1]),
-        ),
-        (
-            jaxce.FocalLoss(gamma=1.0),
-            lambda x, y, **kw: jaxce.softmax_focal_loss(x, y, gamma=1.0, **kw),
-            np.array([0, 2, 1, 1]),
-        ),
-        (
-            jaxce.BCEWithLogitsLoss(pos_weight=[1.0, 2.0, 3.0]),
-            lambda x, y, **kw: jaxce.sigmoid_binary_cross_entropy(
-                x, y, pos_weight=jnp.array([1.0, 2.0, 3.0]), **kw
-            ),
-            np.eye(3, dtype=np.float32)[[0, 2, 1, 1]],
-        ),
-    ],
-)
-def test_option_classes_take_example_weights_per_call(criterion, fn, labels):
-    # Like `where`, the weights are an argument of the call, not a stored option.
-    logits = np.random.default_rng(10).normal(size=(4, 3)).astype(np.float32)
-    v = np.array([1.0, 0.0, 2.0, 0.5], np.float32)
-    v = v if labels.ndim == 1 else v[:, None]
-    np.testing.assert_allclose(
-        criterion(logits, labels, example_weights=v), fn(logits, labels, example_weights=v)
-    )
-    dv = jax.grad(lambda v: criterion(logits, labels, example_weights=v))(v)
-    assert dv.shape == v.shape
-    assert "example_weights" not in {f.name for f in dataclasses.fields(criterion)}
-
-
 def test_traced_weights_compile_once():
     rng = np.random.default_rng(11)
     logits = rng.normal(size=(6, 4)).astype(np.float32)
@@ -665,18 +352,18 @@ def test_vmap_of_grad_and_second_order(x64):
     def loss(x, v, y):
         return jaxce.softmax_cross_entropy(x, y, example_weights=v, label_smoothing=0.1)
 
-    grads = jax.vmap(jax.grad(loss, argnums=(0, 1)))(logits, v, labels)
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+    grads = jax.jit(jax.vmap(grad))(logits, v, labels)
     for i in range(3):
-        for got, want in zip(
-            grads, jax.grad(loss, argnums=(0, 1))(logits[i], v[i], labels[i]), strict=True
-        ):
+        for got, want in zip(grads, grad(logits[i], v[i], labels[i]), strict=True):
             np.testing.assert_allclose(got[i], want, rtol=1e-12)
-    check_grads(lambda x, v: loss(x, v, labels[0]), (logits[0], v[0]), order=2, modes=["rev"])
-    check_grads(
+    assert_derivatives_match_differences(
+        lambda x, v: loss(x, v, labels[0]), (logits[0], v[0]), order=2
+    )
+    assert_derivatives_match_differences(
         lambda x, v: jaxce.sigmoid_focal_loss(x, (labels[0] > 2) * 1.0, example_weights=v),
         (logits[0, :, 0], v[0]),
         order=2,
-        modes=["rev"],
     )
 
 
@@ -692,7 +379,7 @@ def test_learned_example_weights_gradient_matches_finite_difference(x64):
             logits, labels, example_weights=jax.nn.softplus(theta * feature)
         )
 
-    check_grads(loss, (0.7,), order=2, modes=["rev"])
+    assert_derivatives_match_differences(loss, (0.7,), order=2)
 
 
 # Dtypes and bad input.
@@ -715,11 +402,13 @@ def test_dtypes_follow_the_inputs():
             lambda x, v: jaxce.softmax_cross_entropy(x, labels, example_weights=v), argnums=(0, 1)
         )(x32, v64)
         assert loss.dtype == jnp.float64 and dx.dtype == jnp.float32 and dv.dtype == jnp.float64
-        for name in NAMES:
-            case = CASES[name](np.random.default_rng(0), 3, 4)
-            inputs = tuple(jnp.asarray(x, jnp.float32) for x in case.inputs)
-            value = case.call(inputs, jnp.ones(case.example_shape, jnp.float64), _jnp32(case.w))
-            assert value.dtype == jnp.float64, name
+        for entry in LOSSES:
+            arrays = _f32(entry.data(3, 4))
+            v = jnp.ones(entry.example_shape(3, 4), jnp.float64)
+            value = jax.eval_shape(
+                lambda arrays, v, entry=entry: entry(arrays, example_weights=v), arrays, v
+            )
+            assert value.dtype == jnp.float64, entry.name
 
 
 def test_negative_and_non_finite_weights_are_used_as_given(x64):
@@ -748,18 +437,19 @@ def test_negative_and_non_finite_weights_are_used_as_given(x64):
 
 
 BAD_WEIGHTS = [
-    (TypeError, "example_weights must be a floating array", np.ones(5, np.int32)),
-    (TypeError, "example_weights must be a floating array", np.ones(5, bool)),
+    (TypeError, "example_weights must be a floating array", np.ones(N, np.int32)),
+    (TypeError, "example_weights must be a floating array", np.ones(N, bool)),
     (ValueError, r"example_weights must be broadcastable to the examples' shape", np.ones(7)),
 ]
 
 
-@pytest.mark.parametrize("error,message,v", BAD_WEIGHTS)
 @pytest.mark.parametrize("name", NAMES)
-def test_bad_weights_raise_naming_the_argument(name, error, message, v):
-    case = CASES[name](np.random.default_rng(16), 5, 4)
-    with pytest.raises(error, match=message):
-        case.call(tuple(map(_jnp32, case.inputs)), v, _jnp32(case.w))
+def test_bad_weights_raise_naming_the_argument(name):
+    loss = BY_NAME[name]
+    arrays = _f32(loss.data(N, K, seed=16))
+    for error, message, v in BAD_WEIGHTS:
+        with pytest.raises(error, match=message):
+            jax.eval_shape(lambda arrays, v=v: loss(arrays, example_weights=v), arrays)
 
 
 def test_bad_weights_raise_under_jit():
@@ -768,35 +458,28 @@ def test_bad_weights_raise_under_jit():
         f(np.ones((2, 3), np.float32), np.ones(3, np.float32))
 
 
-# Property tests: shapes, masks and weights (zeros included) against the oracle.
+# Property tests: masks and weights (zeros included) against the oracle, through the
+# program the oracle tests compiled (the shapes are the other tests').
 
 
 @settings(max_examples=25, deadline=None)
-@given(
-    data=st.data(),
-    name=st.sampled_from(NAMES),
-    n=st.integers(1, 6),
-    k=st.integers(2, 5),
-    reduction=st.sampled_from(["mean", "sum", "none"]),
-)
-def test_property_matches_oracle(data, name, n, k, reduction):
+@given(data=st.data(), name=st.sampled_from(NAMES))
+def test_property_matches_oracle(data, name):
+    loss = BY_NAME[name]
+    shape = loss.example_shape(N, K)
     with jax.enable_x64(True):
-        case = CASES[name](np.random.default_rng(n * 10 + k), n, k)
-        shape = case.example_shape
+        arrays = loss.data(N, K, seed=NAMES.index(name))
         where = data.draw(hnp.arrays(np.bool_, shape))
-        # A shape that broadcasts to the examples' shape: leading axes dropped, others 1 or kept.
-        lead = data.draw(st.integers(0, len(shape)))
-        v_shape = tuple(data.draw(st.sampled_from([1, d])) for d in shape[lead:])
         weight = st.sampled_from([0.0, 0.25, 1.0, 2.5]) | st.floats(1e-3, 4.0)
-        v = data.draw(hnp.arrays(np.float64, v_shape, elements=weight))
-        kw = dict(where=where, reduction=reduction)
-        inputs = tuple(map(jnp.asarray, case.inputs))
-        got, (d_inputs, dv) = jax.value_and_grad(
-            lambda xs, v: jnp.sum(case.call(xs, v, _jnp(case.w), **kw)), argnums=(0, 1)
-        )(inputs, jnp.asarray(v))
-        expected = np.sum(case.oracle(case.inputs, v, case.w, **kw))
-        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
-        assert dv.shape == v.shape and np.all(np.isfinite(dv))
-        counted = np.broadcast_to(where, shape) & (np.broadcast_to(v, shape) != 0)
-        # An example that does not count gets exactly zero gradient.
-        assert np.all(np.asarray(d_inputs[0])[~counted] == 0)
+        v = data.draw(hnp.arrays(np.float64, shape, elements=weight))
+        ones = np.ones(_broadcast_shape(loss))
+        cotangents = {"mean": 1.0, "sum": 1.0, "none": np.ones(shape)}
+        out = _program(name)(arrays, v, ones, where, cotangents, 1.0)
+        counted = where & (v != 0)
+        for r in REDUCTIONS:
+            got, (d_floats, dv) = out[r]["weighted"]
+            expected = loss.reference(arrays, example_weights=v, where=where, reduction=r)
+            np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+            assert np.all(np.isfinite(dv))
+            # An example that does not count gets exactly zero gradient.
+            assert np.all(np.asarray(d_floats[0])[~counted] == 0)

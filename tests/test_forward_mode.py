@@ -1,209 +1,103 @@
 """`autodiff="forward"`: every loss's custom_jvp equals its reverse-mode derivatives.
 
-Each case is a loss of all its floating inputs (logits, probability labels or a
-teacher, class weights, example weights with a 0 among them, every traced
-hyperparameter), with masks, ignored labels and smoothing. `jacfwd`, `jvp`,
-`linearize`, reverse mode through the forward rule and `hessian` must equal the
-default reverse rule's in float64.
+Each case is a loss of `tests/registry.py` as a function of all its differentiable inputs
+(logits, probability labels or a teacher, class weights), its example weights (a 0 among
+them) and every traced hyperparameter, with a mask, an ignored label and smoothing.
+`jacfwd`, `jvp`, `linearize`, reverse mode through the forward rule and `hessian` must equal
+the default reverse rule's in float64: one compiled program per case computes them all.
 """
+
+import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import PartitionSpec as P
 
 import jaxce
+from tests.helpers import QUICK, replaced
+from tests.registry import LOSSES
 
 N, K = 6, 5
-_rng = np.random.default_rng(0)
-X = _rng.normal(size=(N, K)) * 2
-T = _rng.normal(size=(N, K)) * 2
-Y = np.array([0, 1, -100, 3, 1, 4])
-PROBS = _rng.dirichlet(np.ones(K), N)
-SIGMOIDS = 1 / (1 + np.exp(-X))
-BINARY = _rng.random((N, K))
-W = _rng.uniform(0.5, 2, K)
-V = np.array([1.5, 0.0, 0.7, 2.0, 1.0, 0.3])  # a weight of exactly 0: its derivative is exact
+# Example 2 weighs exactly 0 (its weight's derivative is still exact), example 3 is masked,
+# and example 1's label, where there is one, is the ignored label.
+V = np.array([1.5, 0.7, 0.0, 2.0, 1.0, 0.3])
 WHERE = np.array([1, 1, 1, 0, 1, 1], bool)
-COMMON = dict(where=WHERE, reduction="none")
-CLASS = dict(ignore_index=-100, **COMMON)
 
 
-def _vocab_parallel(x, h, v, autodiff):
-    mesh = jax.make_mesh((1,), ("vocab",), axis_types=(jax.sharding.AxisType.Auto,))
-
-    def local(x, y, v):
-        return jaxce.vocab_parallel_softmax_cross_entropy(
-            x, y, axis_name="vocab", label_smoothing=h, z_loss=h / 10, logit_softcap=3 + h,
-            example_weights=v, autodiff=autodiff, **CLASS,
-        )  # fmt: skip
-
-    specs = (P(None, "vocab"), P(), P())
-    return jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P())(x, jnp.asarray(Y), v)
-
-
-# name -> (loss(inputs, h, v, autodiff), its floating inputs besides h and v). `h` is a
-# traced hyperparameter in (0, 1), standing for each float option of the loss.
-CASES = {
-    "softmax_cross_entropy": (
-        lambda xs, h, v, ad: jaxce.softmax_cross_entropy(
-            xs[0],
-            Y,
-            weights=xs[1],
-            label_smoothing=h,
-            z_loss=h / 10,
-            logit_softcap=3 + h,
-            example_weights=v,
-            autodiff=ad,
-            **CLASS,
-        ),  # fmt: skip
-        (X, W),
-    ),
-    "softmax_cross_entropy/probs": (
-        lambda xs, h, v, ad: jaxce.softmax_cross_entropy(
-            xs[0],
-            xs[1],
-            weights=xs[2],
-            label_smoothing=h,
-            z_loss=h / 10,
-            example_weights=v,
-            autodiff=ad,
-            **COMMON,
-        ),  # fmt: skip
-        (X, PROBS, W),
-    ),
-    "softmax_cross_entropy/stats": (
-        lambda xs, h, v, ad: _stats_sum(
-            jaxce.softmax_cross_entropy(
-                xs[0],
-                Y,
-                label_smoothing=h,
-                return_stats=True,
-                example_weights=v,
-                autodiff=ad,
-                **CLASS,
-            )  # fmt: skip
-        ),
-        (X,),
-    ),
-    "nll_loss": (
-        lambda xs, h, v, ad: (
-            h * jaxce.nll_loss(xs[0], Y, weights=xs[1], example_weights=v, autodiff=ad, **CLASS)
-        ),
-        (X, W),
-    ),
-    "softmax_focal_loss": (
-        lambda xs, h, v, ad: jaxce.softmax_focal_loss(
-            xs[0], Y, gamma=1 + h, weights=xs[1], example_weights=v, autodiff=ad, **CLASS
-        ),
-        (X, W),
-    ),
-    "poly1_cross_entropy": (
-        lambda xs, h, v, ad: jaxce.poly1_cross_entropy(
-            xs[0],
-            Y,
-            epsilon=h,
-            label_smoothing=h / 2,
-            weights=xs[1],
-            example_weights=v,
-            autodiff=ad,
-            **CLASS,
-        ),  # fmt: skip
-        (X, W),
-    ),
-    "poly1_cross_entropy/probs": (
-        lambda xs, h, v, ad: jaxce.poly1_cross_entropy(
-            xs[0], xs[1], epsilon=h, example_weights=v, autodiff=ad, **COMMON
-        ),
-        (X, PROBS),
-    ),
-    "kl_divergence": (
-        lambda xs, h, v, ad: (
-            h * jaxce.kl_divergence(xs[0], xs[1], example_weights=v, autodiff=ad, **COMMON)
-        ),
-        (X, PROBS),
-    ),
-    "entropy": (
-        lambda xs, h, v, ad: h * jaxce.entropy(xs[0], example_weights=v, autodiff=ad, **COMMON),
-        (X,),
-    ),
-    "distillation_loss": (
-        lambda xs, h, v, ad: jaxce.distillation_loss(
-            xs[0], xs[1], temperature=1 + h, example_weights=v, autodiff=ad, **COMMON
-        ),
-        (X, T),
-    ),
-    "reverse_kl_divergence": (
-        lambda xs, h, v, ad: jaxce.reverse_kl_divergence(
-            xs[0], xs[1], temperature=1 + h, example_weights=v, autodiff=ad, **COMMON
-        ),
-        (X, T),
-    ),
-    "jensen_shannon_divergence": (
-        lambda xs, h, v, ad: jaxce.jensen_shannon_divergence(
-            xs[0], xs[1], beta=h, temperature=2 - h, example_weights=v, autodiff=ad, **COMMON
-        ),
-        (X, T),
-    ),
-    "sigmoid_binary_cross_entropy": (
-        lambda xs, h, v, ad: jaxce.sigmoid_binary_cross_entropy(
-            xs[0],
-            xs[1],
-            weights=xs[2],
-            pos_weight=xs[2] * 2,
-            label_smoothing=h,
-            where=WHERE[:, None],
-            example_weights=v[:, None],
-            autodiff=ad,
-            reduction="none",
-        ),  # fmt: skip
-        (X, BINARY, W),
-    ),
-    "binary_cross_entropy": (
-        lambda xs, h, v, ad: (
-            h
-            * jaxce.binary_cross_entropy(
-                xs[0],
-                xs[1],
-                weights=xs[2],
-                where=WHERE[:, None],
-                example_weights=v[:, None],
-                autodiff=ad,
-                reduction="none",
-            )
-        ),  # fmt: skip
-        (SIGMOIDS, BINARY, W),
-    ),
-    "sigmoid_focal_loss": (
-        lambda xs, h, v, ad: jaxce.sigmoid_focal_loss(
-            xs[0],
-            xs[1],
-            alpha=h,
-            gamma=1 + h,
-            where=WHERE[:, None],
-            example_weights=v[:, None],
-            autodiff=ad,
-            reduction="none",
-        ),  # fmt: skip
-        (X, BINARY),
-    ),
-    "vocab_parallel_softmax_cross_entropy": (
-        lambda xs, h, v, ad: _vocab_parallel(xs[0], h, v, ad),
-        (X,),
-    ),
-}
-FUSED = ("linear_softmax_cross_entropy", "linear_distillation_loss")
-
-
-def _stats_sum(out):
+def _with_stats(out):
     loss, stats = out
     return loss + 0.1 * stats.logsumexp**2
 
 
+# name -> (loss, its options, what makes its output one array).
+CASES = {loss.name: (loss, {}, None) for loss in LOSSES if loss.forward}
+CASES.update(
+    {
+        f"{loss.name}/stats": (loss, dict(return_stats=True), _with_stats)
+        for loss in LOSSES
+        if loss.forward and loss.stats
+    }
+)
+
+
 def _args(name):
-    _, inputs = CASES[name]
-    return tuple(map(jnp.asarray, inputs)), jnp.float64(0.3), jnp.asarray(V)
+    """The loss's differentiable arrays, its hyperparameters and the example weights."""
+    loss, _, _ = CASES[name]
+    data = loss.data(N, K)
+    floats = tuple(jnp.asarray(data[i], jnp.float64) for i in loss.differentiable)
+    hyper = {k: jnp.float64(values[0]) for k, values in loss.hyper.items()}
+    v = V[:, None] if loss.elementwise else V
+    return data, (floats, hyper, jnp.asarray(v, jnp.float64))
+
+
+@functools.cache
+def _program(name):
+    """Every derivative the tests compare, of `loss(floats, hyper, v)` in either mode."""
+    loss, options, post = CASES[name]
+    where = WHERE[:, None] if loss.elementwise else WHERE
+
+    def program(data, args, tangents):
+        def f(floats, hyper, v, autodiff):
+            out = loss(
+                replaced(data, loss.differentiable, floats),
+                **hyper,
+                **options,
+                example_weights=v,
+                where=where,
+                reduction="none",
+                autodiff=autodiff,
+            )
+            return out if post is None else post(out)
+
+        forward = functools.partial(f, autodiff="forward")
+        reverse = functools.partial(f, autodiff="reverse")
+        argnums = (0, 1, 2)
+        out = {
+            "value": reverse(*args),
+            "jacrev": jax.jacrev(reverse, argnums)(*args),
+            "jacfwd": jax.jacfwd(forward, argnums)(*args),
+            # Reverse mode through the forward rule (JAX transposes its tangent).
+            "jacrev_of_forward": jax.jacrev(forward, argnums)(*args),
+            "grad_of_forward": jax.grad(lambda *a: jnp.sum(forward(*a)))(*args)[0],
+        }
+        out["primal"], out["tangent"] = jax.jvp(forward, args, tangents)
+        # Along the first input alone: no other input's tangent multiplies an excluded term.
+        out["tangent_of_first"] = jax.jvp(
+            lambda x: forward((x, *args[0][1:]), *args[1:]), (args[0][0],), (tangents[0][0],)
+        )[1]
+        out["linearized"] = jax.linearize(forward, *args)[1](*tangents)
+        # Second order in the first input: forward over forward, reverse over reverse.
+        floats, rest = args[0], args[1:]
+
+        def total(x, fn):
+            return jnp.sum(fn((x, *floats[1:]), *rest))
+
+        out["hessian_forward"] = jax.jacfwd(jax.jacfwd(lambda x: total(x, forward)))(floats[0])
+        out["hessian_reverse"] = jax.hessian(lambda x: total(x, reverse))(floats[0])
+        return out
+
+    return jax.jit(program, compiler_options=QUICK)
 
 
 def _assert_close(got, want):
@@ -211,77 +105,53 @@ def _assert_close(got, want):
         np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-10, atol=1e-12)
 
 
-def test_every_loss_has_a_case():
-    from tests.test_sharding import LOSSES
-
-    missing = set(LOSSES) - set(FUSED) - {n.split("/")[0] for n in CASES}
-    assert not missing, f"losses without forward-mode tests: {sorted(missing)}"
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_forward_mode_equals_reverse_mode(x64, name):
-    loss, _ = CASES[name]
-    args = _args(name)
-
-    def forward(*a):
-        return loss(*a, "forward")
-
-    def reverse(*a):
-        return loss(*a, "reverse")
-
-    argnums = (0, 1, 2)
-    expected = jax.jit(jax.jacrev(reverse, argnums))(*args)
-    _assert_close(jax.jit(jax.jacfwd(forward, argnums))(*args), expected)
-    # Reverse mode through the forward rule (JAX transposes its tangent).
-    _assert_close(jax.jit(jax.jacrev(forward, argnums))(*args), expected)
-    # jvp and linearize along one random direction equal the Jacobian's product.
+    data, args = _args(name)
     rng = np.random.default_rng(1)
     tangents = jax.tree.map(lambda a: jnp.asarray(rng.normal(size=np.shape(a))), args)
-    value, tangent = jax.jit(lambda a, t: jax.jvp(forward, a, t))(args, tangents)
-    _assert_close(value, reverse(*args))
+    out = _program(name)(data, args, tangents)
+    expected = out["jacrev"]
+    _assert_close(out["jacfwd"], expected)
+    _assert_close(out["jacrev_of_forward"], expected)
+    # jvp and linearize along one random direction equal the Jacobian's product.
+    _assert_close(out["primal"], out["value"])
     products = jax.tree.map(
         lambda jac, t: jnp.tensordot(jac, t, axes=np.ndim(t)), expected, tangents
     )
-    _assert_close(tangent, sum(jax.tree.leaves(products)))
-    _, linear = jax.linearize(forward, *args)
-    _assert_close(linear(*tangents), tangent)
-    # Second order: forward over forward equals reverse over reverse.
-    x = args[0][0]
-
-    def total(x, f):
-        return jnp.sum(f((x, *args[0][1:]), *args[1:]))
-
-    _assert_close(
-        jax.jit(jax.jacfwd(jax.jacfwd(lambda x: total(x, forward))))(x),
-        jax.jit(jax.hessian(lambda x: total(x, reverse)))(x),
-    )
+    _assert_close(out["tangent"], sum(jax.tree.leaves(products)))
+    _assert_close(out["linearized"], out["tangent"])
+    _assert_close(out["hessian_forward"], out["hessian_reverse"])
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_forward_mode_is_exactly_zero_on_excluded_examples(name):
+def test_forward_mode_is_exactly_zero_on_excluded_examples(x64, name):
     # Inf and NaN in an excluded row reach neither the tangent nor, through it, the gradient.
-    loss, inputs = CASES[name]
-    xs = list(map(jnp.asarray, inputs))
-    xs[0] = xs[0].at[3].set(jnp.nan).at[1].set(jnp.inf)  # row 3: where=False; row 1: v = 0
-    v = jnp.asarray(V)
-
-    def f(x):
-        return loss((x, *xs[1:]), 0.3, v, "forward")
-
-    tangent = jax.jit(lambda x: jax.jvp(f, (x,), (jnp.ones_like(x),)))(xs[0])
-    kept = np.array([True, False, True, False, True, True])
-    out = np.asarray(tangent[1]).reshape(N, -1)
-    assert np.all(np.isfinite(out[kept])) and np.all(out[~kept] == 0)
-    grad = jax.jit(jax.grad(lambda x: jnp.sum(f(x))))(xs[0])
-    assert np.all(np.asarray(grad)[~kept] == 0) and np.all(np.isfinite(grad))
+    data, (floats, hyper, v) = _args(name)
+    x = floats[0].at[3].set(jnp.nan).at[2].set(jnp.inf)  # row 3: where=False; row 2: v = 0
+    args = ((x, *floats[1:]), hyper, v)
+    zeros = jax.tree.map(jnp.zeros_like, args)
+    tangents = ((jnp.ones_like(x), *zeros[0][1:]), *zeros[1:])
+    out = _program(name)(data, args, tangents)
+    kept = np.array([True, True, False, False, True, True])
+    tangent = np.asarray(out["tangent_of_first"]).reshape(N, -1)
+    assert np.all(np.isfinite(tangent[kept])) and np.all(tangent[~kept] == 0)
+    grad = np.asarray(out["grad_of_forward"])
+    assert np.all(grad[~kept] == 0) and np.all(np.isfinite(grad))
 
 
-@pytest.mark.parametrize("name", FUSED)
-def test_fused_heads_reject_forward_mode_naming_the_option(name):
-    hidden, kernel = jnp.ones((4, 3)), jnp.ones((3, 7))
-    teacher = (jnp.ones((4, 7)),) if name == "linear_distillation_loss" else (jnp.arange(4),)
+FUSED = [loss for loss in LOSSES if not loss.forward]
+
+
+@pytest.mark.parametrize("loss", FUSED, ids=lambda loss: loss.name)
+def test_fused_heads_reject_forward_mode_naming_the_option(loss):
     with pytest.raises(ValueError, match="autodiff must be 'reverse'"):
-        getattr(jaxce, name)(hidden, kernel, *teacher, autodiff="forward")
+        loss(loss.data(4, 7), autodiff="forward")
+
+
+_RNG = np.random.default_rng(0)
+X = _RNG.normal(size=(N, K)) * 2
+Y = np.array([0, 1, -100, 3, 1, 4])
 
 
 def test_autodiff_is_static_and_checked():
