@@ -60,8 +60,10 @@ $(VENV)/.dist: | $(BIN)/python
 demo: $(VENV)/.examples
 	$(BIN)/python examples/train_linear.py
 
+# One worker per core; each test file's subprocess checks (8 host devices) stay on one worker.
+# Line coverage of jaxce/ is printed, and the run fails if it falls below the floor.
 test: $(VENV)/.test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup --cov --cov-report=term
 
 lint: $(VENV)/.lint
 	$(BIN)/ruff format --check .

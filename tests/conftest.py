@@ -17,6 +17,17 @@ if jax.default_backend() != "cpu":
     jax.config.update("jax_default_matmul_precision", "highest")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(items):
+    """Tests that start a subprocess with 8 host devices run first, each file's on one worker
+    (`make test` runs pytest-xdist with `--dist loadgroup`): the longest single steps of the
+    suite then overlap the rest of it instead of ending it."""
+    slow = [item for item in items if item.get_closest_marker("host_devices")]
+    for item in slow:
+        item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    items[:] = slow + [item for item in items if item not in slow]
+
+
 @pytest.fixture
 def x64():
     """Runs a test with 64-bit types enabled (float64 oracles, order-2 gradient checks)."""

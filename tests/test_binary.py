@@ -465,10 +465,10 @@ def test_bce_with_logits_loss_dataclass():
 # Property tests.
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(
     data=st.data(),
-    shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=5),
+    shape=st.sampled_from([(1,), (5,), (2, 3), (2, 1, 4)]),  # few shapes: few compilations
     smoothing=st.sampled_from([0.0, 0.1, 1.0]),
     reduction=st.sampled_from(["mean", "sum", "none"]),
     magnitude=st.sampled_from([1.0, 30.0, 1e3]),

@@ -300,6 +300,7 @@ def sharded():
     return run_on_host_devices("tests.test_calibration_streaming")
 
 
+@pytest.mark.host_devices
 def test_psum_of_shard_states_equals_one_shot(sharded):
     assert sharded["devices"] == 8
     got = {tuple(json.loads(key)): value for key, value in sharded["sharded"].items()}

@@ -850,7 +850,7 @@ def test_temperature_accepts_numpy_and_concrete_scalars():
 # Property tests.
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(
     data=st.data(),
     shape=st.sampled_from([(1, 1), (2, 3), (5, 8)]),  # few shapes: few compilations
@@ -890,7 +890,7 @@ def _kl_properties(data, n, k, magnitude):
     np.testing.assert_allclose(np.sum(grad, -1), 0.0, atol=1e-12 * max(1.0, magnitude))
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(
     data=st.data(),
     shape=st.sampled_from([(1, 1), (2, 3), (5, 8)]),  # few shapes: few compilations
@@ -945,8 +945,8 @@ def _jsd_properties(data, n, k, magnitude, beta, temperature):
         np.testing.assert_allclose(g.sum(-1), 0.0, atol=1e-12 * max(1.0, magnitude))
 
 
-@settings(max_examples=12, deadline=None)
-@given(shape=hnp.array_shapes(min_dims=1, max_dims=4, max_side=4), data=st.data())
+@settings(max_examples=8, deadline=None)
+@given(shape=st.sampled_from([(3,), (2, 4), (2, 1, 3), (2, 3, 1, 2)]), data=st.data())
 def test_property_any_axis_matches_oracle(shape, data):
     axis = data.draw(st.integers(-len(shape), len(shape) - 1))
     log_targets = data.draw(st.booleans())

@@ -97,10 +97,9 @@ def test_sigmoid_focal_saturated_logits(gamma, scale):
 
 
 def test_sigmoid_focal_check_grads():
+    # Second order in float64 (which checks the first order too).
     logits, labels = binary_data((3, 4), seed=4, scale=1.0, soft=True)
     labels = 0.1 + 0.8 * labels
-    f = lambda x, y: sfl(x, y, gamma=0.5)  # noqa: E731
-    check_grads(f, (logits, labels), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
     with jax.enable_x64(True):
         x, y = logits.astype(np.float64) * 3, labels.astype(np.float64)
         where = np.array([[True], [False], [True]])
@@ -206,9 +205,7 @@ def test_softmax_focal_extreme_and_masked_logits(gamma):
 def test_softmax_focal_check_grads():
     logits, labels = class_data((4, 5), 5, seed=7, scale=1.0)
     w = np.linspace(0.5, 1.5, 5).astype(np.float32)
-    f = lambda x, w: mfl(x, labels, gamma=2.0, weights=w)  # noqa: E731
-    check_grads(f, (logits, w), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
-    with jax.enable_x64(True):
+    with jax.enable_x64(True):  # second order in float64, which checks the first order too
         where = np.array([True, False, True, True])
         g = lambda x, w: mfl(x, labels, gamma=0.5, weights=w, where=where)  # noqa: E731
         check_grads(
@@ -341,9 +338,7 @@ def test_poly1_closed_form_gradient(x64):
 def test_poly1_check_grads():
     logits, labels = class_data((4, 5), 5, seed=12, scale=1.0)
     w = np.linspace(0.5, 1.5, 5).astype(np.float32)
-    f = lambda x, w: poly(x, labels, weights=w, label_smoothing=0.1)  # noqa: E731
-    check_grads(f, (logits, w), order=1, modes=["rev"], atol=1e-2, rtol=1e-2)
-    with jax.enable_x64(True):
+    with jax.enable_x64(True):  # second order in float64, which checks the first order too
         x, w64 = logits.astype(np.float64) * 2, w.astype(np.float64)
         probs = probabilities((4, 5)).astype(np.float64)
         g = lambda x, p, w: poly(x, p, weights=w, epsilon=-0.5, label_smoothing=0.2)  # noqa: E731
@@ -512,11 +507,11 @@ def test_focal_loss_dataclass():
 # Property tests.
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(
     data=st.data(),
-    n=st.integers(1, 6),
-    k=st.integers(1, 6),
+    n=st.sampled_from([1, 5]),  # few shapes: few compilations
+    k=st.sampled_from([1, 4, 6]),
     gamma=st.sampled_from([0.0, 0.5, 2.0]),
     reduction=st.sampled_from(["mean", "sum", "none"]),
     magnitude=st.sampled_from([1.0, 30.0]),
@@ -542,10 +537,10 @@ def test_property_softmax_focal_matches_oracle(data, n, k, gamma, reduction, mag
         np.testing.assert_allclose(np.sum(grad, -1), 0, atol=1e-9 * magnitude)
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(
     data=st.data(),
-    shape=hnp.array_shapes(min_dims=1, max_dims=3, max_side=4),
+    shape=st.sampled_from([(1,), (4,), (2, 3), (2, 2, 3)]),  # few shapes: few compilations
     alpha=st.sampled_from([None, 0.0, 0.25, 1.0]),
     gamma=st.sampled_from([0.0, 0.5, 2.0]),
     magnitude=st.sampled_from([1.0, 30.0, 1e3]),
@@ -563,11 +558,11 @@ def test_property_sigmoid_focal_matches_oracle(data, shape, alpha, gamma, magnit
         assert np.all(np.isfinite(grad)) and np.all(np.abs(grad) <= 1 + 0.37 * gamma)
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=6, deadline=None)
 @given(
     data=st.data(),
-    n=st.integers(1, 5),
-    k=st.integers(2, 6),
+    n=st.sampled_from([1, 5]),  # few shapes: few compilations
+    k=st.sampled_from([2, 6]),
     epsilon=st.sampled_from([-1.0, 0.0, 1.0, 3.0]),
     smoothing=st.sampled_from([0.0, 0.1]),
 )

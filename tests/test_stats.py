@@ -1,6 +1,5 @@
 """`return_stats=True`: per-example logsumexp (differentiable), argmax class and correctness."""
 
-import hypothesis.extra.numpy as hnp
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -35,9 +34,9 @@ def _check(stats, want):
     assert stats.predicted.dtype == jnp.int32 and stats.correct.dtype == jnp.bool_
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(
-    shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=7),
+    shape=st.sampled_from([(1,), (7,), (3, 5), (2, 3, 4)]),  # few shapes: few compilations
     cap=st.sampled_from([None, 2.0]),
     seed=st.integers(0, 1000),
 )
@@ -121,11 +120,11 @@ def _head(n=9, d=4, v=37, seed=0):
     return hidden, kernel, labels
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=5, deadline=None)
 @given(
-    n=st.integers(1, 8),
-    v=st.integers(1, 20),
-    chunk=st.integers(1, 8),
+    n=st.sampled_from([1, 8]),  # few shapes: few compilations
+    v=st.sampled_from([1, 7, 20]),
+    chunk=st.sampled_from([1, 3, 8]),
     layout=st.sampled_from(["DV", "VD"]),
     cap=st.sampled_from([None, 1.5]),
     seed=st.integers(0, 1000),
