@@ -2,8 +2,14 @@
 
 import os
 
-import jax
-import pytest
+# The tests read values and compiled programs, not speed: LLVM's optimisation of the CPU code
+# would be a fifth of the suite's time. XLA reads the flag when the CPU backend starts.
+os.environ["XLA_FLAGS"] = " ".join(
+    [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
+).strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 # The wheel from `make dist` is installed and tested by `make test-wheel`, which names it in
 # $JAXCE_WHEEL; the default run does not build and install it a second time.

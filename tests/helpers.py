@@ -147,17 +147,30 @@ def replaced(arrays, positions, values):
     return tuple(arrays)
 
 
-# Options of `jax.jit` for a test's own programs, each compiled once and run a few times on
-# tiny inputs: on a CPU, LLVM's optimisation of the code would be a third of the compile time
-# and buy nothing.
-QUICK = {"xla_backend_optimization_level": 0} if jax.default_backend() == "cpu" else {}
+def assert_matches_oracle(oracle, args, value, grads, err_msg="", atol=1e-9):
+    """`value` and `grads` (float64) are the float64 NumPy `oracle(*args)` and its central
+    differences with respect to each of `args`."""
+    args = [np.asarray(a) for a in args]
+
+    def at(i, a):
+        return oracle(*args[:i], a, *args[i + 1 :])
+
+    np.testing.assert_allclose(value, oracle(*args), rtol=1e-10, err_msg=err_msg)
+    for i, got in enumerate(grads):
+        want = central_difference(functools.partial(at, i), args[i])
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=atol, err_msg=err_msg)
+
+
+# Options of `jax.jit` for the programs whose last bit the tests read: compiled at XLA's
+# default optimisation level, as a user's program is, not at the suite's level 0 (conftest).
+SHIPPED = {"xla_backend_optimization_level": 3}
 
 
 def assert_derivatives_match_differences(f, args, order=1, directions=2, seed=0):
     """`check_grads(f, args, order, modes=["rev"])` in one compiled program per `f` (float64):
     the reverse-mode derivative of the scalar `f(*args)` along random directions, and with
     `order=2` reverse over reverse (the Hessian times each direction), against central
-    differences of the order below."""
+    differences of the order below. A non-scalar `f` is summed with fixed uneven weights."""
     rng = np.random.default_rng(seed)
     ds = jax.tree.map(lambda a: rng.normal(size=(directions, *np.shape(a))), args)
     for got, want in _derivative_program(f, order)(args, ds):
@@ -172,11 +185,13 @@ def _derivative_program(f, order, eps=1e-5):
         return sum(jnp.vdot(x, y) for x, y in pairs)
 
     def scalar(args):
-        return f(*args)
+        out = f(*args)
+        mix = 1 + 0.5 * jnp.sin(jnp.arange(out.size, dtype=out.dtype)).reshape(out.shape)
+        return jnp.sum(out * mix)
 
     grad = jax.grad(scalar)
 
-    @functools.partial(jax.jit, compiler_options=QUICK)
+    @jax.jit
     def program(args, ds):
         def difference(fn, d):
             def at(step):

@@ -18,7 +18,7 @@ from jax.experimental import checkify
 
 import jaxce
 from tests import registry
-from tests.helpers import QUICK, assert_derivatives_match_differences, replaced
+from tests.helpers import assert_derivatives_match_differences, replaced
 from tests.registry import CALIBRATION, LOSSES, NOT_LOSSES, Loss
 
 PACKAGE = Path(jaxce.__file__).parent
@@ -63,7 +63,7 @@ def test_empty_batch_is_zero_with_zero_gradient(loss):
     # Zero weights change nothing but the mean's normaliser, 0 here too.
     calls = [(r, False) for r in REDUCTIONS] + [("mean", True)]
 
-    @functools.partial(jax.jit, compiler_options=QUICK)
+    @jax.jit
     def program(arrays, v):
         losses, by_criterion = [], []
         for reduction, weighted in calls:
@@ -125,7 +125,7 @@ def test_option_class_calls_its_function(loss):
     where = np.resize([True, True, False], shape)
     n = len(loss.inputs)
 
-    @functools.partial(jax.jit, compiler_options=QUICK)
+    @jax.jit
     def program(arrays, v):
         out = {}
         for reduction in REDUCTIONS:
@@ -186,7 +186,7 @@ def _traced(name):
     def program(arrays, floats, integers):
         return [_call(f, arrays, h) for h in (floats, integers)]
 
-    return jax.jit(program, compiler_options=QUICK)
+    return jax.jit(program)
 
 
 @pytest.mark.parametrize("name,f,data,hyper", HYPER_CASES, ids=[c[0] for c in HYPER_CASES])
@@ -243,8 +243,8 @@ def test_learned_temperature_is_differentiable():
 def test_traced_hyperparameter_out_of_range_is_nan_and_checkified(loss):
     arrays = _f32(loss.data(6, 5, seed=7))
     valid = {k: v[0] for k, v in loss.hyper.items()}
-    traced = jax.jit(lambda h: loss(arrays, **h), compiler_options=QUICK)
-    checked = jax.jit(checkify.checkify(lambda h: loss(arrays, **h)), compiler_options=QUICK)
+    traced = jax.jit(lambda h: loss(arrays, **h))
+    checked = jax.jit(checkify.checkify(lambda h: loss(arrays, **h)))
     for name, values in loss.invalid.items():
         for bad in values:
             h = {**valid, name: bad}
@@ -338,7 +338,7 @@ def test_binary_label_out_of_range_is_nan_and_checkified(loss, dtype):
     bad[1, 2] = bad[3, 0] = True
 
     def checked(f):
-        return jax.jit(checkify.checkify(f), compiler_options=QUICK)
+        return jax.jit(checkify.checkify(f))
 
     err, losses = checked(lambda a: loss(a, reduction="none"))(arrays)
     assert np.all(np.isnan(losses[bad])) and np.all(np.isfinite(losses[~bad]))

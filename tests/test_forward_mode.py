@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import jaxce
-from tests.helpers import QUICK, replaced
+from tests.helpers import replaced
 from tests.registry import LOSSES
 
 N, K = 6, 5
@@ -97,7 +97,7 @@ def _program(name):
         out["hessian_reverse"] = jax.hessian(lambda x: total(x, reverse))(floats[0])
         return out
 
-    return jax.jit(program, compiler_options=QUICK)
+    return jax.jit(program)
 
 
 def _assert_close(got, want):

@@ -3,6 +3,7 @@
 import contextlib
 import functools
 import io
+import itertools
 import pathlib
 import re
 from typing import NamedTuple
@@ -13,12 +14,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.test_util import check_grads
 
 import jaxce
 
 from . import reference
-from .helpers import central_difference, cpu_memory_budget
+from .helpers import (
+    assert_derivatives_match_differences,
+    assert_matches_oracle,
+    central_difference,
+    cpu_memory_budget,
+)
 
 N, D, V, DT = 9, 5, 23, 4  # V is not a multiple of the chunk sizes below
 
@@ -99,9 +104,11 @@ def _unfused(
     return (1 - alpha) * loss + alpha * ce
 
 
-def _assert_tree_close(got, want, rtol, atol):
+def _assert_tree_close(got, want, rtol, atol, err_msg=""):
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-        np.testing.assert_allclose(np.asarray(g, np.float64), w, rtol=rtol, atol=atol)
+        np.testing.assert_allclose(
+            np.asarray(g, np.float64), w, rtol=rtol, atol=atol, err_msg=err_msg
+        )
 
 
 CASES = [
@@ -116,29 +123,37 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("teacher", ["logits", "hidden"])
-@pytest.mark.parametrize(("divergence", "options"), CASES)
-def test_matches_unfused(divergence, options, teacher):
+def test_matches_unfused():
     data = _data()
     labels = data.labels.at[2].set(5)
-    t, extra = data.teacher(teacher)
 
-    def fused(h, k, b):
-        losses = jaxce.linear_distillation_loss(
-            h, k, t, bias=b, divergence=divergence, labels=labels, chunk_size=4, **extra, **options
-        )
-        return jnp.sum(losses)
+    _, extra = data.teacher("hidden")
 
-    def unfused(h, k, b):
-        losses = _unfused(
-            h, k, b, data.teacher_logits, divergence=divergence, labels=labels, **options
-        )
-        return jnp.sum(losses)
+    @jax.jit  # every case in one program
+    def program(h, k, b, teacher_logits, teacher_hidden):
+        out = {}
+        for kind, t, kw in (("logits", teacher_logits, {}), ("hidden", teacher_hidden, extra)):
+            for divergence, options in CASES:
+                opts = dict(divergence=divergence, labels=labels, **options)
 
-    args = (data.hidden, data.kernel, data.bias)
-    got = jax.value_and_grad(fused, argnums=(0, 1, 2))(*args)
-    want = jax.value_and_grad(unfused, argnums=(0, 1, 2))(*args)
-    _assert_tree_close(got, want, rtol=1e-5, atol=1e-7)
+                def fused(h, k, b, t=t, kw=kw, opts=opts):
+                    losses = jaxce.linear_distillation_loss(
+                        h, k, t, bias=b, chunk_size=4, **kw, **opts
+                    )
+                    return jnp.sum(losses)
+
+                def unfused(h, k, b, opts=opts):
+                    return jnp.sum(_unfused(h, k, b, teacher_logits, **opts))
+
+                out[f"{kind} {divergence} {options}"] = [
+                    jax.value_and_grad(f, argnums=(0, 1, 2))(h, k, b) for f in (fused, unfused)
+                ]
+        return out
+
+    teachers = (data.teacher_logits, data.teacher_hidden)
+    # float32 gradients of order 1: atol is a few ulps of their scale.
+    for case, (got, want) in program(*data[:3], *teachers).items():
+        _assert_tree_close(got, want, rtol=1e-5, atol=1e-6, err_msg=case)
 
 
 ORACLE_CASES = [
@@ -148,35 +163,61 @@ ORACLE_CASES = [
 ]
 
 
-@pytest.mark.parametrize("layout", ["DV", "VD"])
-@pytest.mark.parametrize("teacher", ["logits", "hidden"])
-@pytest.mark.parametrize(("divergence", "options"), ORACLE_CASES)
-def test_value_and_gradients_match_float64_oracle(divergence, options, teacher, layout, x64):
+def test_value_and_gradients_match_float64_oracle(x64):
     data = _data(n=5, d=3, v=9, dt=2, dtype=jnp.float64)
     labels = data.labels.at[1].set(4)
     where = jnp.array([True, True, False, True, True])
-    t, extra = data.teacher(teacher)
-    if layout == "VD" and extra:
-        extra["teacher_kernel"] = extra["teacher_kernel"].T
-    opts = dict(divergence=divergence, labels=labels, ignore_index=4, where=where, **options)
+    cases = list(itertools.product(ORACLE_CASES, ("logits", "hidden"), ("DV", "VD")))
+
+    def setup(divergence, options, teacher, layout):
+        t, extra = data.teacher(teacher)
+        if layout == "VD" and extra:
+            extra["teacher_kernel"] = extra["teacher_kernel"].T
+        opts = dict(divergence=divergence, labels=labels, ignore_index=4, where=where, **options)
+        return t, dict(kernel_layout=layout, **extra, **opts)
+
+    @jax.jit  # every case in one program
+    def fused(h, kernel):
+        out = []
+        for (divergence, options), teacher, layout in cases:
+            t, kw = setup(divergence, options, teacher, layout)
+            k = kernel if layout == "DV" else kernel.T
+
+            def loss(h, k, b, t=t, kw=kw):
+                return jaxce.linear_distillation_loss(h, k, t, bias=b, chunk_size=4, **kw)
+
+            out.append(jax.value_and_grad(loss, argnums=(0, 1, 2))(h, k, data.bias))
+        return out
+
+    for case, (value, grads) in zip(cases, fused(data.hidden, data.kernel), strict=True):
+        t, kw = setup(*case[0], *case[1:])
+        stored = data.kernel if case[2] == "DV" else data.kernel.T
+        args = (data.hidden, stored, data.bias)
+        assert_matches_oracle(_oracle(t, **kw), args, value, grads, err_msg=str(case))
+
+
+def _oracle(teacher, **options):
+    """The float64 oracle as a function of the hidden states, the kernel and the bias."""
+    teacher = np.asarray(teacher)
+    options = {k: np.asarray(v) if isinstance(v, jax.Array) else v for k, v in options.items()}
 
     def oracle(h, k, b):
-        return reference.linear_distillation_loss(
-            h, k, np.asarray(t), bias=b, kernel_layout=layout, **extra, **opts
-        )
+        return reference.linear_distillation_loss(h, k, teacher, bias=b, **options)
 
-    def fused(h, k, b):
-        return jaxce.linear_distillation_loss(
-            h, k, t, bias=b, kernel_layout=layout, chunk_size=4, **extra, **opts
-        )
+    return oracle
 
-    stored = data.kernel if layout == "DV" else data.kernel.T
-    args = [np.asarray(a) for a in (data.hidden, stored, data.bias)]
-    value, grads = jax.value_and_grad(fused, argnums=(0, 1, 2))(*args)
-    np.testing.assert_allclose(value, oracle(*args), rtol=1e-10)
+
+def _assert_oracle(oracle, args, value, grads, case):
+    """`value` and `grads` are the float64 oracle's value and its central differences."""
+    args = [np.asarray(a) for a in args]
+
+    def at(i, a):
+        return oracle(*args[:i], a, *args[i + 1 :])
+
+    np.testing.assert_allclose(value, oracle(*args), rtol=1e-10, err_msg=case)
     for i, got in enumerate(grads):
-        want = central_difference(lambda a, i=i: oracle(*args[:i], a, *args[i + 1 :]), args[i])
-        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+        want = central_difference(functools.partial(at, i), args[i])
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9, err_msg=case)
 
 
 @pytest.mark.parametrize("divergence", ["kl", "reverse_kl", "jsd"])
@@ -264,23 +305,30 @@ def test_jsd_endpoints_are_the_kls():
     assert jsd._cache_size() == 1
 
 
-@pytest.mark.parametrize("chunk_size", [1, 3, 7, 22, 23, 40])
-@pytest.mark.parametrize("divergence", ["kl", "jsd"])
-def test_ragged_chunks_match_unfused(divergence, chunk_size):
+def test_ragged_chunks_match_unfused():
     data = _data()
-    opts = dict(divergence=divergence, temperature=2.0, alpha=0.3, labels=data.labels)
     t = data.teacher_logits
 
-    def fused(h, k, b):
-        return jaxce.linear_distillation_loss(h, k, t, bias=b, chunk_size=chunk_size, **opts)
+    @jax.jit  # every case in one program
+    def program(h, k, b):
+        out = {}
+        for divergence in ("kl", "jsd"):
+            opts = dict(divergence=divergence, temperature=2.0, alpha=0.3, labels=data.labels)
+            unfused = functools.partial(_unfused, teacher_logits=t, **opts)
+            want = jax.value_and_grad(unfused, argnums=(0, 1, 2))(h, k, b)
+            for chunk_size in (1, 3, 7, 22, 23, 40):
 
-    def unfused(h, k, b):
-        return _unfused(h, k, b, t, **opts)
+                def fused(h, k, b, opts=opts, chunk_size=chunk_size):
+                    return jaxce.linear_distillation_loss(
+                        h, k, t, bias=b, chunk_size=chunk_size, **opts
+                    )
 
-    args = (data.hidden, data.kernel, data.bias)
-    got = jax.value_and_grad(fused, argnums=(0, 1, 2))(*args)
-    want = jax.value_and_grad(unfused, argnums=(0, 1, 2))(*args)
-    _assert_tree_close(got, want, rtol=1e-5, atol=1e-7)
+                got = jax.value_and_grad(fused, argnums=(0, 1, 2))(h, k, b)
+                out[f"{divergence} chunk_size={chunk_size}"] = (got, want)
+        return out
+
+    for case, (got, want) in program(*data[:3]).items():
+        _assert_tree_close(got, want, rtol=1e-5, atol=1e-7, err_msg=case)
 
 
 def test_teacher_as_logits_or_hidden_states_agree():
@@ -483,7 +531,7 @@ def test_check_grads_second_order(divergence, teacher, x64):
             **extra,
         )
 
-    check_grads(f, (data.hidden, data.kernel, data.bias), order=2, modes=["rev"])
+    assert_derivatives_match_differences(f, (data.hidden, data.kernel, data.bias), order=2)
 
 
 def test_vmap_of_grad():
