@@ -207,19 +207,6 @@ def _oracle(teacher, **options):
     return oracle
 
 
-def _assert_oracle(oracle, args, value, grads, case):
-    """`value` and `grads` are the float64 oracle's value and its central differences."""
-    args = [np.asarray(a) for a in args]
-
-    def at(i, a):
-        return oracle(*args[:i], a, *args[i + 1 :])
-
-    np.testing.assert_allclose(value, oracle(*args), rtol=1e-10, err_msg=case)
-    for i, got in enumerate(grads):
-        want = central_difference(functools.partial(at, i), args[i])
-        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9, err_msg=case)
-
-
 @pytest.mark.parametrize("divergence", ["kl", "reverse_kl", "jsd"])
 def test_traced_hyperparameter_gradients_match_float64_oracle(divergence, x64):
     data = _data(n=4, d=3, v=7, dtype=jnp.float64)
