@@ -2,10 +2,19 @@
 
 import os
 
-# The tests read values and compiled programs, not speed: LLVM's optimisation of the CPU code
-# would be a fifth of the suite's time. XLA reads the flag when the CPU backend starts.
+# The tests read values and compiled programs, not speed, and compile many small programs.
+# LLVM's optimisation of the CPU code would be a fifth of the suite's time; the CPU's fusion
+# emitters compile slower than its elemental ones by about a third; splitting each program's
+# code for parallel compilation costs a tenth more than it saves. The programs whose last bit
+# a test compares compile as a user's do (`helpers.SHIPPED`). XLA reads the flags when the
+# CPU backend starts.
 os.environ["XLA_FLAGS"] = " ".join(
-    [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
+    [
+        os.environ.get("XLA_FLAGS", ""),
+        "--xla_backend_optimization_level=0",
+        "--xla_cpu_use_fusion_emitters=false",
+        "--xla_cpu_parallel_codegen_split_count=1",
+    ]
 ).strip()
 
 import jax  # noqa: E402
@@ -25,12 +34,18 @@ if jax.default_backend() != "cpu":
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items):
-    """Tests that start a subprocess with 8 host devices run first, each file's on one worker
-    (`make test` runs pytest-xdist with `--dist loadgroup`): the longest single steps of the
-    suite then overlap the rest of it instead of ending it."""
+    """`make test` runs pytest-xdist with `--dist loadgroup`; tests that share work run on one
+    worker. Tests that start a subprocess with 8 host devices run first, each file's on one
+    worker: the longest single steps of the suite then overlap the rest of it instead of
+    ending it. A file's tests of one registry entry (their parameter `name`) share that
+    loss's compiled programs, which another worker would compile again."""
     slow = [item for item in items if item.get_closest_marker("host_devices")]
-    for item in slow:
-        item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    for item in items:
+        name = getattr(item, "callspec", None) and item.callspec.params.get("name")
+        if item in slow:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+        elif isinstance(name, str):
+            item.add_marker(pytest.mark.xdist_group(f"{item.path.stem}:{name}"))
     items[:] = slow + [item for item in items if item not in slow]
 
 

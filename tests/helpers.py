@@ -161,9 +161,9 @@ def assert_matches_oracle(oracle, args, value, grads, err_msg="", atol=1e-9):
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=atol, err_msg=err_msg)
 
 
-# Options of `jax.jit` for the programs whose last bit the tests read: compiled at XLA's
-# default optimisation level, as a user's program is, not at the suite's level 0 (conftest).
-SHIPPED = {"xla_backend_optimization_level": 3}
+# Options of `jax.jit` for the programs whose last bit the tests read: compiled with XLA's
+# defaults, as a user's program is, not with the suite's quicker settings (conftest).
+SHIPPED = {"xla_backend_optimization_level": 3, "xla_cpu_use_fusion_emitters": True}
 
 
 def assert_derivatives_match_differences(f, args, order=1, directions=2, seed=0):

@@ -98,8 +98,10 @@ def test_masked_class_keeps_the_identity():
     scale, bias = jaxce.fit_vector_scaling(masked, labels)
     assert scale[3] == 1 and bias[3] == 0
     expected = jaxce.fit_vector_scaling(logits, labels)
-    np.testing.assert_allclose(scale[:3], expected[0], rtol=1e-4)
-    np.testing.assert_allclose(bias[:3], expected[1], atol=1e-4)
+    # A float32 NLL is flat to its last bit within about sqrt(eps) = 3e-4 of its minimum, so
+    # two fits that sum in another order agree to that, not to float32's 1e-7.
+    np.testing.assert_allclose(scale[:3], expected[0], rtol=1e-3)
+    np.testing.assert_allclose(bias[:3], expected[1], atol=1e-3)
 
 
 def test_axis_vmap_and_no_gradient():

@@ -22,6 +22,7 @@ from jax.experimental import checkify
 import jaxce
 from tests import reference as ref
 from tests.helpers import (
+    SHIPPED,
     assert_cached,
     assert_derivatives_match_differences,
     central_difference,
@@ -59,9 +60,11 @@ def _broadcast_shape(loss):
 
 
 @functools.cache
-def _program(name):
+def _program(name, shipped=False):
     """One float64 program per loss, shared by the tests of this file: for each reduction the
-    value and the vector-Jacobian product, weighted and not; broadcast weights; a denominator."""
+    value and the vector-Jacobian product, weighted and not; broadcast weights; a denominator.
+    `shipped`: the reductions alone, compiled at XLA's default level as a user's program is
+    (the last bit can depend on how the code is optimised)."""
     loss = BY_NAME[name]
 
     def program(arrays, v, v_row, where, cotangents, denominator):
@@ -79,6 +82,8 @@ def _program(name):
                 "weighted": (got, vjp(cotangents[r])),
                 "unweighted": (unweighted, unweighted_vjp(cotangents[r])[0]),
             }
+        if shipped:
+            return out
         out["broadcast"] = jax.value_and_grad(lambda v: value(floats, v, "mean"))(v_row)
         if loss.denominator:
             out["denominator"] = jax.value_and_grad(
@@ -86,15 +91,17 @@ def _program(name):
             )(v, denominator)
         return out
 
-    return jax.jit(program)
+    return jax.jit(program, compiler_options=SHIPPED if shipped else None)
 
 
-def _run(name, arrays, v, where):
+def _run(name, arrays, v, where, shipped=False):
     """The program with unit cotangents (gradients of the sum) and unit broadcast weights."""
     loss = BY_NAME[name]
     shape = loss.example_shape(N, K)
     cotangents = {"mean": 1.0, "sum": 1.0, "none": np.ones(shape)}
-    out = _program(name)(arrays, v, np.ones(_broadcast_shape(loss)), where, cotangents, 1.0)
+    out = _program(name, shipped)(
+        arrays, v, np.ones(_broadcast_shape(loss)), where, cotangents, 1.0
+    )
     return jax.tree.map(np.asarray, out)
 
 
@@ -109,7 +116,9 @@ def _oracle_case(name):
     v[2] = 0.0  # excluded from the value, and its derivative is still its loss term
     v_row = _weights(rng, _broadcast_shape(loss))
     where = _where(rng, shape)
-    cotangents = {"mean": rng.normal(), "sum": rng.normal(), "none": rng.normal(size=shape)}
+    # Python floats, as `_run` gives them: the same compiled program serves both.
+    cotangents = {"mean": float(rng.normal()), "sum": float(rng.normal())}
+    cotangents["none"] = rng.normal(size=shape)
     out = _program(name)(data, v, v_row, where, cotangents, 7.0)
     return data, v, v_row, where, cotangents, jax.tree.map(np.asarray, out)
 
@@ -189,7 +198,7 @@ def test_unit_weights_equal_no_weights_exactly(x64, name):
     loss = BY_NAME[name]
     shape = loss.example_shape(N, K)
     where = _where(np.random.default_rng(3), shape)
-    out = _run(name, loss.data(N, K, seed=2), np.ones(shape), where)
+    out = _run(name, loss.data(N, K, seed=2), np.ones(shape), where, shipped=True)
     for r in REDUCTIONS:
         value, (grads, _) = out[r]["weighted"]
         for got, want in zip(
@@ -233,9 +242,12 @@ def test_all_zero_weights_are_zero_with_zero_gradient(x64, name):
     shape = loss.example_shape(N, K)
     data = loss.data(N, K, seed=7)
     out = _run(name, data, np.zeros(shape), np.ones(shape, bool))
-    # The derivative of a sum with respect to a weight of 0 is the example's loss term; a
-    # mean of nothing (S = 0) is 0 with zero gradient.
-    terms = loss.reference(data, reduction="none")
+    # The derivative of a sum with respect to a weight of 0 is the example's loss term with
+    # the batch as it is, every other example excluded (where a loss couples its examples,
+    # as a contrastive loss's negatives, that is its loss alone); a mean of nothing (S = 0)
+    # is 0 with zero gradient.
+    alone = np.eye(int(np.prod(shape)), dtype=bool).reshape(-1, *shape)
+    terms = np.reshape([loss.reference(data, where=m, reduction="sum") for m in alone], shape)
     for r in REDUCTIONS:
         value, (grads, dv) = out[r]["weighted"]
         assert np.all(value == 0), r
