@@ -21,8 +21,13 @@ gradient once: 3 x N x V x itemsize. The copy row is `x * 2` on the same array
 (one read, one write), measured in the same rounds; `bw` is the copy's bytes/s
 and `of copy` is the loss's bytes/s divided by it.
 
-Usage: `python benchmarks/run.py [--quick] [--rounds R] [--only linear] [--out DIR]`;
-`--only linear` runs the fused-head rows alone (see `run_linear_only`).
+The contrastive rows (`bench_contrastive`) time CLIP's training step fused
+(`contrastive_cross_entropy`) against the same loss written with `jnp` on the
+N x M similarities, and NT-Xent against optax's `ntxent`.
+
+Usage: `python benchmarks/run.py [--quick] [--rounds R] [--only linear|contrastive]
+[--out DIR]`; `--only` runs the fused-head rows (`run_linear_only`) or the contrastive
+rows (`run_contrastive_only`) alone.
 """
 
 from __future__ import annotations
@@ -63,6 +68,12 @@ ACCUMULATORS_QUICK = (16, 8, 256, 64)
 # windows on a CPU, with the most windows per example (two).
 WINDOWS_FULL = (1024, 1024, 32768)
 WINDOWS_QUICK = (16, 8, 256)
+# (N = M, D) of the contrastive rows, fused against the materialised loss, and the N of
+# the row against optax's `ntxent` (its gradient needs far more than N^2 memory).
+CONTRASTIVE_FULL = ((8192, 512), (16384, 512))
+CONTRASTIVE_QUICK = ((64, 16),)
+NTXENT_FULL = (1024, 512)
+NTXENT_QUICK = (32, 16)
 
 
 def progress(step: str, message: str) -> None:
@@ -1174,6 +1185,7 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"| {dist['materialised'] / 2**20:.1f} "
             f"| {dist['fused'] / max(dist['materialised'], 1):.1%} |",
         ]
+    lines += _contrastive_lines(results.get("contrastive"))
     lines += [
         "",
         "## Accelerator rows",
@@ -1183,6 +1195,41 @@ def to_markdown(results: dict[str, Any]) -> str:
         "latest results are in `benchmarks/results/accelerator/results.md`.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _contrastive_lines(section: dict[str, Any] | None) -> list[str]:
+    """The contrastive rows: CLIP fused against materialised, NT-Xent against optax."""
+    if section is None:
+        return []
+    lines = [
+        "",
+        "## Contrastive losses: CLIP's training step, fused against materialised",
+        "",
+        "`contrastive_cross_entropy` against the same loss written with `jnp` on the N x M "
+        "similarities; the value and the gradients of both towers and the temperature, "
+        "float32.",
+        "",
+        "| N = M | D | fused temp MiB | materialised temp MiB | temp ratio "
+        "| fused s | materialised s | time ratio |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in section["clip"]:
+        fused, mat = row["fused"], row["materialised"]
+        lines.append(
+            f"| {row['N']} | {row['D']} | {fused['temp_bytes'] / 2**20:.1f} "
+            f"| {mat['temp_bytes'] / 2**20:.1f} | {row['temp_ratio']:.2%} "
+            f"| {fused['time_s']:.3f} | {mat['time_s']:.3f} | {row['time_ratio']:.2f}× |"
+        )
+    nt = section["ntxent"]
+    lines += [
+        "",
+        f"NT-Xent at N={nt['N']}, D={nt['D']}, the gradient with respect to the views: "
+        f"`ntxent_loss` {nt['jaxce']['time_s']:.3f} s and "
+        f"{nt['jaxce']['temp_bytes'] / 2**20:.1f} MiB of temp, `optax.losses.ntxent` "
+        f"{nt['optax']['time_s']:.3f} s and {nt['optax']['temp_bytes'] / 2**20:.1f} MiB "
+        f"({nt['speedup']:.1f}× faster).",
+    ]
+    return lines
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -1209,6 +1256,132 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _clip_materialised(a: jax.Array, b: jax.Array, t: jax.Array) -> jax.Array:
+    """CLIP written with `jnp` on the N x M similarities, autodiff for the gradient."""
+    s = a @ b.T / t
+    diagonal = jnp.sum(a * b, axis=1) / t
+    rows = jax.nn.logsumexp(s, axis=1) - diagonal
+    cols = jax.nn.logsumexp(s, axis=0) - diagonal
+    return 0.5 * jnp.mean(rows + cols)
+
+
+def bench_contrastive(
+    shapes: tuple[tuple[int, int], ...], ntxent: tuple[int, int], rounds: int, step: str = ""
+) -> dict[str, Any]:
+    """CLIP fused (`contrastive_cross_entropy`) against the materialised loss, fwd + bwd in
+    float32 with a learned temperature: time ratio and compiled temp; and NT-Xent against
+    optax's `ntxent` at a size it fits."""
+    rows = []
+    for n, d in shapes:
+        label = f"{step} contrastive float32 N=M={n} D={d}".lstrip()
+        rng = np.random.default_rng(0)
+        a, b = (jnp.asarray(rng.normal(size=(n, d)) / np.sqrt(d), jnp.float32) for _ in "ab")
+        t = jnp.float32(0.07)
+        losses = {
+            "fused": lambda a, b, t: jaxce.contrastive_cross_entropy(a, b, temperature=t),
+            "materialised": _clip_materialised,
+        }
+        row: dict[str, Any] = {"N": n, "M": n, "D": d}
+        calls = {}
+        for name, loss in losses.items():
+            progress(label, f"compiling {name}")
+            grad = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+            compiled = grad.lower(a, b, t).compile()
+            value, _ = compiled(a, b, t)
+            row[name] = {
+                "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
+                "loss": float(value),
+            }
+            calls[name] = functools.partial(compiled, a, b, t)
+        progress(label, f"timing fused, materialised: {rounds} rounds")
+        samples: dict[str, list[float]] = {}
+        times = time_alternating(calls, rounds, samples=samples)
+        for name, seconds in times.items():
+            row[name]["time_s"] = seconds
+        row["round_ratios"] = round_ratios(samples, "fused", "materialised")
+        row["time_ratio"] = times["fused"] / times["materialised"]
+        row["temp_ratio"] = row["fused"]["temp_bytes"] / row["materialised"]["temp_bytes"]
+        row["similarities_bytes"] = 2 * n * n * 4  # the similarities and their gradient
+        row["loss_rel_diff"] = abs(row["fused"]["loss"] - row["materialised"]["loss"]) / abs(
+            row["materialised"]["loss"]
+        )
+        progress(
+            label,
+            f"time {row['time_ratio']:.2f}x the materialised loss; temp "
+            f"{row['fused']['temp_bytes'] / 2**20:.1f} MiB vs "
+            f"{row['materialised']['temp_bytes'] / 2**20:.1f} MiB "
+            f"({100 * row['temp_ratio']:.2f}%)",
+        )
+        rows.append(row)
+    return {"clip": rows, "ntxent": bench_ntxent(*ntxent, rounds, step)}
+
+
+def bench_ntxent(n: int, d: int, rounds: int, step: str = "") -> dict[str, Any]:
+    """`ntxent_loss` on L2-normalised views against `optax.losses.ntxent` (which normalises
+    them itself), the gradient with respect to the views."""
+    import optax
+
+    label = f"{step} ntxent float32 N={n} D={d}".lstrip()
+    z = jnp.asarray(np.random.default_rng(1).normal(size=(n, d)), jnp.float32)
+    labels = jnp.arange(n) // 2
+
+    def ours(z):
+        unit = z / jnp.linalg.norm(z, axis=-1, keepdims=True)
+        return jaxce.ntxent_loss(unit, temperature=0.1)
+
+    def theirs(z):
+        with jax.numpy_dtype_promotion("standard"):  # optax mixes booleans and integers
+            return optax.losses.ntxent(z, labels, 0.1)
+
+    row: dict[str, Any] = {"N": n, "D": d}
+    calls = {}
+    for name, loss in (("jaxce", ours), ("optax", theirs)):
+        progress(label, f"compiling {name}")
+        compiled = jax.jit(jax.value_and_grad(loss)).lower(z).compile()
+        value, _ = compiled(z)
+        row[name] = {
+            "temp_bytes": int(compiled.memory_analysis().temp_size_in_bytes),
+            "loss": float(value),
+        }
+        calls[name] = functools.partial(compiled, z)
+    samples: dict[str, list[float]] = {}
+    times = time_alternating(calls, rounds, samples=samples)
+    for name, seconds in times.items():
+        row[name]["time_s"] = seconds
+    row["speedup"] = times["optax"] / times["jaxce"]
+    row["loss_rel_diff"] = abs(row["jaxce"]["loss"] - row["optax"]["loss"]) / abs(
+        row["optax"]["loss"]
+    )
+    progress(
+        label,
+        f"{row['speedup']:.1f}x faster than optax; temp "
+        f"{row['jaxce']['temp_bytes'] / 2**20:.1f} MiB "
+        f"vs {row['optax']['temp_bytes'] / 2**20:.0f} MiB",
+    )
+    return row
+
+
+def _contrastive_shapes(quick: bool) -> tuple[Any, Any]:
+    return (CONTRASTIVE_QUICK, NTXENT_QUICK) if quick else (CONTRASTIVE_FULL, NTXENT_FULL)
+
+
+def run_contrastive_only(quick: bool, out: Path, rounds: int | None = None) -> dict[str, Any]:
+    """The contrastive rows alone (`--only contrastive`), written into `out/results.json`
+    (their own section, the other rows left as they are)."""
+    rounds = rounds or (3 if quick else 5)
+    command = "python benchmarks/run.py" + (" --quick" if quick else "") + " --only contrastive"
+    section = bench_contrastive(*_contrastive_shapes(quick), rounds, "[1/1]")
+    section.update(
+        command=command, machine=f"{platform.machine()}, {os.cpu_count()} CPUs", rounds=rounds
+    )
+    path = out / "results.json"
+    results = json.loads(path.read_text()) if path.is_file() else {"jax": jax.__version__}
+    results["contrastive"] = section
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    return section
 
 
 def run_linear_only(quick: bool, out: Path, rounds: int | None = None) -> dict[str, Any]:
@@ -1262,13 +1435,13 @@ def run(quick: bool, out: Path, rounds: int | None = None) -> dict[str, Any]:
         "rounds": rounds,
         "ce": [],
     }
-    total = 2 * len(shapes) + 1
+    total = 2 * len(shapes) + 2
     for i, (n, v) in enumerate(shapes):
         for j, dtype in enumerate((jnp.float32, jnp.bfloat16)):
             step = f"[{2 * i + j + 1}/{total}]"
             results["ce"].append(bench_ce(n, v, dtype, rounds, step))
     linear = LINEAR_QUICK if quick else LINEAR_FULL
-    results["linear"] = bench_linear(*linear, rounds, f"[{total}/{total}]")
+    results["linear"] = bench_linear(*linear, rounds, f"[{total - 1}/{total}]")
     results["linear_memory"] = linear_memory(
         *(LINEAR_MEMORY_QUICK if quick else LINEAR_MEMORY_FULL)
     )
@@ -1280,6 +1453,9 @@ def run(quick: bool, out: Path, rounds: int | None = None) -> dict[str, Any]:
         results["windows"] = kernel_gradient_windows(
             *(WINDOWS_QUICK if quick else WINDOWS_FULL), rounds
         )
+    results["contrastive"] = bench_contrastive(
+        *_contrastive_shapes(quick), rounds, f"[{total}/{total}]"
+    )
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "results.md").write_text(to_markdown(results))
@@ -1294,11 +1470,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds per row")
     parser.add_argument(
         "--only",
-        choices=["linear"],
+        choices=["linear", "contrastive"],
         default=None,
-        help="run one section: `linear`, the fused-head rows (against PyTorch too)",
+        help="run one section: `linear`, the fused-head rows (against PyTorch too); "
+        "`contrastive`, CLIP fused vs materialised and NT-Xent vs optax",
     )
     args = parser.parse_args()
+    if args.only == "contrastive":
+        print(json.dumps(run_contrastive_only(args.quick, args.out, args.rounds), indent=1))
+        return
     if args.only == "linear":
         run_linear_only(args.quick, args.out, args.rounds)
         print((args.out / "results.md").read_text())

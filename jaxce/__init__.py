@@ -14,6 +14,9 @@ from ._calibration import sigmoid_brier_score as sigmoid_brier_score
 from ._calibration import sigmoid_calibration_error as sigmoid_calibration_error
 from ._calibration_fit import fit_vector_scaling as fit_vector_scaling
 from ._calibration_state import CalibrationState as CalibrationState
+from ._contrastive import contrastive_cross_entropy as contrastive_cross_entropy
+from ._contrastive import ntxent_loss as ntxent_loss
+from ._contrastive import sigmoid_contrastive_loss as sigmoid_contrastive_loss
 from ._divergence import distillation_loss as distillation_loss
 from ._divergence import entropy as entropy
 from ._divergence import jensen_shannon_divergence as jensen_shannon_divergence
@@ -47,6 +50,7 @@ __all__ = [
     "bootstrap_calibration_error",
     "brier_score",
     "calibration_curve",
+    "contrastive_cross_entropy",
     "distillation_loss",
     "entropy",
     "expected_calibration_error",
@@ -58,11 +62,13 @@ __all__ = [
     "linear_softmax_cross_entropy",
     "log_softmax",
     "nll_loss",
+    "ntxent_loss",
     "poly1_cross_entropy",
     "reverse_kl_divergence",
     "sigmoid_binary_cross_entropy",
     "sigmoid_brier_score",
     "sigmoid_calibration_error",
+    "sigmoid_contrastive_loss",
     "sigmoid_focal_loss",
     "smooth_labels",
     "softmax",

@@ -871,3 +871,90 @@ def linear_distillation_loss(
             losses[i] += alpha * -log_softmax(s[i])[y[i]]
     shape = example_shape
     return masked_reduce(losses.reshape(shape), mask.reshape(shape), reduction, example_weights)
+
+
+# Contrastive losses: example i is the pair (a_i, b_{y_i}); s_ij = a_i . b_j / T + bias.
+
+
+def _contrastive(
+    a,
+    b,
+    labels,
+    *,
+    kind,
+    temperature,
+    bias,
+    symmetric=False,
+    exclude_self=False,
+    where=None,
+    example_weights=None,
+    reduction="mean",
+):
+    """Each counted example's softmax (or sigmoid) cross-entropy over its candidates: the
+    counted rows of `a` (b -> a), the columns of `b` (all with labels; the counted ones on the
+    diagonal and in NT-Xent), and always its own positive."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    n, m = a.shape[0], b.shape[0]
+    v = example_weights_of(example_weights, (n,))
+    where = where_of(where, (n,))
+    if exclude_self:
+        where = where & where.reshape(-1, 2)[:, ::-1].reshape(-1)
+    counted = where & (v != 0)
+    owned = labels is None
+    if owned:
+        labels = np.arange(n) ^ 1 if exclude_self else np.arange(n)
+    labels = np.asarray(labels)
+    with np.errstate(invalid="ignore", over="ignore"):
+        s = a @ b.T / temperature + (0.0 if bias is None else bias)
+        losses = np.zeros(n)
+        for i in range(n):
+            y = labels[i]
+            if not counted[i]:
+                continue
+            if not 0 <= y < m:
+                losses[i] = np.nan
+                continue
+            cols = counted.copy() if owned else np.ones(m, bool)
+            cols[y] = True
+            if exclude_self:
+                cols[i] = False
+            if kind == "sigmoid":
+                sign = np.where(np.arange(m) == y, 1.0, -1.0)
+                losses[i] = np.sum(np.logaddexp(0.0, -sign * s[i])[cols])
+                continue
+            row = np.logaddexp.reduce(s[i, cols]) - s[i, y]
+            if symmetric:
+                rows = counted.copy()
+                rows[i] = True
+                column = np.logaddexp.reduce(s[rows, y]) - s[i, y]
+                row = 0.5 * row + 0.5 * column
+            losses[i] = row
+    return masked_reduce(losses, where, reduction, example_weights)
+
+
+def contrastive_cross_entropy(
+    a, b, *, temperature=1.0, bias=None, labels=None, symmetric=True, **options
+):
+    """CLIP: the mean of the a -> b and b -> a cross-entropies of each pair (InfoNCE: a -> b)."""
+    return _contrastive(
+        a,
+        b,
+        labels,
+        kind="softmax",
+        temperature=temperature,
+        bias=bias,
+        symmetric=symmetric,
+        **options,
+    )
+
+
+def ntxent_loss(z, *, temperature, **options):
+    """NT-Xent: rows 2k and 2k+1 a pair, every other row a negative, never the row itself."""
+    return _contrastive(
+        z, z, None, kind="softmax", temperature=temperature, bias=None, exclude_self=True, **options
+    )
+
+
+def sigmoid_contrastive_loss(a, b, *, temperature, bias, labels=None, **options):
+    """SigLIP: sum_j log(1 + exp(-eps_ij s_ij)) per row, eps = +1 on the positive, -1 else."""
+    return _contrastive(a, b, labels, kind="sigmoid", temperature=temperature, bias=bias, **options)

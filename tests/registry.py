@@ -76,6 +76,13 @@ TEACHER_KERNEL_VD = Input(
 CLASS_WEIGHTS = Input(lambda rng, n, k: rng.uniform(0.5, 2.0, k), CLASSES)
 POS_WEIGHT = Input(lambda rng, n, k: rng.uniform(0.5, 3.0, k), CLASSES)
 BIAS = Input(lambda rng, n, k: np.linspace(-1.0, 1.0, k), CLASSES)
+# Contrastive towers: `a` and its positives `b` (row i of each a pair); a gallery of k rows
+# of `b` with labels into it; NT-Xent's views, two per pair. All split over the batch (inside
+# shard_map, over `axis_name`: `tests/sharding_checks.py`).
+TOWER = Input(lambda rng, n, k: rng.normal(size=(n, HIDDEN_WIDTH)), P("data"), NOT_FINITE)
+GALLERY = Input(lambda rng, n, k: rng.normal(size=(k, HIDDEN_WIDTH)), P("data"))
+GALLERY_LABELS = Input(lambda rng, n, k: rng.integers(0, k, n), P("data"), (999,), False)
+VIEWS = Input(lambda rng, n, k: rng.normal(size=(n - n % 2, HIDDEN_WIDTH)), P("data"), NOT_FINITE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +111,12 @@ class Loss:
     forward: bool = True  # takes `autodiff="forward"`
     stats: bool = False  # takes `return_stats=True`
     criterion: type | None = None  # the option class that holds its options
-    axis_name: bool = False  # also runs inside shard_map, its classes split over `axis_name`
+    axis_name: bool = False  # also inside shard_map: classes (or a batch) split over `axis_name`
     placed: bool = True  # takes whole arrays (else only inside shard_map: see `_one_device`)
+    pairs: bool = False  # its examples are the rows of n // 2 positive pairs (2 * (n // 2))
+    # its examples enter each other's loss (as negatives): the loss jumps where a weight
+    # reaches 0, which takes the example out of the batch as where=False does
+    coupled: bool = False
 
     @property
     def public(self) -> str:
@@ -121,6 +132,8 @@ class Loss:
         return tuple(i for i, a in enumerate(self.arrays) if a.differentiable)
 
     def example_shape(self, n: int, k: int) -> tuple[int, ...]:
+        if self.pairs:
+            return (n - n % 2,)
         return (n, k) if self.elementwise else (n,)
 
     def data(self, n: int, k: int, seed: int = 0, garbage: int | None = None) -> tuple:
@@ -386,6 +399,57 @@ LOSSES = [
         invalid=dict(alpha=(2.0,)),
         oracle=ref.sigmoid_focal_loss,
         elementwise=True,
+    ),
+]
+
+
+def _contrastive(name, inputs, hyper=None, **kw):
+    """A contrastive loss: streamed in chunks of 3 rows of b, its examples coupled."""
+    public = name.split("/")[0]
+    hyper = hyper or {}
+    return Loss(
+        name,
+        getattr(jaxce, public),
+        inputs,
+        static=dict(chunk_size=3),
+        hyper=hyper,
+        invalid={"temperature": (0.0, -1.0)} if "temperature" in hyper else {},
+        oracle=getattr(ref, public),
+        forward=False,
+        axis_name=True,
+        coupled=True,
+        **kw,
+    )
+
+
+TEMPERATURES = (0.7, 0.4, 2.0)
+# A gallery of k rows of b (M != N) with labels into it; symmetric=False and SigLIP's labels
+# take the same path (`tests/test_contrastive.py` holds each to the oracle).
+LOSSES += [
+    _contrastive(
+        "contrastive_cross_entropy",
+        (TOWER, TOWER),
+        dict(temperature=TEMPERATURES, bias=(0.3, -2.0)),
+        options=dict(temperature=0.5, bias=0.3),
+    ),
+    _contrastive(
+        "contrastive_cross_entropy/labels",
+        (TOWER, GALLERY),
+        keywords=dict(labels=GALLERY_LABELS),
+        options=dict(temperature=0.5),
+    ),
+    _contrastive(
+        "ntxent_loss",
+        (VIEWS,),
+        dict(temperature=TEMPERATURES),
+        options=dict(temperature=0.5),
+        pairs=True,
+    ),
+    _contrastive(
+        "sigmoid_contrastive_loss",
+        (TOWER, TOWER),
+        dict(temperature=TEMPERATURES, bias=(-1.0, 0.5)),
+        options=dict(temperature=0.5, bias=-1.0),
     ),
 ]
 BY_NAME = {loss.name: loss for loss in LOSSES}

@@ -104,7 +104,7 @@ class Case:
         return out
 
 
-def _run(cases, programs, args, context=contextlib.nullcontext):
+def run_together(cases, programs, args, context=contextlib.nullcontext):
     """Every case's program on its arguments, compiled together (one compilation is much
     cheaper than one per loss): `{name: (outputs, compiled HLO text) or an error}`. Where
     the whole fails, each case runs alone, so that an error names its loss."""
@@ -120,10 +120,10 @@ def _run(cases, programs, args, context=contextlib.nullcontext):
         return {c.name: (out[c.name], hlo) for c in cases}
     except Exception:
         if len(cases) == 1:
-            return {cases[0].name: _error()}
+            return {cases[0].name: error()}
         results = {}
         for c in cases:
-            results.update(_run([c], programs, {c.name: args[c.name]}, context))
+            results.update(run_together([c], programs, {c.name: args[c.name]}, context))
         return results
 
 
@@ -135,11 +135,11 @@ def _named(fn, name):
     return program
 
 
-def _placer(mesh):
+def placer(mesh):
     return lambda a, spec: jax.device_put(a, NamedSharding(mesh, spec))
 
 
-def _largest_all_gather(hlo: str, tag: str | None = None) -> int:
+def largest_all_gather(hlo: str, tag: str | None = None) -> int:
     """Elements of the largest all-gather result in compiled HLO text; with `tag`, of those
     that the metadata puts in that case's program (or nowhere)."""
     largest = 0
@@ -161,12 +161,12 @@ def check_meshes(cases: list[Case]) -> dict[str, str]:
     simply placed there, as `jax.device_put` on `jax.make_mesh`'s mesh leaves them."""
     programs = {c.name: c.program for c in cases}
     args = {c.name: (c.arrays, c.where, c.v) for c in cases}
-    expected = _run(cases, programs, args)
+    expected = run_together(cases, programs, args)
     results = {}
     for axis_type in (AxisType.Auto, AxisType.Explicit):
         mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(axis_type,) * 2)
         placed = {
-            c.name: jax.tree.map(_placer(mesh), args[c.name], (c.specs, P("data"), P("data")))
+            c.name: jax.tree.map(placer(mesh), args[c.name], (c.specs, P("data"), P("data")))
             for c in cases
         }
         for in_context in (True, False):
@@ -174,7 +174,7 @@ def check_meshes(cases: list[Case]) -> dict[str, str]:
             # Outside set_mesh, the weighted loss stands for both.
             weighted = {c.name: functools.partial(c.program, unweighted=False) for c in cases}
             run = programs if in_context else weighted
-            got = _run(cases, run, placed, context or contextlib.nullcontext)
+            got = run_together(cases, run, placed, context or contextlib.nullcontext)
             suffix = f"/{axis_type.name}" + ("" if in_context else "/no_set_mesh")
             for c in cases:
                 results[c.name + suffix] = _outcome(
@@ -195,16 +195,32 @@ def _outcome(case: Case, expected, got, check) -> str:
         check(got[1])
         return "ok"
     except Exception:
-        return _error()
+        return error()
+
+
+def _batch_split(case: Case) -> bool:
+    """Whether `axis_name` splits the loss's examples (no input is split over "vocab"): the
+    contrastive losses, whose towers are split over the batch."""
+    return not any("vocab" in spec for spec in case.specs)
+
+
+def _gathers_only_towers(case: Case, hlo: str) -> None:
+    """A batch-split loss gathers the rows of its towers (O((N + M) D)), never similarities;
+    every device then streams the whole batch, picking from whole vectors."""
+    gathered, limit = largest_all_gather(hlo, case.tag), max(a.size for a in case.arrays)
+    if gathered > limit:
+        raise AssertionError(f"all-gather of {gathered} elements (the towers: {limit})")
 
 
 def _check_program(case: Case, axis_type: AxisType, hlo: str) -> None:
+    if _batch_split(case):
+        return _gathers_only_towers(case, hlo)
     limit = N * V // (DATA * VOCAB)  # one device's slice of the logits
     if case.loss.public.startswith("linear_") and axis_type == AxisType.Auto:
         # The partitioner cannot see the kernel's sharding from inside the loss, so an
         # Auto mesh gathers the D x V kernels; the N x V logits still never exist.
         limit = N * V
-    gathered = _largest_all_gather(hlo, case.tag)
+    gathered = largest_all_gather(hlo, case.tag)
     if gathered >= limit:
         raise AssertionError(f"all-gather of {gathered} elements (limit {limit})")
     gathers = [line for line in hlo.splitlines() if re.search(r" gather\(", line)]
@@ -213,23 +229,43 @@ def _check_program(case: Case, axis_type: AxisType, hlo: str) -> None:
         raise AssertionError("a gather on an Explicit mesh whose class axis is split")
 
 
+def shard_map_layouts(case: Case) -> dict[str, tuple]:
+    """For the sum and the weighted mean: the in_specs, the loss's `axis_name` and the axes
+    the caller psums the sum over (or None).
+
+    A vocabulary-split loss has the sum's examples split over "data" and the mean's on every
+    device, the classes over "vocab". A batch-split loss has its examples split over both
+    axes for the sum and over "vocab" for the mean (the same on both "data" devices)."""
+    if not _batch_split(case):
+        vocab_only = tuple(P(*(None if s == "data" else s for s in spec)) for spec in case.specs)
+        return {
+            "sum": ((case.specs, P("data")), "vocab", "data"),
+            "mean": ((vocab_only, P(), P()), "vocab", None),
+        }
+
+    def over(axes, rows):
+        arrays = tuple(P(*(axes if s == "data" else s for s in spec)) for spec in case.specs)
+        return (arrays, *(P(axes),) * rows)
+
+    both = ("data", "vocab")
+    return {"sum": (over(both, 1), both, None), "mean": (over("vocab", 2), "vocab", None)}
+
+
 def check_shard_maps(cases: list[Case]) -> dict[str, str]:
-    """The losses that take `axis_name`, inside shard_map: a sum over examples split over
-    "data" (psum'd by the caller), and a weighted mean whose normaliser spans the
-    vocabulary shards (examples on every "data" device)."""
+    """The losses that take `axis_name`, inside shard_map: a sum and a weighted mean
+    (`shard_map_layouts`), equal to the unsharded ones."""
     mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Explicit,) * 2)
     sharded, unsharded, args, placed = {}, {}, {}, {}
     for c in cases:
-        vocab_only = tuple(P(*(None if s == "data" else s for s in spec)) for spec in c.specs)
-        specs = {"sum": (c.specs, P("data")), "mean": (vocab_only, P(), P())}
+        layouts = shard_map_layouts(c)
         args[c.name] = {"sum": (c.arrays, c.where), "mean": (c.arrays, c.where, c.v)}
         placed[c.name] = {
-            k: jax.tree.map(_placer(mesh), a, specs[k]) for k, a in args[c.name].items()
+            k: jax.tree.map(placer(mesh), a, layouts[k][0]) for k, a in args[c.name].items()
         }
-        sharded[c.name] = functools.partial(_shard_map_program, c, mesh, specs)
-        unsharded[c.name] = functools.partial(_shard_map_program, c, None, None)
-    expected = _run(cases, unsharded, {c.name: (args[c.name],) for c in cases})
-    got = _run(
+        sharded[c.name] = functools.partial(shard_map_program, c, mesh, layouts)
+        unsharded[c.name] = functools.partial(shard_map_program, c, None, None)
+    expected = run_together(cases, unsharded, {c.name: (args[c.name],) for c in cases})
+    got = run_together(
         cases,
         sharded,
         {c.name: (placed[c.name],) for c in cases},
@@ -237,7 +273,9 @@ def check_shard_maps(cases: list[Case]) -> dict[str, str]:
     )
 
     def check(case, hlo):
-        if _largest_all_gather(hlo, case.tag):
+        if _batch_split(case):
+            return _gathers_only_towers(case, hlo)
+        if largest_all_gather(hlo, case.tag):
             raise AssertionError(f"all-gather in {case.name} inside shard_map")
 
     return {
@@ -248,19 +286,21 @@ def check_shard_maps(cases: list[Case]) -> dict[str, str]:
     }
 
 
-def _shard_map_program(case: Case, mesh, specs, args):
+def shard_map_program(case: Case, mesh, layouts, args):
     """`case`'s sum and weighted mean, inside shard_map on `mesh` (None: unsharded)."""
     loss = case.loss
 
     def split(reduction, arrays, where, v=None):
+        specs, axis_name, psum = layouts[reduction]
+
         def local(arrays, where, *v):
             out = case.value(
-                arrays, loss.fn, axis_name="vocab", where=where, reduction=reduction,
+                arrays, loss.fn, axis_name=axis_name, where=where, reduction=reduction,
                 example_weights=v[0] if v else None,
             )  # fmt: skip
-            return jax.lax.psum(out, "data") if reduction == "sum" else out
+            return out if psum is None else jax.lax.psum(out, psum)
 
-        run = jax.shard_map(local, mesh=mesh, in_specs=specs[reduction], out_specs=P())
+        run = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P())
         return run(arrays, where, *(() if v is None else (v,)))
 
     def total(floats):
@@ -282,6 +322,42 @@ def _shard_map_program(case: Case, mesh, specs, args):
         "sum": jax.value_and_grad(total)(case.floats(args["sum"][0])),
         "mean": jax.value_and_grad(mean, argnums=(0, 1))(*mean_args),
     }
+
+
+def check_contrastive_memory() -> dict[str, str]:
+    """The contrastive losses inside shard_map, towers of 512 rows split over 8 devices:
+    no array of the compiled training step (temperature and bias too) is as large as a
+    device's rows against every column, let alone the N x M similarities."""
+    n, d, chunk = 512, 8, 32
+    mesh = jax.make_mesh((DATA * VOCAB,), ("batch",), axis_types=(AxisType.Explicit,))
+    losses = {
+        "contrastive_cross_entropy": jaxce.contrastive_cross_entropy,
+        "ntxent_loss": lambda a, b, **kw: jaxce.ntxent_loss(a, **kw),
+        "sigmoid_contrastive_loss": jaxce.sigmoid_contrastive_loss,
+    }
+    limit = n // (DATA * VOCAB) * n
+    towers = jax.ShapeDtypeStruct((n, d), jnp.float32, sharding=NamedSharding(mesh, P("batch")))
+    scalar = jax.ShapeDtypeStruct((), jnp.float32, sharding=NamedSharding(mesh, P()))
+    results = {}
+    for name, fn in losses.items():
+        hyper = ("temperature", "bias") if name != "ntxent_loss" else ("temperature",)
+
+        def local(a, b, *h, fn=fn, hyper=hyper):
+            return fn(a, b, **dict(zip(hyper, h, strict=True)), chunk_size=chunk, axis_name="batch")
+
+        specs = (P("batch"), P("batch"), *(P(),) * len(hyper))
+        run = jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P())
+        step = jax.jit(jax.grad(run, argnums=tuple(range(2 + len(hyper)))))
+        try:
+            hlo = step.lower(towers, towers, *(scalar,) * len(hyper)).compile().as_text()
+            shapes = re.findall(r"\b[a-z]+\d*\[(\d+(?:,\d+)*)\]", hlo)
+            largest = max(int(np.prod([int(x) for x in s.split(",")])) for s in shapes)
+            if largest >= limit:
+                raise AssertionError(f"an array of {largest} elements (limit {limit})")
+            results[f"{name}/shard_map_memory"] = "ok"
+        except Exception:
+            results[f"{name}/shard_map_memory"] = error()
+    return results
 
 
 def check_vocab_parallel_all_reduces() -> None:
@@ -312,7 +388,7 @@ def check_vocab_parallel_all_reduces() -> None:
         got = compiled(LOGITS, EXAMPLE_WEIGHTS)
     _compare(jax.value_and_grad(full, argnums=(0, 1))(LOGITS, EXAMPLE_WEIGHTS), got)
     hlo = compiled.as_text()
-    if _largest_all_gather(hlo):
+    if largest_all_gather(hlo):
         raise AssertionError("all-gather in the vocabulary-parallel loss")
     reduces = re.findall(r"= (\S+) all-reduce(?:-start)?\(", hlo)
     # pmax + psum of the stacked [4, N/2] statistics forward, the user's psum: none backward.
@@ -439,7 +515,7 @@ def _compare(expected, got) -> None:
         np.testing.assert_allclose(np.asarray(g), np.asarray(e), rtol=2e-5, atol=2e-6)
 
 
-def _error() -> str:
+def error() -> str:
     return traceback.format_exc(limit=3)[-2000:]
 
 
@@ -448,6 +524,7 @@ def main() -> None:
     cases += [Case(loss, stats=True) for loss in registry.LOSSES if loss.stats]
     results = check_meshes([c for c in cases if c.loss.placed])
     results.update(check_shard_maps([c for c in cases if c.loss.axis_name and not c.stats]))
+    results.update(check_contrastive_memory())
     for key, check in (
         ("all_reduces", check_vocab_parallel_all_reduces),
         ("shard_map_stats", check_shard_map_stats),
@@ -460,7 +537,7 @@ def main() -> None:
             check()
             results[key] = "ok"
         except Exception:
-            results[key] = _error()
+            results[key] = error()
     print(json.dumps(results))
 
 

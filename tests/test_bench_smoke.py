@@ -19,6 +19,8 @@ def bench(monkeypatch):
     monkeypatch.setattr(module, "QUICK_SHAPES", [(8, 32)])
     monkeypatch.setattr(module, "LINEAR_QUICK", (8, 4, 32))
     monkeypatch.setattr(module, "LINEAR_MEMORY_QUICK", (8, 4, 32))
+    monkeypatch.setattr(module, "CONTRASTIVE_QUICK", ((8, 4),))
+    monkeypatch.setattr(module, "NTXENT_QUICK", (8, 4))
     return module
 
 
@@ -45,8 +47,13 @@ def test_quick_run_writes_results(bench, tmp_path):
         assert not torch_row["warnings"]  # no fallback from the chunked path
     assert [row["dtype"] for row in results["linear_memory"]] == ["float32", "bfloat16"]
     assert all(row["temp_bytes"] > 0 for row in results["linear_memory"])
+    # CLIP fused and materialised, NT-Xent and optax's `ntxent`: the same loss.
+    contrastive = results["contrastive"]
+    assert contrastive["clip"][0]["N"] == 8 and contrastive["clip"][0]["loss_rel_diff"] < 1e-5
+    assert contrastive["ntxent"]["loss_rel_diff"] < 1e-5
     text = (tmp_path / "results.md").read_text()
     assert "jaxce / optax" in text and "Accelerator rows" in text
+    assert "## Contrastive losses" in text
     assert "### Against PyTorch's `linear_cross_entropy`" in text
 
 

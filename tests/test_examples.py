@@ -4,6 +4,8 @@ import importlib.util
 import math
 import pathlib
 
+import jax
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -36,3 +38,12 @@ def test_plot_figures_writes_every_figure(tmp_path, capsys):
         assert path.stat().st_size < 200_000, f"{path.name} is too large for the repository"
     out = capsys.readouterr().out
     assert "fitted temperature" in out
+
+
+def test_contrastive_towers_learn_a_temperature(capsys):
+    with jax.numpy_dtype_promotion("standard"):  # optax's Adam mixes integers and floats
+        losses, model, _ = _load("contrastive").train(steps=30, every=10)
+    assert all(math.isfinite(loss) for loss in losses)
+    assert losses[-1] < 0.8 * losses[0], losses
+    assert abs(float(model.temperature()) - 0.07) > 1e-4  # learned, moved from its start
+    assert "temperature" in capsys.readouterr().out

@@ -84,6 +84,15 @@ def test_shard_map_form(name, results):
 
 
 @pytest.mark.parametrize(
+    "name", ["contrastive_cross_entropy", "ntxent_loss", "sigmoid_contrastive_loss"]
+)
+def test_contrastive_shard_map_holds_no_similarities(name, results):
+    # Towers split over 8 devices: no array of the training step is one device's rows
+    # against every column (`check_contrastive_memory`).
+    assert results[f"{name}/shard_map_memory"] == "ok"
+
+
+@pytest.mark.parametrize(
     "check",
     [
         "all_reduces",
