@@ -97,6 +97,14 @@ FAMILIES = {
         run = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=specs, out_specs=P()))
         assert jnp.allclose(run(x, y), jaxce.softmax_cross_entropy(x, y), rtol=1e-6)
         """,
+    "contrastive": """
+        a, b = jax.random.normal(jax.random.key(3), (2, 5, 4))
+        s = a @ b.T / 0.5
+        rows = jax.nn.logsumexp(s, axis=1) - jnp.diag(s)
+        columns = jax.nn.logsumexp(s, axis=0) - jnp.diag(s)
+        got = jaxce.contrastive_cross_entropy(a, b, temperature=0.5, chunk_size=2)
+        assert jnp.allclose(got, (rows.mean() + columns.mean()) / 2, rtol=1e-5), got
+        """,
 }
 
 
