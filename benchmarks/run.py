@@ -74,6 +74,10 @@ CONTRASTIVE_FULL = ((8192, 512), (16384, 512))
 CONTRASTIVE_QUICK = ((64, 16),)
 NTXENT_FULL = (1024, 512)
 NTXENT_QUICK = (32, 16)
+# The largest N whose training step fits in memory (compile-only): D, the first N, and the
+# memory it must fit in (None: this machine's); the quick run's only exercises the search.
+FITS_FULL = (512, 256, None)
+FITS_QUICK = (16, 8, 2**20)
 
 
 def progress(step: str, message: str) -> None:
@@ -1229,6 +1233,15 @@ def _contrastive_lines(section: dict[str, Any] | None) -> list[str]:
         f"{nt['optax']['time_s']:.3f} s and {nt['optax']['temp_bytes'] / 2**20:.1f} MiB "
         f"({nt['speedup']:.1f}× faster).",
     ]
+    fits = section.get("fits")
+    if fits:
+        largest = ", ".join(f"{name} {n:,}" for name, n in fits["largest"].items())
+        lines += [
+            "",
+            f"The largest N = M (D={fits['D']}) whose float32 training step fits in "
+            f"{fits['limit_bytes'] / 2**30:.1f} GiB (arguments, outputs and temp from "
+            f"`memory_analysis()`, compile-only): {largest}.",
+        ]
     return lines
 
 
@@ -1268,11 +1281,15 @@ def _clip_materialised(a: jax.Array, b: jax.Array, t: jax.Array) -> jax.Array:
 
 
 def bench_contrastive(
-    shapes: tuple[tuple[int, int], ...], ntxent: tuple[int, int], rounds: int, step: str = ""
+    shapes: tuple[tuple[int, int], ...],
+    ntxent: tuple[int, int],
+    fits: tuple[int, int, int | None],
+    rounds: int,
+    step: str = "",
 ) -> dict[str, Any]:
     """CLIP fused (`contrastive_cross_entropy`) against the materialised loss, fwd + bwd in
-    float32 with a learned temperature: time ratio and compiled temp; and NT-Xent against
-    optax's `ntxent` at a size it fits."""
+    float32 with a learned temperature: time ratio and compiled temp; NT-Xent against
+    optax's `ntxent` at a size it fits; and the largest N each fits (`contrastive_fits`)."""
     rows = []
     for n, d in shapes:
         label = f"{step} contrastive float32 N=M={n} D={d}".lstrip()
@@ -1315,7 +1332,11 @@ def bench_contrastive(
             f"({100 * row['temp_ratio']:.2f}%)",
         )
         rows.append(row)
-    return {"clip": rows, "ntxent": bench_ntxent(*ntxent, rounds, step)}
+    return {
+        "clip": rows,
+        "ntxent": bench_ntxent(*ntxent, rounds, step),
+        "fits": contrastive_fits(*fits, step),
+    }
 
 
 def bench_ntxent(n: int, d: int, rounds: int, step: str = "") -> dict[str, Any]:
@@ -1363,8 +1384,65 @@ def bench_ntxent(n: int, d: int, rounds: int, step: str = "") -> dict[str, Any]:
     return row
 
 
-def _contrastive_shapes(quick: bool) -> tuple[Any, Any]:
-    return (CONTRASTIVE_QUICK, NTXENT_QUICK) if quick else (CONTRASTIVE_FULL, NTXENT_FULL)
+def _contrastive_shapes(quick: bool) -> tuple[Any, Any, Any]:
+    if quick:
+        return CONTRASTIVE_QUICK, NTXENT_QUICK, FITS_QUICK
+    return CONTRASTIVE_FULL, NTXENT_FULL, FITS_FULL
+
+
+def _step_bytes(name: str, n: int, d: int) -> int:
+    """Arguments, outputs and temp of a float32 training step at N = M = n (compile-only)."""
+    a = jax.ShapeDtypeStruct((n, d), jnp.float32)
+    if name.startswith("NT-Xent"):
+        import optax
+
+        labels = np.arange(n) // 2
+
+        def theirs(z):
+            with jax.numpy_dtype_promotion("standard"):  # optax mixes booleans and integers
+                return optax.losses.ntxent(z, labels, 0.1)
+
+        def ours(z):
+            return jaxce.ntxent_loss(z, temperature=0.1)
+
+        loss, args = (ours if "jaxce" in name else theirs), (a,)
+    else:
+        fused = lambda a, b, t: jaxce.contrastive_cross_entropy(a, b, temperature=t)  # noqa: E731
+        loss = fused if "fused" in name else _clip_materialised
+        args = (a, a, jax.ShapeDtypeStruct((), jnp.float32))
+    argnums = tuple(range(len(args)))
+    compiled = jax.jit(jax.value_and_grad(loss, argnums=argnums)).lower(*args).compile()
+    memory = compiled.memory_analysis()
+    return int(
+        memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+    )
+
+
+def contrastive_fits(d: int, start: int, limit: int | None, step: str = "") -> dict[str, Any]:
+    """The largest N (a multiple of 64 above `start`) whose training step fits in `limit`
+    bytes (this machine's memory), from `memory_analysis()` alone: N doubles until the step
+    no longer fits, then bisects. Every compiled size is kept as the memory curve."""
+    limit = limit or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    names = ("CLIP fused", "CLIP materialised", "NT-Xent jaxce", "NT-Xent optax")
+    section: dict[str, Any] = {"D": d, "limit_bytes": limit, "curve": {}, "largest": {}}
+    for name in names:
+        label = f"{step} fits {name} D={d}".lstrip()
+        curve: dict[int, int] = {}
+
+        def fits(n: int, name: str = name, curve: dict[int, int] = curve) -> bool:
+            curve[n] = _step_bytes(name, n, d)
+            return curve[n] <= limit
+
+        good, bad = 0, start
+        while fits(bad):
+            good, bad = bad, 2 * bad
+        while bad - good > max(64, good // 50):  # to 2%
+            middle = (good + bad) // 2 // 64 * 64 or (good + bad) // 2
+            good, bad = (middle, bad) if fits(middle) else (good, middle)
+        section["curve"][name] = sorted(curve.items())
+        section["largest"][name] = good
+        progress(label, f"largest N {good} ({len(curve)} compilations)")
+    return section
 
 
 def run_contrastive_only(quick: bool, out: Path, rounds: int | None = None) -> dict[str, Any]:

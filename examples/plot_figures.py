@@ -5,13 +5,16 @@ Run with `make docs`, or directly:
     MPLBACKEND=Agg python examples/plot_figures.py --out docs/figures
 
 Every curve is computed by jaxce (losses, gradients through `jax.grad`,
-`softmax`, `calibration_curve`, `fit_temperature`); the script prints the
-numbers the guide quotes and ends by checking that every figure was written.
+`softmax`, `calibration_curve`, `fit_temperature`), but the contrastive losses'
+memory, which `make bench` measures from the compiled programs
+(`benchmarks/results/results.json`); the script prints the numbers the guide
+quotes and ends by checking that every figure was written.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
 
 import jax
@@ -26,6 +29,7 @@ import jaxce  # noqa: E402
 
 DPI = 100
 FIGSIZE = (6.4, 4.0)
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "results.json"
 
 
 def _save(fig, out: pathlib.Path, name: str) -> pathlib.Path:
@@ -172,6 +176,23 @@ def reliability_diagram(out: pathlib.Path) -> pathlib.Path:
     return _save(fig, out, "reliability_diagram.png")
 
 
+def contrastive_memory(out: pathlib.Path) -> pathlib.Path:
+    """A float32 training step's memory against N = M, as `make bench` measured it."""
+    fits = json.loads(BENCH.read_text())["contrastive"]["fits"]
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    for name, curve in fits["curve"].items():
+        n, size = np.array(curve, dtype=float).T
+        largest = fits["largest"][name]
+        ax.loglog(n, size / 2**30, marker="o", ms=3, label=f"{name}: largest N {largest:,}")
+        print(f"{name}: the largest N that fits is {largest:,}")
+    ax.axhline(fits["limit_bytes"] / 2**30, color="gray", ls=":", label="this machine's memory")
+    ax.set(xlabel="N = M (rows of each tower)", ylabel="GiB: arguments, outputs and temp")
+    ax.set(title=f"Contrastive training step, float32, D = {fits['D']} (compiled)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return _save(fig, out, "contrastive_memory.png")
+
+
 FIGURES = (
     bce_vs_mse,
     gradient_magnitude,
@@ -179,6 +200,7 @@ FIGURES = (
     softmax_temperature,
     label_smoothing,
     reliability_diagram,
+    contrastive_memory,
 )
 
 

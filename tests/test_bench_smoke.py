@@ -21,6 +21,7 @@ def bench(monkeypatch):
     monkeypatch.setattr(module, "LINEAR_MEMORY_QUICK", (8, 4, 32))
     monkeypatch.setattr(module, "CONTRASTIVE_QUICK", ((8, 4),))
     monkeypatch.setattr(module, "NTXENT_QUICK", (8, 4))
+    monkeypatch.setattr(module, "FITS_QUICK", (4, 64, 2**17))
     return module
 
 
@@ -51,6 +52,12 @@ def test_quick_run_writes_results(bench, tmp_path):
     contrastive = results["contrastive"]
     assert contrastive["clip"][0]["N"] == 8 and contrastive["clip"][0]["loss_rel_diff"] < 1e-5
     assert contrastive["ntxent"]["loss_rel_diff"] < 1e-5
+    # The largest N that fits 128 KiB is the largest compiled N whose step fits it.
+    fits = contrastive["fits"]
+    for name, curve in fits["curve"].items():
+        fitting = [n for n, size in curve if size <= fits["limit_bytes"]]
+        assert fits["largest"][name] == max(fitting, default=0), name
+        assert any(size > fits["limit_bytes"] for _, size in curve), name
     text = (tmp_path / "results.md").read_text()
     assert "jaxce / optax" in text and "Accelerator rows" in text
     assert "## Contrastive losses" in text
