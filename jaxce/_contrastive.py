@@ -45,7 +45,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from jax.typing import ArrayLike
 
-from . import _checks, _labels, _sharding, _stream
+from . import _checks, _labels, _numerics, _sharding, _stream
 from ._linear_chunks import (
     Plan,
     backprop,
@@ -185,15 +185,9 @@ def _fwd(cfg: _Config, inp: _Inputs) -> tuple[jax.Array, _Residuals | None]:
             (cols,), _ = _stream.combine((own,), (), cfg.axis_name)
             shift, log_sum = cols.normaliser()
             col_lse = (shift + log_sum)[:, 0]
-        col_target = _at(col_lse, inp.classes)[:, None]
+        col_target = _numerics.class_value(col_lse, inp.classes)[:, None]
         loss = loss + to_a * _own(inp.keep, col_target - target)
     return loss, _Residuals(target + nll, col_lse)
-
-
-def _at(vector: jax.Array, classes: jax.Array) -> jax.Array:
-    """`vector[classes]`, 0 for a class outside `[0, M)` (an invalid label)."""
-    index = jnp.where(classes >= 0, classes, vector.shape[0])
-    return jnp.take(vector, index, mode="fill", fill_value=0)
 
 
 def _own(counted: jax.Array | None, nll: jax.Array) -> jax.Array:
