@@ -49,9 +49,9 @@ class Processes(contextlib.AbstractContextManager):
             JAXCE_NUM_PROCESSES=str(n),
             JAXCE_HEARTBEAT_S=str(heartbeat_s),
             # Values and partitioned programs, not speed: LLVM's optimisation would be a
-            # third or more of the compile time.
-            XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES // n}"
-            " --xla_backend_optimization_level=0",
+            # third or more of the compile time; under pytest, the suite's other settings too.
+            XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0"
+            f" --xla_force_host_platform_device_count={DEVICES // n}".strip(),
         )
         self.logs = [folder / f"process{i}.log" for i in range(n)]
         self.procs: list[subprocess.Popen] = []
