@@ -18,12 +18,11 @@ log-sum-exps and the column cotangents are M-vectors, combined across the
 devices once each (`_stream.combine`, a `psum`), and autodiff turns the
 all-gather into a reduce-scatter (`psum_scatter`) of the gradient of `b`. A
 `ppermute` ring (each device passing its slice of `b` on, as big_vision's
-chunked SigLIP does) would hold O(M D / devices) of `b` instead. Measured on
-8 host CPU devices (SigLIP, training step, N = 2,048 to 8,192, D = 128 to
-256), the ring of the same streamed loss took 0.8 to 1.1 times the
-all-gather's time, within the noise, and held more temp in 3 of 4 shapes
-(55 against 20 MiB at N = 8,192): hence the all-gather, one collective each
-way.
+chunked SigLIP does) would hold O(M D / devices) of `b` instead. On 8 host
+CPU devices (`benchmarks/contrastive_ring.py`, SigLIP's training step), the
+ring of the same streamed loss took 1.16 and 0.95 times the all-gather's time
+at N = 2,048 and 4,096 and held more temp (3.5 against 2.4 MiB, 14.0 against
+9.5 MiB): hence the all-gather, one collective each way.
 
 Example i is the pair `(a_i, b_{y_i})`. An excluded example (`where`, or an
 example weight of 0) is no candidate for any other example: its row of `a` is
@@ -424,7 +423,7 @@ def contrastive_cross_entropy(
         across devices with one `psum` of an M-vector, and the gradient of `b`
         comes back reduce-scattered (`psum_scatter`): an all-gather rather
         than a `ppermute` ring, which was no faster on 8 host CPU devices
-        and held more memory. Returns
+        and held more memory (`benchmarks/contrastive_ring.py`). Returns
         the whole batch's loss on every device (`"none"`: this device's
         examples'), with exact gradients with respect to both towers,
         `temperature` and `bias`. Outside `shard_map`, on an `Explicit` mesh
