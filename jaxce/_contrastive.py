@@ -507,9 +507,11 @@ def ntxent_loss(
       temperature: $T > 0$; may be traced, with an exact gradient.
       where: boolean mask broadcastable to `(2K,)`; an excluded row has no
         loss and is no candidate for any other row (each row's softmax
-        always holds its own positive).
+        always holds its own positive). Excluding one view of a pair
+        excludes the other, whose positive it is.
       example_weights: $v$, floating, broadcastable to `(2K,)`; 0 excludes a
-        row like `where`, and its derivative is its loss term.
+        row (and so its pair) like `where`, and its derivative is its loss
+        term.
       reduction: `"mean"`, `"sum"` or `"none"` (`(2K,)`, 0 where excluded).
       chunk_size: rows per block, as in `contrastive_cross_entropy`.
       axis_name: as in `contrastive_cross_entropy`; each device's rows hold

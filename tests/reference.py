@@ -897,9 +897,10 @@ def _contrastive(
     n, m = a.shape[0], b.shape[0]
     v = example_weights_of(example_weights, (n,))
     where = where_of(where, (n,))
-    if exclude_self:
-        where = where & where.reshape(-1, 2)[:, ::-1].reshape(-1)
     counted = where & (v != 0)
+    if exclude_self:
+        # A view is its partner's positive: a pair counts only with both views counted.
+        counted = counted & counted.reshape(-1, 2)[:, ::-1].reshape(-1)
     owned = labels is None
     if owned:
         labels = np.arange(n) ^ 1 if exclude_self else np.arange(n)

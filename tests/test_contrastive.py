@@ -85,6 +85,30 @@ def test_value_and_every_gradient_match_the_oracle(x64):
             )
 
 
+def test_ntxent_view_weighted_zero_masks_its_pair(x64):
+    # A view is its partner's positive: weighting it 0 excludes the pair as where=False on it
+    # does, even when it holds NaN, and the rest matches the oracle.
+    z = np.concatenate([A, Z[:2]])
+    z[4] = np.nan
+    v = np.array([1.0, 0.5, 2.0, 1.5, 0.0, 1.0, 1.0, 0.5])
+    where = v != 0
+
+    def loss(z, **kw):
+        return jaxce.ntxent_loss(z, temperature=0.6, chunk_size=3, reduction="sum", **kw)
+
+    weighted, masked = jax.jit(
+        lambda z: (
+            jax.value_and_grad(lambda z: loss(z, example_weights=jnp.asarray(v)))(z),
+            jax.value_and_grad(lambda z: loss(z, where=where, example_weights=v * where))(z),
+        )
+    )(z)
+    np.testing.assert_array_equal(weighted[0], masked[0])
+    np.testing.assert_array_equal(weighted[1], masked[1])
+    assert np.all(weighted[1][4:6] == 0) and np.all(np.isfinite(weighted[1]))
+    want = ref.ntxent_loss(z, temperature=0.6, example_weights=v, reduction="sum")
+    np.testing.assert_allclose(weighted[0], want, rtol=1e-10)
+
+
 def test_ntxent_equals_optax(x64):
     labels = jnp.arange(N) // 2
 
