@@ -575,7 +575,10 @@ def test_property_matches_unfused(
     args = (data.hidden, stored, data.bias)
     got = jax.value_and_grad(fused, argnums=(0, 1, 2))(*args)
     want = jax.value_and_grad(unfused, argnums=(0, 1, 2))(*args)
-    _assert_tree_close(got, want, rtol=1e-5, atol=1e-6)
+    # Two float32 paths, each a few 1e-6 from the float64 value where the divergence's
+    # gradient cancels (the reverse KL's): over 1,920 draws of this space the two differed
+    # by at most 4.5e-6. Exactness is the float64 oracle tests' part.
+    _assert_tree_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
