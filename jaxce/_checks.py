@@ -234,14 +234,23 @@ def static_option(name: str, value: Any) -> Any:
     return value
 
 
-def broadcast_option(name: str, x: ArrayLike | None, shape: tuple[int, ...]) -> jax.Array | None:
-    """A floating option (element weights) broadcast to `shape` (autodiff sums it back)."""
+def broadcast_option(
+    name: str, x: ArrayLike | None, shape: tuple[int, ...], of: str = "logits shape"
+) -> jax.Array | None:
+    """A floating option (weights) broadcastable to `shape` (the `of`), given its rank.
+
+    Not broadcast: the rule skeleton sums its cotangent over the axes it
+    broadcasts along before resharding it like the option, so a weight per
+    class of example-sharded logits costs an all-reduce of the classes, not a
+    gather of the examples.
+    """
     if x is None:
         return None
     x = floating(name, x)
     try:
-        return jnp.broadcast_to(x, shape)
+        fits = x.ndim <= len(shape) and np.broadcast_shapes(x.shape, shape) == tuple(shape)
     except ValueError:
-        raise ValueError(
-            f"{name} must be broadcastable to logits shape {shape}; got {x.shape}."
-        ) from None
+        fits = False
+    if not fits:
+        raise ValueError(f"{name} must be broadcastable to {of} {shape}; got {x.shape}.")
+    return x.reshape((1,) * (len(shape) - x.ndim) + x.shape)

@@ -89,20 +89,9 @@ def per_example_weights(
     values cannot be checked under `jit`: a negative weight is used as given,
     a NaN or infinite one gives a NaN or infinite loss.
     """
-    if value is None:
-        return None
-    value = _checks.floating("example_weights", value)
-    shape = tuple(example_shape)
-    try:
-        fits = value.ndim <= len(shape) and np.broadcast_shapes(value.shape, shape) == shape
-    except ValueError:
-        fits = False
-    if not fits:
-        raise ValueError(
-            f"example_weights must be broadcastable to the examples' shape {shape}; "
-            f"got {value.shape}."
-        )
-    return value.reshape((1,) * (len(shape) - value.ndim) + value.shape)
+    return _checks.broadcast_option(
+        "example_weights", value, tuple(example_shape), of="the examples' shape"
+    )
 
 
 def kept(mask: jax.Array, weights: jax.Array | None) -> jax.Array:

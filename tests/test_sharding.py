@@ -17,19 +17,6 @@ NAMES = sorted({loss.public for loss in LOSSES})
 SHARD_MAP = sorted({loss.public for loss in LOSSES if loss.axis_name})
 
 
-# Known gaps, each an expected failure: a fix turns its test red until the entry is removed.
-# Class weights split over the vocabulary: the binary losses' weight gradient all-gathers an
-# (N, V/4) slab over "data" on an Explicit mesh before it sums over the examples.
-EXPLICIT_GAPS = {
-    name: "the class weights' gradient all-gathers over the examples on an Explicit mesh"
-    for name in ("binary_cross_entropy", "sigmoid_binary_cross_entropy")
-}
-
-
-def _known_gap(name, reason):
-    return pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=reason))
-
-
 @pytest.fixture(scope="module")
 def results():
     return run_on_host_devices("tests.sharding_checks")
@@ -41,9 +28,7 @@ def _failed(results, name, suffix=""):
     return {k: v for k, v in cases.items() if v != "ok"}
 
 
-@pytest.mark.parametrize(
-    "name", [_known_gap(n, EXPLICIT_GAPS[n]) if n in EXPLICIT_GAPS else n for n in NAMES]
-)
+@pytest.mark.parametrize("name", NAMES)
 def test_loss_shards_over_vocabulary(name, results):
     failed = _failed(results, name)
     assert not failed, failed
@@ -59,13 +44,7 @@ def test_both_mesh_types_checked(mesh, results):
 @pytest.mark.parametrize(
     ("name", "mesh"),
     [
-        pytest.param(
-            n,
-            m,
-            marks=[pytest.mark.xfail(strict=True, reason=EXPLICIT_GAPS[n])]
-            if m == "Explicit" and n in EXPLICIT_GAPS
-            else [],
-        )
+        (n, m)
         for n in NAMES
         if n != "vocab_parallel_softmax_cross_entropy"
         for m in ("Auto", "Explicit")
