@@ -25,9 +25,13 @@ The contrastive rows (`bench_contrastive`) time CLIP's training step fused
 (`contrastive_cross_entropy`) against the same loss written with `jnp` on the
 N x M similarities, and NT-Xent against optax's `ntxent`.
 
-Usage: `python benchmarks/run.py [--quick] [--rounds R] [--only linear|contrastive]
-[--out DIR]`; `--only` runs the fused-head rows (`run_linear_only`) or the contrastive
-rows (`run_contrastive_only`) alone.
+The option rows (`bench_options`) time cross-entropy with label smoothing (and
+class weights) against optax's smoothed one-hot labels and against jaxce's own
+plain loss, the vocabulary-parallel loss (on one device: its whole slice) too.
+
+Usage: `python benchmarks/run.py [--quick] [--rounds R]
+[--only linear|contrastive|options] [--out DIR]`; `--only` runs the fused-head rows
+(`run_linear_only`), the contrastive rows or the option rows (`run_section_only`) alone.
 """
 
 from __future__ import annotations
@@ -78,6 +82,9 @@ NTXENT_QUICK = (32, 16)
 # memory it must fit in (None: this machine's); the quick run's only exercises the search.
 FITS_FULL = (512, 256, None)
 FITS_QUICK = (16, 8, 2**20)
+# (N, V) of the rows of cross-entropy's options (label smoothing, class weights).
+OPTIONS_FULL = (4096, 32768)
+OPTIONS_QUICK = (64, 512)
 
 
 def progress(step: str, message: str) -> None:
@@ -1190,6 +1197,7 @@ def to_markdown(results: dict[str, Any]) -> str:
             f"| {dist['fused'] / max(dist['materialised'], 1):.1%} |",
         ]
     lines += _contrastive_lines(results.get("contrastive"))
+    lines += _options_lines(results.get("options"))
     lines += [
         "",
         "## Accelerator rows",
@@ -1445,20 +1453,114 @@ def contrastive_fits(d: int, start: int, limit: int | None, step: str = "") -> d
     return section
 
 
-def run_contrastive_only(quick: bool, out: Path, rounds: int | None = None) -> dict[str, Any]:
-    """The contrastive rows alone (`--only contrastive`), written into `out/results.json`
-    (their own section, the other rows left as they are)."""
+def _vocab_parallel(x: jax.Array, y: jax.Array, **options: Any) -> jax.Array:
+    """`vocab_parallel_softmax_cross_entropy` in `shard_map` over one device (its whole slice)."""
+    from jax.sharding import PartitionSpec as P
+
+    mesh = jax.make_mesh((1,), ("vocab",), axis_types=(jax.sharding.AxisType.Auto,))
+
+    def local(x, y):
+        return jaxce.vocab_parallel_softmax_cross_entropy(x, y, axis_name="vocab", **options)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(None, "vocab"), P()), out_specs=P())(x, y)
+
+
+def bench_options(n: int, v: int, rounds: int, step: str = "") -> dict[str, Any]:
+    """Cross-entropy's options, float32 fwd + bwd: time and compiled temp of each row, in
+    the same alternating rounds; optax's smoothing is `smooth_labels` on one-hot labels."""
+    import optax
+
+    label = f"{step} options float32 N={n} V={v}".lstrip()
+    x, y = make_data(n, v, jnp.float32)
+    w = jnp.linspace(0.5, 2.0, v, dtype=jnp.float32)
+
+    def optax_smoothed(x, y):
+        return jnp.mean(
+            optax.softmax_cross_entropy(x, optax.smooth_labels(jax.nn.one_hot(y, v), 0.1))
+        )
+
+    losses = {
+        "plain": _jaxce_loss,
+        "smoothing": lambda x, y: jaxce.softmax_cross_entropy(x, y, label_smoothing=0.1),
+        "smoothing, weights": lambda x, y: jaxce.softmax_cross_entropy(
+            x, y, label_smoothing=0.1, weights=w
+        ),
+        "vocab-parallel smoothing": lambda x, y: _vocab_parallel(x, y, label_smoothing=0.1),
+        "optax smoothing": optax_smoothed,
+    }
+    rows: dict[str, Any] = {}
+    calls = {}
+    for name, loss in losses.items():
+        progress(label, f"compiling {name}")
+        compiled, _, temp = compile_fn(loss, x, y)
+        value, _ = compiled(x, y)
+        rows[name] = {"temp_bytes": temp, "loss": float(value)}
+        calls[name] = functools.partial(compiled, x, y)
+    progress(label, f"timing {len(calls)} rows: {rounds} rounds")
+    for name, seconds in time_alternating(calls, rounds).items():
+        rows[name]["time_s"] = seconds
+    smoothed = rows["smoothing"]
+    progress(
+        label,
+        f"smoothing {smoothed['time_s'] / rows['optax smoothing']['time_s']:.2f}x optax, "
+        f"{smoothed['time_s'] / rows['plain']['time_s']:.2f}x plain; temp "
+        f"{smoothed['temp_bytes'] / 2**20:.1f} MiB",
+    )
+    return {"N": n, "V": v, "rows": rows}
+
+
+def _options_lines(section: dict[str, Any] | None) -> list[str]:
+    """The option rows: each against optax's smoothing and against the plain loss."""
+    if section is None:
+        return []
+    rows = section["rows"]
+    optax_s, plain_s = rows["optax smoothing"]["time_s"], rows["plain"]["time_s"]
+    lines = [
+        "",
+        f"## Cross-entropy's options at N={section['N']}, V={section['V']}, float32",
+        "",
+        (
+            f"`{section['command']}`, {section['rounds']} alternating rounds. "
+            if "command" in section
+            else ""
+        )
+        + "Forward + backward of the mean loss; `vocab-parallel` is "
+        "`vocab_parallel_softmax_cross_entropy` in `shard_map` over one device (its whole "
+        "slice); optax smooths one-hot labels (`optax.smooth_labels`).",
+        "",
+        "| row | ms | temp MiB | / optax smoothing | / jaxce plain |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, row in rows.items():
+        lines.append(
+            f"| {name} | {_fmt_ms(row['time_s'])} | {row['temp_bytes'] / 2**20:.1f} "
+            f"| {_ratio(row['time_s'], optax_s)} | {_ratio(row['time_s'], plain_s)} |"
+        )
+    return lines
+
+
+def run_section_only(
+    name: str, quick: bool, out: Path, rounds: int | None = None
+) -> dict[str, Any]:
+    """One section alone (`--only contrastive` or `--only options`), written into
+    `out/results.json` (its own key, the other rows left as they are) and, after a full
+    run there, into `out/results.md`."""
     rounds = rounds or (3 if quick else 5)
-    command = "python benchmarks/run.py" + (" --quick" if quick else "") + " --only contrastive"
-    section = bench_contrastive(*_contrastive_shapes(quick), rounds, "[1/1]")
+    command = "python benchmarks/run.py" + (" --quick" if quick else "") + f" --only {name}"
+    if name == "contrastive":
+        section = bench_contrastive(*_contrastive_shapes(quick), rounds, "[1/1]")
+    else:
+        section = bench_options(*(OPTIONS_QUICK if quick else OPTIONS_FULL), rounds, "[1/1]")
     section.update(
         command=command, machine=f"{platform.machine()}, {os.cpu_count()} CPUs", rounds=rounds
     )
     path = out / "results.json"
     results = json.loads(path.read_text()) if path.is_file() else {"jax": jax.__version__}
-    results["contrastive"] = section
+    results[name] = section
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1) + "\n")
+    if "ce" in results:
+        (out / "results.md").write_text(to_markdown(results))
     return section
 
 
@@ -1534,6 +1636,7 @@ def run(quick: bool, out: Path, rounds: int | None = None) -> dict[str, Any]:
     results["contrastive"] = bench_contrastive(
         *_contrastive_shapes(quick), rounds, f"[{total}/{total}]"
     )
+    results["options"] = bench_options(*(OPTIONS_QUICK if quick else OPTIONS_FULL), rounds)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     (out / "results.md").write_text(to_markdown(results))
@@ -1548,14 +1651,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None, help="alternating rounds per row")
     parser.add_argument(
         "--only",
-        choices=["linear", "contrastive"],
+        choices=["linear", "contrastive", "options"],
         default=None,
         help="run one section: `linear`, the fused-head rows (against PyTorch too); "
-        "`contrastive`, CLIP fused vs materialised and NT-Xent vs optax",
+        "`contrastive`, CLIP fused vs materialised and NT-Xent vs optax; `options`, "
+        "cross-entropy with label smoothing and class weights",
     )
     args = parser.parse_args()
-    if args.only == "contrastive":
-        print(json.dumps(run_contrastive_only(args.quick, args.out, args.rounds), indent=1))
+    if args.only in ("contrastive", "options"):
+        section = run_section_only(args.only, args.quick, args.out, args.rounds)
+        print(json.dumps(section, indent=1))
         return
     if args.only == "linear":
         run_linear_only(args.quick, args.out, args.rounds)

@@ -9,6 +9,7 @@ reductions; they import only jax and `_sharding`, and every module above may use
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -212,6 +213,33 @@ def log_or_neg_inf(a: jax.Array, log: Any = jnp.log) -> jax.Array:
 def nan_where(bad: jax.Array | None, x: jax.Array) -> jax.Array:
     """NaN where `bad` (an invalid label), so training shows it at once."""
     return x if bad is None else jnp.where(bad, jnp.nan, x)
+
+
+def sums(terms: Sequence[jax.Array], axis: int, keepdims: bool = False) -> tuple[jax.Array, ...]:
+    """Each of `terms` (broadcast to one shape) summed along `axis`, in one reduction.
+
+    One variadic reduction reads the elementwise producers of all its terms
+    in one loop; separate `jnp.sum`s of producers that share inputs can make
+    the compiler keep those producers, each as large as the terms, in memory
+    (`tests/test_performance.py`).
+    """
+    shape = jnp.broadcast_shapes(*(jnp.shape(t) for t in terms))
+    axis = axis % len(shape)
+    out = _sums(tuple(jnp.broadcast_to(t, shape) for t in terms), axis)
+    return tuple(jnp.expand_dims(x, axis) for x in out) if keepdims else out
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _sums(terms: tuple[jax.Array, ...], axis: int) -> tuple[jax.Array, ...]:
+    zeros = tuple(jnp.zeros((), t.dtype) for t in terms)
+    return tuple(lax.reduce(terms, zeros, lambda a, b: tuple(map(jnp.add, a, b)), (axis,)))
+
+
+@_sums.defjvp
+def _sums_jvp(axis: int, primals: tuple, tangents: tuple) -> tuple:
+    # Linear, so also transposable (a generic reduction is not): a sum per tangent.
+    (terms,), (dterms,) = primals, tangents
+    return _sums(terms, axis), tuple(jnp.sum(t, axis) for t in dterms)
 
 
 def finite_classes(x: jax.Array, axis: int) -> tuple[jax.Array, jax.Array]:

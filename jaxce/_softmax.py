@@ -91,10 +91,14 @@ def _class_ce_fwd(cfg: _Config, inp: _ClassInputs) -> tuple[Any, _ClassResiduals
         loss = w_y * nll
     if eps is not None:
         x = _numerics.softcap(_numerics.widen(inp.logits, dtype, log_sum), inp.softcap)
-        finite, count = _numerics.finite_classes(x, axis)
+        finite = x > -jnp.inf
         nll_c = jnp.where(finite, (shift - x) + log_sum, 0)
-        w_finite = count if w is None else jnp.sum(jnp.where(finite, w, 0), axis, keepdims=True)
-        smooth = jnp.sum(nll_c if w is None else w * nll_c, axis, keepdims=True) / count
+        terms = [nll_c if w is None else w * nll_c, finite.astype(dtype)]
+        if w is not None:
+            terms.append(jnp.where(finite, w, 0))
+        smooth, count, *w_sum = _numerics.sums(terms, axis, keepdims=True)
+        w_finite = w_sum[0] if w_sum else count
+        smooth = smooth / count
         loss = (1 - eps) * loss + eps * smooth
     if inp.z_loss is not None:
         loss = loss + inp.z_loss * lse**2

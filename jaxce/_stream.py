@@ -218,17 +218,20 @@ class Statistics(NamedTuple):
         """Adds a block of logits; `w_c [1, chunk]` its class weights, or None."""
         z = block.z
         best = None if self.best is None else self.best.fold(z, block)
-        w_y, finite_sum, count, w_sum = self.w_y, self.finite_sum, self.num_finite, self.w_sum
-        if w_y is not None and w_c is not None:
-            w_y = w_y + at_target(classes, block, w_c)
-        if finite_sum is not None and count is not None:
+        hit = is_target(classes, block) & block.fresh
+        terms = {"target": jnp.where(hit, z, 0)}
+        if self.w_y is not None and w_c is not None:
+            terms["w_y"] = jnp.where(hit, w_c, 0)
+        if self.finite_sum is not None and self.num_finite is not None:
             finite = block.fresh & (z > -jnp.inf)
-            finite_sum = finite_sum + jnp.sum(jnp.where(finite, _times(w_c, z), 0), axis=1)
-            count = count + jnp.sum(finite, axis=1, dtype=count.dtype)
-            if w_sum is not None and w_c is not None:
-                w_sum = w_sum + jnp.sum(jnp.where(finite, w_c, 0), axis=1)
-        target = self.target + at_target(classes, block, z)
-        return Statistics(fold(self.softmax, z, block), best, target, w_y, finite_sum, count, w_sum)
+            terms["finite_sum"] = jnp.where(finite, _times(w_c, z), 0)
+            terms["num_finite"] = finite.astype(self.num_finite.dtype)
+            if self.w_sum is not None and w_c is not None:
+                terms["w_sum"] = jnp.where(finite, w_c, 0)
+        # The row sums in one reduction (`_numerics.sums`: no [N, chunk] term is kept).
+        added = _numerics.sums([x.astype(z.dtype) for x in terms.values()], axis=1)
+        sums = {name: getattr(self, name) + x for name, x in zip(terms, added, strict=True)}
+        return self._replace(softmax=fold(self.softmax, z, block), best=best, **sums)
 
     def combine(self, axis_name: Any) -> Statistics:
         """The statistics over every vocabulary shard."""

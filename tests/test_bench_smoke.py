@@ -22,6 +22,7 @@ def bench(monkeypatch):
     monkeypatch.setattr(module, "CONTRASTIVE_QUICK", ((8, 4),))
     monkeypatch.setattr(module, "NTXENT_QUICK", (8, 4))
     monkeypatch.setattr(module, "FITS_QUICK", (4, 64, 2**17))
+    monkeypatch.setattr(module, "OPTIONS_QUICK", (8, 32))
     return module
 
 
@@ -52,6 +53,11 @@ def test_quick_run_writes_results(bench, tmp_path):
     contrastive = results["contrastive"]
     assert contrastive["clip"][0]["N"] == 8 and contrastive["clip"][0]["loss_rel_diff"] < 1e-5
     assert contrastive["ntxent"]["loss_rel_diff"] < 1e-5
+    # Label smoothing: optax's smoothed one-hot labels, and the vocabulary-parallel loss.
+    options = results["options"]["rows"]
+    smoothed = options["smoothing"]["loss"]
+    for name in ("optax smoothing", "vocab-parallel smoothing"):
+        assert abs(options[name]["loss"] - smoothed) <= 1e-5 * abs(smoothed), name
     # The largest N that fits 128 KiB is the largest compiled N whose step fits it.
     fits = contrastive["fits"]
     for name, curve in fits["curve"].items():

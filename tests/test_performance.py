@@ -7,6 +7,7 @@ reports, which does not vary from run to run.
 import jax
 import jax.numpy as jnp
 import pytest
+from jax.sharding import PartitionSpec as P
 
 import jaxce
 from tests.helpers import assert_cached, class_data
@@ -43,12 +44,31 @@ def _temp_bytes(fn, *args):
     return jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes
 
 
-def test_float32_forward_backward_keeps_no_n_by_v_temporary():
+def _vocab_parallel(logits, labels, **options):
+    """The vocabulary-parallel loss inside `shard_map` over one device: its whole slice."""
+    mesh = jax.make_mesh((1,), ("vocab",), axis_types=(jax.sharding.AxisType.Auto,))
+
+    def local(x, y):
+        return jaxce.vocab_parallel_softmax_cross_entropy(x, y, axis_name="vocab", **options)
+
+    return jax.shard_map(local, mesh=mesh, in_specs=(P(None, "vocab"), P()), out_specs=P())(
+        logits, labels
+    )
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"label_smoothing": 0.1}, {"label_smoothing": 0.1, "weights": jnp.linspace(0.5, 2, 2048)}],
+)
+@pytest.mark.parametrize("loss", [jaxce.softmax_cross_entropy, _vocab_parallel])
+def test_float32_forward_backward_keeps_no_n_by_v_temporary(loss, options):
     # The target logit is read by a fused reduction, never written out as an
-    # N x V one-hot array; the gradient is the only N x V buffer.
+    # N x V one-hot array; the gradient is the only N x V buffer. Smoothing's and
+    # the class weights' row sums share one reduction with the target's
+    # (`_numerics.sums`): summed apart, they kept up to four N x V buffers.
     n, v = 256, 2048
     logits, labels = _device_data(n, v, jnp.float32)
-    grad = jax.value_and_grad(lambda x: jaxce.softmax_cross_entropy(x, labels))
+    grad = jax.value_and_grad(lambda x: loss(x, labels, **options))
     assert _temp_bytes(grad, logits) < n * v * 4 // 8
 
 
