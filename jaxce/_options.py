@@ -51,6 +51,18 @@ STATIC_CHECKS: Mapping[str, Callable[[str, Any], Any]] = {
 }
 
 
+# The `jax.jit` program behind each public loss (its compilation cache is a test's
+# business). Not an attribute of the loss: `functools.wraps`, which `jax.grad` and
+# `jax.jit` use, copies a function's attributes onto its wrapper, where a `lower` would
+# shadow the wrapper's own (`jax.jit(jax.grad(loss)).lower` would lower the bare loss).
+_JITTED: dict[Callable, Any] = {}
+
+
+def jitted(loss: Callable) -> Any:
+    """The `jax.jit` function a public loss calls once its options are checked."""
+    return _JITTED[loss]
+
+
 def entry_point(
     *,
     static: tuple[str, ...] = (),
@@ -112,8 +124,7 @@ def entry_point(
             return jitted(*args, **check_options(**kwargs))
 
         loss.check_options = check_options  # type: ignore[attr-defined]
-        loss.lower = jitted.lower  # type: ignore[attr-defined]
-        loss._cache_size = jitted._cache_size  # type: ignore[attr-defined]
+        _JITTED[loss] = jitted
         return loss
 
     return decorate

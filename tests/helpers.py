@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxce
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -102,17 +104,21 @@ def materialised_shapes(compiled_text):
     return shapes
 
 
-def assert_cached(fn, calls, **kwargs):
-    """Calls the jitted `fn(*args, **kwargs)` for each `args` in `calls`: only the first compiles.
+def cache_size(loss):
+    """The size of a public loss's compilation cache (its `jax.jit` function's)."""
+    return jaxce._options.jitted(loss)._cache_size()
 
-    Returns the size of `fn`'s compilation cache.
+
+def assert_cached(loss, calls, **kwargs):
+    """Calls the public `loss(*args, **kwargs)` for each `args` in `calls`: only the first
+    compiles. Returns the size of its compilation cache.
     """
     first, *rest = calls
-    fn(*first, **kwargs)
-    size = fn._cache_size()
+    loss(*first, **kwargs)
+    size = cache_size(loss)
     for args in rest:
-        fn(*args, **kwargs)
-    assert fn._cache_size() == size, f"{fn.__name__} compiled again for inputs of the same type"
+        loss(*args, **kwargs)
+    assert cache_size(loss) == size, f"{loss.__name__} compiled again for inputs of the same type"
     return size
 
 

@@ -18,7 +18,7 @@ from jax.experimental import checkify
 
 import jaxce
 from tests import registry
-from tests.helpers import assert_derivatives_match_differences, replaced
+from tests.helpers import assert_derivatives_match_differences, cache_size, replaced
 from tests.registry import CALIBRATION, LOSSES, NOT_LOSSES, Loss
 
 PACKAGE = Path(jaxce.__file__).parent
@@ -268,14 +268,23 @@ H = _RNG.normal(size=(6, 4)).astype(np.float32)
 KERNEL = _RNG.normal(size=(4, 5)).astype(np.float32)
 
 
+def test_jit_of_a_transformed_loss_lowers_the_transformed_program():
+    # `functools.wraps` (in `jax.grad` and `jax.jit`) copies a function's attributes onto
+    # its wrapper: a loss with a `lower` of its own made this lower the bare loss.
+    step = jax.jit(jax.value_and_grad(jaxce.softmax_cross_entropy))
+    value, grad = step.lower(X, Y).compile()(X, Y)
+    assert grad.shape == X.shape
+    np.testing.assert_allclose(value, jaxce.softmax_cross_entropy(X, Y), rtol=1e-6)
+
+
 def test_python_zero_skips_the_switched_off_term():
     # 0.0 compiles a program without the smoothing sums; any other value shares one program.
     f = jaxce.softmax_cross_entropy
     f(X, Y, label_smoothing=0.0)
-    size = f._cache_size()
+    size = cache_size(f)
     for v in (0.1, 0.2, 0.3):
         f(X, Y, label_smoothing=v)
-    assert f._cache_size() == size + 1
+    assert cache_size(f) == size + 1
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from tests.helpers import (
     SHIPPED,
     assert_cached,
     assert_derivatives_match_differences,
+    cache_size,
     central_difference,
     replaced,
 )
@@ -353,7 +354,7 @@ def test_traced_weights_compile_once():
     for seed in range(3):
         v = np.random.default_rng(seed).random(6).astype(np.float32)
         jaxce.softmax_cross_entropy(logits, labels, example_weights=v)
-    assert jaxce.softmax_cross_entropy._cache_size() == size
+    assert cache_size(jaxce.softmax_cross_entropy) == size
 
 
 def test_vmap_of_grad_and_second_order(x64):

@@ -10,7 +10,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import jaxce
-from tests.helpers import assert_cached, class_data
+from tests.helpers import assert_cached, cache_size, class_data
 
 
 def _device_data(n, v, dtype, seed=0):
@@ -37,7 +37,7 @@ def test_eager_calls_reuse_one_compilation():
     calls = [_device_data(5, 7, jnp.float32, seed) for seed in range(4)]
     size = assert_cached(jaxce.softmax_cross_entropy, calls)
     jaxce.softmax_cross_entropy(*_device_data(5, 7, jnp.bfloat16))  # a new dtype is a new entry
-    assert jaxce.softmax_cross_entropy._cache_size() == size + 1
+    assert cache_size(jaxce.softmax_cross_entropy) == size + 1
 
 
 def _temp_bytes(fn, *args):
