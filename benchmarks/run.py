@@ -1467,7 +1467,8 @@ def _vocab_parallel(x: jax.Array, y: jax.Array, **options: Any) -> jax.Array:
 
 def bench_options(n: int, v: int, rounds: int, step: str = "") -> dict[str, Any]:
     """Cross-entropy's options, float32 fwd + bwd: time and compiled temp of each row, in
-    the same alternating rounds; optax's smoothing is `smooth_labels` on one-hot labels."""
+    the same alternating rounds; optax's smoothing is `smooth_labels` on one-hot labels.
+    The probability-label rows take their labels as an argument, like the logits."""
     import optax
 
     label = f"{step} options float32 N={n} V={v}".lstrip()
@@ -1487,15 +1488,19 @@ def bench_options(n: int, v: int, rounds: int, step: str = "") -> dict[str, Any]
         ),
         "vocab-parallel smoothing": lambda x, y: _vocab_parallel(x, y, label_smoothing=0.1),
         "optax smoothing": optax_smoothed,
+        "probability labels": lambda x, q: jaxce.softmax_cross_entropy(x, q),
+        "optax probability labels": lambda x, q: jnp.mean(optax.softmax_cross_entropy(x, q)),
     }
+    soft = jnp.full((n, v), 0.3 / (v - 1), jnp.float32).at[jnp.arange(n), y].set(0.7)
     rows: dict[str, Any] = {}
     calls = {}
     for name, loss in losses.items():
         progress(label, f"compiling {name}")
-        compiled, _, temp = compile_fn(loss, x, y)
-        value, _ = compiled(x, y)
+        labels = soft if "probability" in name else y
+        compiled, _, temp = compile_fn(loss, x, labels)
+        value, _ = compiled(x, labels)
         rows[name] = {"temp_bytes": temp, "loss": float(value)}
-        calls[name] = functools.partial(compiled, x, y)
+        calls[name] = functools.partial(compiled, x, labels)
     progress(label, f"timing {len(calls)} rows: {rounds} rounds")
     for name, seconds in time_alternating(calls, rounds).items():
         rows[name]["time_s"] = seconds
@@ -1526,7 +1531,8 @@ def _options_lines(section: dict[str, Any] | None) -> list[str]:
         )
         + "Forward + backward of the mean loss; `vocab-parallel` is "
         "`vocab_parallel_softmax_cross_entropy` in `shard_map` over one device (its whole "
-        "slice); optax smooths one-hot labels (`optax.smooth_labels`).",
+        "slice); optax smooths one-hot labels (`optax.smooth_labels`); the probability "
+        "labels (0.7 on the class, the rest spread evenly) are an argument, like the logits.",
         "",
         "| row | ms | temp MiB | / optax smoothing | / jaxce plain |",
         "| --- | --- | --- | --- | --- |",

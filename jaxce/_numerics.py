@@ -221,7 +221,9 @@ def sums(terms: Sequence[jax.Array], axis: int, keepdims: bool = False) -> tuple
     One variadic reduction reads the elementwise producers of all its terms
     in one loop; separate `jnp.sum`s of producers that share inputs can make
     the compiler keep those producers, each as large as the terms, in memory
-    (`tests/test_performance.py`).
+    (`tests/test_performance.py`). For cheap terms (selects, products): with
+    costly ones the one loop can be the slower (KL's logarithms took 1.7x the
+    time of two sums), so each use is timed in `make bench`.
     """
     shape = jnp.broadcast_shapes(*(jnp.shape(t) for t in terms))
     axis = axis % len(shape)

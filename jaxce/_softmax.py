@@ -189,10 +189,9 @@ def _prob_ce_fwd(cfg: _Config, inp: _ProbInputs) -> tuple[Any, _ProbResiduals]:
     _, _, wq, _ = _prob_targets(inp, x, count)
     # 0 * log 0 = 0: a class with no target mass contributes nothing, even at -inf.
     nll = (shift - x) + log_sum
-    loss = jnp.sum(jnp.where(wq != 0, wq * nll, 0), axis=axis, keepdims=True)
+    loss, wq_sum = _numerics.sums([jnp.where(wq != 0, wq * nll, 0), wq], axis, keepdims=True)
     if inp.z_loss is not None:
         loss = loss + inp.z_loss * (shift + log_sum) ** 2
-    wq_sum = jnp.sum(wq, axis=axis, keepdims=True)
     residuals = _ProbResiduals(shift, log_sum, count, wq_sum)
     return ((loss, shift + log_sum) if cfg.stats else loss), residuals
 

@@ -58,6 +58,10 @@ def test_quick_run_writes_results(bench, tmp_path):
     smoothed = options["smoothing"]["loss"]
     for name in ("optax smoothing", "vocab-parallel smoothing"):
         assert abs(options[name]["loss"] - smoothed) <= 1e-5 * abs(smoothed), name
+    soft, optax_soft = (
+        options[name]["loss"] for name in ("probability labels", "optax probability labels")
+    )
+    assert abs(soft - optax_soft) <= 1e-5 * abs(optax_soft)
     # The largest N that fits 128 KiB is the largest compiled N whose step fits it.
     fits = contrastive["fits"]
     for name, curve in fits["curve"].items():

@@ -56,16 +56,26 @@ def _vocab_parallel(logits, labels, **options):
     )
 
 
+def _probability_labels(logits, labels, **options):
+    """Cross-entropy with soft labels: each row's label gets 0.7, the rest share 0.3."""
+    v = logits.shape[-1]
+    probs = 0.3 / (v - 1) + (0.7 - 0.3 / (v - 1)) * jax.nn.one_hot(labels, v)
+    return jaxce.softmax_cross_entropy(logits, probs, **options)
+
+
 @pytest.mark.parametrize(
     "options",
     [{}, {"label_smoothing": 0.1}, {"label_smoothing": 0.1, "weights": jnp.linspace(0.5, 2, 2048)}],
 )
-@pytest.mark.parametrize("loss", [jaxce.softmax_cross_entropy, _vocab_parallel])
+@pytest.mark.parametrize(
+    "loss", [jaxce.softmax_cross_entropy, _vocab_parallel, _probability_labels]
+)
 def test_float32_forward_backward_keeps_no_n_by_v_temporary(loss, options):
     # The target logit is read by a fused reduction, never written out as an
     # N x V one-hot array; the gradient is the only N x V buffer. Smoothing's and
-    # the class weights' row sums share one reduction with the target's
-    # (`_numerics.sums`): summed apart, they kept up to four N x V buffers.
+    # the class weights' row sums share one reduction with the target's, and
+    # soft labels' loss one with their mass (`_numerics.sums`): summed apart, they
+    # kept up to four N x V buffers.
     n, v = 256, 2048
     logits, labels = _device_data(n, v, jnp.float32)
     grad = jax.value_and_grad(lambda x: loss(x, labels, **options))
