@@ -22,7 +22,8 @@ chunked SigLIP does) would hold O(M D / devices) of `b` instead. On 8 host
 CPU devices (`benchmarks/contrastive_ring.py`, SigLIP's training step), the
 ring of the same streamed loss took 1.16 and 0.95 times the all-gather's time
 at N = 2,048 and 4,096 and held more temp (3.5 against 2.4 MiB, 14.0 against
-9.5 MiB): hence the all-gather, one collective each way.
+9.5 MiB): hence the all-gather, one collective each way. Towers whose rows an
+Explicit mesh splits take that path by themselves (`_per_device`).
 
 Example i is the pair `(a_i, b_{y_i})`. An excluded example (`where`, or an
 example weight of 0) is no candidate for any other example: its row of `a` is
@@ -39,6 +40,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
@@ -290,6 +292,10 @@ def _loss(
     classes = None if labels is None else _classes(a, labels)
     n, m = a.shape[0], b.shape[0]
     v = _labels.per_example_weights(example_weights, (n,))
+    if axis_name is None:
+        mesh, rows = _sharding.explicit_axes(a, 0)
+        if mesh is not None and rows is not None and _splits(cfg, mesh, rows, n, m):
+            return _per_device(cfg, mesh, rows, a, b, classes, v, *options)
     owned = classes is None
     if owned:
         if m != n:
@@ -340,6 +346,52 @@ def _loss(
         # The whole batch's sum and normaliser, the same on every device.
         losses, norm = lax.psum((jnp.sum(losses), jnp.sum(norm)), axis_name)
     return reduce_loss(losses, norm, reduction)
+
+
+def _splits(cfg: tuple[str, bool, bool], mesh: Any, rows: tuple[str, ...], n: int, m: int) -> bool:
+    """Whether `rows` of `mesh` split both towers evenly (NT-Xent: into whole pairs)."""
+    devices = int(np.prod([mesh.shape[axis] for axis in rows]))
+    per_device = 2 * devices if cfg[2] else devices
+    return n % per_device == 0 and m % devices == 0
+
+
+def _per_device(
+    cfg: tuple[str, bool, bool],
+    mesh: Any,
+    rows: tuple[str, ...],
+    a: jax.Array,
+    b: jax.Array,
+    classes: jax.Array | None,
+    v: jax.Array | None,
+    *options: Any,
+) -> jax.Array:
+    """The loss of towers whose rows an Explicit mesh splits, each device streaming its own
+    rows (`shard_map` over `rows`, as with `axis_name`): no device computes another's."""
+    temperature, bias, where, _, reduction, chunk_size, _ = options
+    n = a.shape[0]
+    per_row = {
+        "classes": classes,
+        "where": None if where is None else _checks.example_mask(where, (n,)),
+        "v": None if v is None else jnp.broadcast_to(v, (n,)),
+    }
+    scalars = {"temperature": temperature, "bias": bias}
+    scalars = {k: None if x is None else jnp.asarray(x) for k, x in scalars.items()}
+
+    def local(a, b, per_row, scalars):
+        hyper = (scalars["temperature"], scalars["bias"], per_row["where"], per_row["v"])
+        return _loss(cfg, a, b, per_row["classes"], *hyper, reduction, chunk_size, rows)
+
+    split, whole = P(rows), P()
+    in_specs = (
+        split,
+        split,
+        jax.tree.map(lambda _: split, per_row),
+        jax.tree.map(lambda _: whole, scalars),
+    )
+    args = (a, b, per_row, scalars)
+    args = jax.tree.map(lambda x, s: jax.reshard(x, NamedSharding(mesh, s)), args, in_specs)
+    out_specs = split if reduction == "none" else whole
+    return jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=out_specs)(*args)
 
 
 _STATIC = ("chunk_size", "reduction", "axis_name", "symmetric")
@@ -426,9 +478,11 @@ def contrastive_cross_entropy(
         and held more memory (`benchmarks/contrastive_ring.py`). Returns
         the whole batch's loss on every device (`"none"`: this device's
         examples'), with exact gradients with respect to both towers,
-        `temperature` and `bias`. Outside `shard_map`, on an `Explicit` mesh
-        the towers are gathered (O((N + M) D)) and every device streams the
-        whole loss; on an `Auto` mesh the partitioner places it.
+        `temperature` and `bias`. Outside `shard_map`, towers whose rows an
+        `Explicit` mesh splits evenly take this path over those mesh axes by
+        themselves; other towers on an `Explicit` mesh are gathered
+        (O((N + M) D)) and every device streams the whole loss; on an `Auto`
+        mesh the partitioner places it.
       autodiff: `"reverse"` only: the backward computes each block again.
 
     Returns:

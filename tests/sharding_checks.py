@@ -204,17 +204,27 @@ def _batch_split(case: Case) -> bool:
     return not any("vocab" in spec for spec in case.specs)
 
 
-def _gathers_only_towers(case: Case, hlo: str) -> None:
-    """A batch-split loss gathers the rows of its towers (O((N + M) D)), never similarities;
-    every device then streams the whole batch, picking from whole vectors."""
+def _check_batch_split(case: Case, axis_type: AxisType, hlo: str) -> None:
+    """A batch-split loss gathers the rows of its towers (O((N + M) D)), never similarities.
+    On an Explicit mesh each device streams its own rows (`shard_map` over the rows' axes):
+    no product of similarities there spans all N rows."""
     gathered, limit = largest_all_gather(hlo, case.tag), max(a.size for a in case.arrays)
     if gathered > limit:
         raise AssertionError(f"all-gather of {gathered} elements (the towers: {limit})")
+    if axis_type != AxisType.Explicit:
+        return
+    whole = [
+        line.strip()[:80]
+        for line in hlo.splitlines()
+        if re.search(rf"= \w+\[{N},\d+\][^ ]* dot\(", line) and _belongs(line, case.tag)
+    ]
+    if whole:
+        raise AssertionError(f"every device computes all {N} rows: {whole[:2]}")
 
 
 def _check_program(case: Case, axis_type: AxisType, hlo: str) -> None:
     if _batch_split(case):
-        return _gathers_only_towers(case, hlo)
+        return _check_batch_split(case, axis_type, hlo)
     limit = N * V // (DATA * VOCAB)  # one device's slice of the logits
     if case.loss.public.startswith("linear_") and axis_type == AxisType.Auto:
         # The partitioner cannot see the kernel's sharding from inside the loss, so an
@@ -274,7 +284,7 @@ def check_shard_maps(cases: list[Case]) -> dict[str, str]:
 
     def check(case, hlo):
         if _batch_split(case):
-            return _gathers_only_towers(case, hlo)
+            return _check_batch_split(case, AxisType.Explicit, hlo)
         if largest_all_gather(hlo, case.tag):
             raise AssertionError(f"all-gather in {case.name} inside shard_map")
 
