@@ -37,6 +37,7 @@ DEVICES = multiprocess.DEVICES
 RTOL, ATOL = 1e-5, 1e-6  # float32
 FUSED = ("linear_softmax_cross_entropy", "linear_distillation_loss")
 SHARD_MAP = ("vocab_parallel_softmax_cross_entropy",)
+CONTRASTIVE = "contrastive_cross_entropy"
 
 
 def compare(expected, got) -> None:
@@ -87,21 +88,27 @@ def meshes() -> dict:
 def check_placed() -> dict[str, str]:
     """Softmax CE with class weights, `ignore_index`, smoothing and statistics on every mesh,
     the fused heads on the Explicit one that splits the classes over the processes: value
-    and every gradient, and no gather of the logits."""
+    and every gradient, and no gather of the logits. CLIP on the 2-D mesh, its towers'
+    rows split over the processes: each device streams its own rows."""
     softmax = checks.Case(registry.BY_NAME["softmax_cross_entropy"], stats=True)
     fused = [checks.Case(registry.BY_NAME[name]) for name in FUSED]
-    programs = {c.name: functools.partial(c.program, unweighted=False) for c in [softmax, *fused]}
-    args = {c.name: (c.arrays, c.where, c.v) for c in [softmax, *fused]}
-    expected = checks.run_together([softmax, *fused], programs, args)
+    clip = checks.Case(registry.BY_NAME[CONTRASTIVE])
+    every = [softmax, *fused, clip]
+    programs = {c.name: functools.partial(c.program, unweighted=False) for c in every}
+    args = {c.name: (c.arrays, c.where, c.v) for c in every}
+    expected = checks.run_together(every, programs, args)
+    on_mesh = {"Explicit": [softmax, *fused], "2d": [softmax, clip]}
     results = {}
     for label, (mesh, in_context) in meshes().items():
-        cases = [softmax, *fused] if label == "Explicit" else [softmax]
+        cases = on_mesh.get(label, [softmax])
         specs = {c.name: (c.specs, P("data"), P("data")) for c in cases}
         placed = jax.tree.map(checks.placer(mesh), {c.name: args[c.name] for c in cases}, specs)
         context = functools.partial(jax.set_mesh, mesh) if in_context else contextlib.nullcontext
         got = checks.run_together(cases, programs, placed, context)
         for c in cases:
             check = functools.partial(_no_gathered_logits, c, mesh)
+            if c is clip:
+                check = functools.partial(checks.check_batch_split, c, AxisType.Explicit)
             results[f"{c.name}/{label}"] = _outcome(expected[c.name], got[c.name], check)
     return results
 

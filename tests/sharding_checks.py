@@ -204,7 +204,7 @@ def _batch_split(case: Case) -> bool:
     return not any("vocab" in spec for spec in case.specs)
 
 
-def _check_batch_split(case: Case, axis_type: AxisType, hlo: str) -> None:
+def check_batch_split(case: Case, axis_type: AxisType, hlo: str) -> None:
     """A batch-split loss gathers the rows of its towers (O((N + M) D)), never similarities.
     On an Explicit mesh each device streams its own rows (`shard_map` over the rows' axes):
     no product of similarities there spans all N rows."""
@@ -224,7 +224,7 @@ def _check_batch_split(case: Case, axis_type: AxisType, hlo: str) -> None:
 
 def _check_program(case: Case, axis_type: AxisType, hlo: str) -> None:
     if _batch_split(case):
-        return _check_batch_split(case, axis_type, hlo)
+        return check_batch_split(case, axis_type, hlo)
     limit = N * V // (DATA * VOCAB)  # one device's slice of the logits
     if case.loss.public.startswith("linear_") and axis_type == AxisType.Auto:
         # The partitioner cannot see the kernel's sharding from inside the loss, so an
@@ -284,7 +284,7 @@ def check_shard_maps(cases: list[Case]) -> dict[str, str]:
 
     def check(case, hlo):
         if _batch_split(case):
-            return _check_batch_split(case, AxisType.Explicit, hlo)
+            return check_batch_split(case, AxisType.Explicit, hlo)
         if largest_all_gather(hlo, case.tag):
             raise AssertionError(f"all-gather in {case.name} inside shard_map")
 

@@ -23,6 +23,8 @@ CHECKS = [
     # The fused heads with the kernel split over the vocabulary across processes.
     "linear_softmax_cross_entropy/Explicit",
     "linear_distillation_loss/Explicit",
+    # CLIP's towers split over the processes: each device streams its own rows.
+    "contrastive_cross_entropy/2d",
     "vocab_parallel_softmax_cross_entropy/shard_map",
     "calibration",  # CalibrationState per process, merged
     "global_mean",  # denominator= the global token count
