@@ -370,6 +370,44 @@ def check_contrastive_memory() -> dict[str, str]:
     return results
 
 
+def check_contrastive_gathered() -> dict[str, str]:
+    """The contrastive losses on an Explicit mesh whose axes do not split the towers' rows
+    evenly (replicated towers, towers split over their features, NT-Xent's pairs split
+    across devices): every device gathers the towers and streams the whole batch, and the
+    value and every gradient equal the unsharded loss's."""
+    mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Explicit,) * 2)
+    rng = np.random.default_rng(3)
+    a, b = (jnp.asarray(rng.normal(size=(6, VOCAB)), jnp.float32) for _ in "ab")
+    losses = {  # name: (loss of (a, b, T), the towers' placement)
+        "contrastive_cross_entropy": (
+            lambda a, b, t: jaxce.contrastive_cross_entropy(a, b, temperature=t, chunk_size=4),
+            P(),
+        ),
+        "sigmoid_contrastive_loss": (
+            lambda a, b, t: jaxce.sigmoid_contrastive_loss(
+                a, b, temperature=t, bias=-1.0, chunk_size=4
+            ),
+            P(None, "vocab"),
+        ),
+        # 3 rows a device: each device would hold half a pair.
+        "ntxent_loss": (
+            lambda a, b, t: jaxce.ntxent_loss(a, temperature=t, chunk_size=4),
+            P("data"),
+        ),
+    }
+    results = {}
+    t = jnp.float32(0.7)
+    for name, (loss, spec) in losses.items():
+        step = jax.value_and_grad(loss, argnums=(0, 1, 2))
+        try:
+            placed = [jax.device_put(x, NamedSharding(mesh, spec)) for x in (a, b)]
+            _compare(step(a, b, t), jax.jit(step)(*placed, t))
+            results[f"{name}/Explicit/gathered"] = "ok"
+        except Exception:
+            results[f"{name}/Explicit/gathered"] = error()
+    return results
+
+
 def check_vocab_parallel_all_reduces() -> None:
     """Vocabulary-parallel CE with example weights: three all-reduces and no all-gather."""
     mesh = jax.make_mesh((DATA, VOCAB), ("data", "vocab"), axis_types=(AxisType.Explicit,) * 2)
@@ -535,6 +573,7 @@ def main() -> None:
     results = check_meshes([c for c in cases if c.loss.placed])
     results.update(check_shard_maps([c for c in cases if c.loss.axis_name and not c.stats]))
     results.update(check_contrastive_memory())
+    results.update(check_contrastive_gathered())
     for key, check in (
         ("all_reduces", check_vocab_parallel_all_reduces),
         ("shard_map_stats", check_shard_map_stats),
