@@ -171,10 +171,13 @@ class _ProbResiduals(NamedTuple):
     wq_sum: jax.Array  # sum_c w_c q_c of the smoothed targets q
 
 
-def _prob_targets(inp, x, count):
-    """The smoothed targets `q` and `w q`, with the finite-class mask (None without smoothing)."""
+def _prob_targets(inp, x, count, partner):
+    """The smoothed targets `q` and `w q`, with the finite-class mask (None without smoothing).
+
+    The labels are widened by the pass that also reads `partner` (`_numerics.widen`)."""
     finite = None if inp.smoothing is None else x > -jnp.inf
-    q = _numerics.smoothed(inp.probs.astype(x.dtype), inp.smoothing, finite, count)
+    probs = _numerics.widen(inp.probs, x.dtype, partner)
+    q = _numerics.smoothed(probs, inp.smoothing, finite, count)
     w = None if inp.weights is None else inp.weights.astype(x.dtype)
     return finite, q, (q if w is None else w * q), w
 
@@ -183,10 +186,14 @@ def _prob_ce_fwd(cfg: _Config, inp: _ProbInputs) -> tuple[Any, _ProbResiduals]:
     axis = cfg.axis
     arrays = (inp.logits, inp.probs, inp.weights)
     dtype = _checks.compute_dtype(*(a.dtype for a in arrays if a is not None))
-    x = _numerics.softcap(inp.logits.astype(dtype), inp.softcap)
-    shift, log_sum = _numerics.log_normaliser(x, axis)
-    count = None if inp.smoothing is None else _numerics.finite_classes(x, axis)[1]
-    _, _, wq, _ = _prob_targets(inp, x, count)
+    # Each pass widens what it reads (`_numerics.widen`): no wide copy of either input.
+    shift, log_sum = _numerics.log_normaliser(inp.logits, axis, dtype=dtype, cap=inp.softcap)
+    count = None
+    if inp.smoothing is not None:
+        capped = _numerics.softcap(_numerics.widen(inp.logits, dtype, shift), inp.softcap)
+        count = _numerics.finite_classes(capped, axis)[1]
+    x = _numerics.softcap(_numerics.widen(inp.logits, dtype, log_sum), inp.softcap)
+    _, _, wq, _ = _prob_targets(inp, x, count, log_sum)
     # 0 * log 0 = 0: a class with no target mass contributes nothing, even at -inf.
     nll = (shift - x) + log_sum
     loss, wq_sum = _numerics.sums([jnp.where(wq != 0, wq * nll, 0), wq], axis, keepdims=True)
@@ -199,10 +206,10 @@ def _prob_ce_fwd(cfg: _Config, inp: _ProbInputs) -> tuple[Any, _ProbResiduals]:
 def _prob_ce_bwd(cfg: _Config, inp: _ProbInputs, res: _ProbResiduals, g: jax.Array) -> _ProbInputs:
     eps = inp.smoothing
     g, g_lse = g if cfg.stats else (g, None)
-    raw = inp.logits.astype(res.shift.dtype)
-    x = _numerics.softcap(raw, inp.softcap)
     lse = res.shift + res.log_sum
-    finite, q, wq, w = _prob_targets(inp, x, res.num_finite)
+    raw = _numerics.widen(inp.logits, lse.dtype, lse)
+    x = _numerics.softcap(raw, inp.softcap)
+    finite, q, wq, w = _prob_targets(inp, x, res.num_finite, lse)
     a = res.wq_sum + (0 if inp.z_loss is None else 2 * inp.z_loss * lse)
     probs = jnp.exp(x - lse)
     dx = g * (a * probs - wq)
@@ -217,7 +224,7 @@ def _prob_ce_bwd(cfg: _Config, inp: _ProbInputs, res: _ProbResiduals, g: jax.Arr
     d_eps = None
     if eps is not None:
         # d q_c / d eps = [x_c finite] / K' - p_c
-        dq = jnp.where(finite, 1 / res.num_finite, 0) - inp.probs.astype(x.dtype)
+        dq = jnp.where(finite, 1 / res.num_finite, 0) - _numerics.widen(inp.probs, x.dtype, lse)
         d_eps = g * jnp.sum(
             _numerics.times(dq if w is None else w * dq, nll), cfg.axis, keepdims=True
         )

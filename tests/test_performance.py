@@ -56,11 +56,14 @@ def _vocab_parallel(logits, labels, **options):
     )
 
 
+def _soft(labels, v):
+    """Soft labels: each row's label gets 0.7, the rest share 0.3."""
+    return 0.3 / (v - 1) + (0.7 - 0.3 / (v - 1)) * jax.nn.one_hot(labels, v)
+
+
 def _probability_labels(logits, labels, **options):
-    """Cross-entropy with soft labels: each row's label gets 0.7, the rest share 0.3."""
-    v = logits.shape[-1]
-    probs = 0.3 / (v - 1) + (0.7 - 0.3 / (v - 1)) * jax.nn.one_hot(labels, v)
-    return jaxce.softmax_cross_entropy(logits, probs, **options)
+    """Cross-entropy with soft labels (`_soft`)."""
+    return jaxce.softmax_cross_entropy(logits, _soft(labels, logits.shape[-1]), **options)
 
 
 @pytest.mark.parametrize(
@@ -90,6 +93,17 @@ def test_half_precision_makes_no_wide_copy(options):
     logits, labels = _device_data(n, v, jnp.bfloat16)
     grad = jax.value_and_grad(lambda x: jaxce.softmax_cross_entropy(x, labels, **options))
     assert _temp_bytes(grad, logits) < n * v // 8
+
+
+def test_half_precision_probability_labels_widen_each_pass_itself():
+    # Each pass widens the bfloat16 logits and labels it reads: sharing one float32 copy
+    # of each kept three N x V float32 buffers. One remains: the row max broadcast for the
+    # log-sum's reduction.
+    n, v = 256, 2048
+    logits, labels = _device_data(n, v, jnp.bfloat16)
+    probs = _soft(labels, v).astype(jnp.bfloat16)
+    grad = jax.value_and_grad(lambda x: jaxce.softmax_cross_entropy(x, probs))
+    assert _temp_bytes(grad, logits) < 1.5 * n * v * 4
 
 
 def test_forward_keeps_no_n_by_v_temporary():
