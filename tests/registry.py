@@ -112,7 +112,7 @@ class Loss:
     stats: bool = False  # takes `return_stats=True`
     criterion: type | None = None  # the option class that holds its options
     axis_name: bool = False  # also inside shard_map: classes (or a batch) split over `axis_name`
-    placed: bool = True  # takes whole arrays (else only inside shard_map: see `_one_device`)
+    placed: bool = True  # takes whole arrays (else only inside shard_map: see `one_device`)
     pairs: bool = False  # its examples are the rows of n // 2 positive pairs (2 * (n // 2))
     # its examples enter each other's loss (as negatives): the loss jumps where a weight
     # reaches 0, which takes the example out of the batch as where=False does
@@ -154,7 +154,7 @@ class Loss:
 
     def __call__(self, arrays, **kw):
         args, keywords = self._split(arrays)
-        fn = self.fn if self.placed else _one_device(self.fn)
+        fn = self.fn if self.placed else one_device(self.fn)
         return fn(*args, **keywords, **{**self.options, **self.static, **kw})
 
     def reference(self, arrays, **kw):
@@ -163,7 +163,7 @@ class Loss:
         return self.oracle(*args, **keywords, **{**self.options, **kw})
 
 
-def _one_device(fn):
+def one_device(fn):
     """`fn(logits, ...)` inside `shard_map` over a one-device "vocab" mesh: called like the
     losses of whole arrays (the sharding checks split it over devices)."""
 
@@ -175,6 +175,7 @@ def _one_device(fn):
 
         return jax.shard_map(local, mesh=mesh, in_specs=P(None, "vocab"), out_specs=P())(logits)
 
+    call.__name__ = fn.__name__
     return call
 
 

@@ -7,10 +7,10 @@ reports, which does not vary from run to run.
 import jax
 import jax.numpy as jnp
 import pytest
-from jax.sharding import PartitionSpec as P
 
 import jaxce
 from tests.helpers import assert_cached, cache_size, class_data
+from tests.registry import one_device
 
 
 def _device_data(n, v, dtype, seed=0):
@@ -44,16 +44,8 @@ def _temp_bytes(fn, *args):
     return jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes
 
 
-def _vocab_parallel(logits, labels, **options):
-    """The vocabulary-parallel loss inside `shard_map` over one device: its whole slice."""
-    mesh = jax.make_mesh((1,), ("vocab",), axis_types=(jax.sharding.AxisType.Auto,))
-
-    def local(x, y):
-        return jaxce.vocab_parallel_softmax_cross_entropy(x, y, axis_name="vocab", **options)
-
-    return jax.shard_map(local, mesh=mesh, in_specs=(P(None, "vocab"), P()), out_specs=P())(
-        logits, labels
-    )
+# The vocabulary-parallel loss inside `shard_map` over one device: its whole slice.
+_vocab_parallel = one_device(jaxce.vocab_parallel_softmax_cross_entropy)
 
 
 def _soft(labels, v):
