@@ -596,19 +596,8 @@ def ntxent_loss(
             "z must have shape (2K, D), rows 2k and 2k+1 the two views of example k; "
             f"got {z.shape}."
         )
-    return _loss(
-        ("softmax", False, True),
-        z,
-        z,
-        None,
-        temperature,
-        None,
-        where,
-        example_weights,
-        reduction,
-        chunk_size,
-        axis_name,
-    )
+    options = (temperature, None, where, example_weights, reduction, chunk_size, axis_name)
+    return _loss(("softmax", False, True), z, z, None, *options)
 
 
 _SIGMOID_HYPER = {"temperature": _checks.POSITIVE, "bias": _HYPER["bias"]._replace(optional=False)}
